@@ -1,0 +1,113 @@
+package registry
+
+import "time"
+
+// recordVersion is the encoding version stored in every value's "v" field.
+// Readers reject values with a larger version than they know.
+const recordVersion = 1
+
+// Direction values of Session.Direction.
+const (
+	DirectionPublish = "publish"
+	DirectionPlay    = "play"
+)
+
+// Origin kinds of Origin.Kind.
+const (
+	OriginKindSRS      = "srs"
+	OriginKindMediaMTX = "mediamtx"
+	OriginKindWHIP     = "whip"
+)
+
+// ICECredentials is one side's ICE username fragment and password.
+type ICECredentials struct {
+	Ufrag string `json:"ufrag"`
+	Pwd   string `json:"pwd"`
+}
+
+// Origin is a leased origin registration, stored at origins/<id>.
+type Origin struct {
+	V               int               `json:"v"`
+	ID              string            `json:"id"`
+	Kind            string            `json:"kind"` // OriginKind*
+	APIBaseURL      string            `json:"api_base_url,omitempty"`
+	WHIPURLTemplate string            `json:"whip_url_template,omitempty"`
+	WHEPURLTemplate string            `json:"whep_url_template,omitempty"`
+	MediaAddresses  []string          `json:"media_addresses,omitempty"` // "ip:port"
+	Zone            string            `json:"zone,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Capacity        uint32            `json:"capacity,omitempty"` // max pinned streams; 0 = unlimited
+	TTL             time.Duration     `json:"ttl"`
+	RegisterTime    time.Time         `json:"register_time"`
+	HeartbeatTime   time.Time         `json:"heartbeat_time"`
+}
+
+// Relay is a relay's self-registration, stored at relays/<id> under the
+// relay's own lease.
+type Relay struct {
+	V               int       `json:"v"`
+	ID              string    `json:"id"`
+	GRPCAddress     string    `json:"grpc_address"`     // "host:port" signaling dials
+	PublicAddresses []string  `json:"public_addresses"` // advertised UDP "ip:port"
+	Zone            string    `json:"zone,omitempty"`
+	Draining        bool      `json:"draining,omitempty"`
+	Sessions        int       `json:"sessions"`
+	MaxSessions     int       `json:"max_sessions,omitempty"` // 0 = unlimited
+	Version         string    `json:"version,omitempty"`
+	UpdateTime      time.Time `json:"update_time"`
+}
+
+// Load is the relay's load in [0, +inf): sessions over capacity when a
+// capacity is set, otherwise the session count.
+func (r Relay) Load() float64 {
+	if r.MaxSessions > 0 {
+		return float64(r.Sessions) / float64(r.MaxSessions)
+	}
+	return float64(r.Sessions)
+}
+
+// Pin records which origin serves a stream, stored at pins/<stream>.
+type Pin struct {
+	V        int       `json:"v"`
+	Stream   string    `json:"stream"`
+	OriginID string    `json:"origin_id"`
+	PinTime  time.Time `json:"pin_time"`
+}
+
+// Session is the shared record of one edge session, stored at
+// sessions/<id>, with index keys ufrags/<origin-ufrag>:<client-ufrag>,
+// relaysessions/<relay-id>/<id> and streamsessions/<stream>/<id>.
+//
+// The relay creates it at allocation (relay fields) and signaling completes
+// it (origin resource, ETag) with UpdateSession. It is not tied to the
+// relay's lease: a dead relay's sessions stay listed under its id so that
+// they can be found and re-homed.
+type Session struct {
+	V         int    `json:"v"`
+	ID        string `json:"id"`
+	Stream    string `json:"stream"`
+	Direction string `json:"direction"` // DirectionPublish or DirectionPlay
+
+	// Relay side.
+	RelayID         string            `json:"relay_id"`
+	ClientICE       ICECredentials    `json:"client_ice"`
+	OriginICE       ICECredentials    `json:"origin_ice"`
+	OriginAddresses []string          `json:"origin_addresses"` // "ip:port"
+	Labels          map[string]string `json:"labels,omitempty"`
+
+	// Signaling side.
+	OriginID       string `json:"origin_id,omitempty"`
+	OriginResource string `json:"origin_resource,omitempty"` // absolute URL of the origin's session
+	OriginETag     string `json:"origin_etag,omitempty"`
+	ETag           string `json:"etag,omitempty"` // the edge's strong ETag for the ICE session
+	// ICEOptions, ICEPacing and ICELite repeat what the offer/answer used, for
+	// the ICE restart reply (RFC 9725 section 4.3.3).
+	ICEOptions string `json:"ice_options,omitempty"`
+
+	CreateTime time.Time `json:"create_time"`
+	UpdateTime time.Time `json:"update_time"`
+}
+
+// UfragKey is the ufrag-index key of a session: the STUN USERNAME the client
+// sends toward the relay, "<origin-ufrag>:<client-ufrag>".
+func (s Session) UfragKey() string { return s.OriginICE.Ufrag + ":" + s.ClientICE.Ufrag }
