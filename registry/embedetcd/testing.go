@@ -1,0 +1,44 @@
+package embedetcd
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+// StartForTest starts an embedded etcd for a test and closes it at cleanup;
+// it fails the test when etcd does not start.
+func StartForTest(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start(t.Context(), Config{})
+	if err != nil {
+		t.Fatalf("embedded etcd: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+var testPrefixes atomic.Int64
+
+// NewClientForTest returns a registry client on s with a key prefix of its
+// own, so tests sharing one etcd do not see each other's keys. It is closed
+// at cleanup.
+func NewClientForTest(t testing.TB, s *Server) *registry.Client {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	c, err := registry.New(registry.Config{
+		Endpoints:      s.Endpoints(),
+		Prefix:         fmt.Sprintf("/rtcedge-test/%s-%d/", name, testPrefixes.Add(1)),
+		DialTimeout:    2 * time.Second,
+		RequestTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("registry client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -1,0 +1,347 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Origin lease bounds.
+const (
+	DefaultOriginTTL = 30 * time.Second
+	MinOriginTTL     = 5 * time.Second
+	MaxOriginTTL     = 300 * time.Second
+)
+
+// RegisterOrigin creates or refreshes o's leased registration. Any signaling
+// instance may receive the next heartbeat: a refresh finds the lease of the
+// stored key and keeps it alive, or grants a new lease when that one has
+// expired. created reports whether no live registration existed.
+func (c *Client) RegisterOrigin(ctx context.Context, o Origin) (stored Origin, created bool, err error) {
+	if err := checkOriginID(o.ID); err != nil {
+		return Origin{}, false, err
+	}
+	switch o.Kind {
+	case OriginKindSRS, OriginKindMediaMTX, OriginKindWHIP:
+	default:
+		return Origin{}, false, fmt.Errorf("%w: origin kind %q: want srs, mediamtx or whip", ErrInvalid, o.Kind)
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultOriginTTL
+	}
+	if o.TTL < MinOriginTTL || o.TTL > MaxOriginTTL {
+		return Origin{}, false, fmt.Errorf("%w: origin ttl %s: want %s to %s", ErrInvalid, o.TTL, MinOriginTTL, MaxOriginTTL)
+	}
+	o.V = recordVersion
+	key := c.keys.origin(o.ID)
+	now := time.Now().UTC()
+	for attempt := 0; attempt < 5; attempt++ {
+		cctx, cancel := c.call(ctx)
+		stored, created, err = c.registerOriginOnce(cctx, key, o, now)
+		cancel()
+		if !errors.Is(err, ErrConflict) {
+			return stored, created, err
+		}
+	}
+	return Origin{}, false, err
+}
+
+func (c *Client) registerOriginOnce(ctx context.Context, key string, o Origin, now time.Time) (Origin, bool, error) {
+	resp, err := c.etcd.Get(ctx, key)
+	if err != nil {
+		return Origin{}, false, mapErr(err)
+	}
+	o.HeartbeatTime = now
+	o.RegisterTime = now
+	var lease clientv3.LeaseID
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	if len(resp.Kvs) == 1 {
+		kv := resp.Kvs[0]
+		var old Origin
+		if err := decode(key, kv.Value, &old); err == nil {
+			o.RegisterTime = old.RegisterTime
+		}
+		lease = clientv3.LeaseID(kv.Lease)
+		// A TTL change needs a new lease; otherwise keep the one in use.
+		if old.TTL != o.TTL {
+			lease = 0
+		} else if _, err := c.etcd.KeepAliveOnce(ctx, lease); err != nil {
+			if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return Origin{}, false, mapErr(err)
+			}
+			lease = 0
+		}
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+	}
+	created := len(resp.Kvs) == 0
+	if lease == 0 {
+		g, err := c.etcd.Grant(ctx, int64(o.TTL/time.Second))
+		if err != nil {
+			return Origin{}, false, mapErr(err)
+		}
+		lease = g.ID
+	}
+	val, err := encode(o)
+	if err != nil {
+		return Origin{}, false, err
+	}
+	tx, err := c.etcd.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, val, clientv3.WithLease(lease))).Commit()
+	if err != nil {
+		return Origin{}, false, mapErr(err)
+	}
+	if !tx.Succeeded {
+		return Origin{}, false, fmt.Errorf("%w: origin %s changed concurrently", ErrConflict, o.ID)
+	}
+	return o, created, nil
+}
+
+// DeregisterOrigin removes a registration and revokes its lease.
+func (c *Client) DeregisterOrigin(ctx context.Context, id string) error {
+	if err := checkOriginID(id); err != nil {
+		return err
+	}
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	key := c.keys.origin(id)
+	resp, err := c.etcd.Delete(ctx, key, clientv3.WithPrevKV())
+	if err != nil {
+		return mapErr(err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("origin %s: %w", id, ErrNotFound)
+	}
+	if lease := clientv3.LeaseID(resp.PrevKvs[0].Lease); lease != 0 {
+		if _, err := c.etcd.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			c.log.Debug("registry: revoking a deregistered origin's lease failed", "origin", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// GetOrigin reads one live registration from etcd.
+func (c *Client) GetOrigin(ctx context.Context, id string) (Origin, error) {
+	var o Origin
+	err := c.getJSON(ctx, c.keys.origin(id), &o)
+	if errors.Is(err, ErrNotFound) {
+		return o, fmt.Errorf("origin %s: %w", id, ErrNotFound)
+	}
+	return o, err
+}
+
+// ListOrigins lists the live registrations from etcd, ordered by id.
+func (c *Client) ListOrigins(ctx context.Context) ([]Origin, error) {
+	return listJSON[Origin](ctx, c, c.keys.origins())
+}
+
+// Origins returns the live registrations from the watch-fed cache, ordered
+// by id, waiting for the cache's first fill (bounded by the request timeout).
+func (c *Client) Origins(ctx context.Context) ([]Origin, error) {
+	k := c.origins()
+	if err := k.wait(ctx); err != nil {
+		return nil, err
+	}
+	return k.snapshot(), nil
+}
+
+// OriginLoad is an origin and the number of streams pinned to it.
+type OriginLoad struct {
+	Origin  Origin
+	Streams int
+}
+
+// OriginPolicy chooses the origin a new stream is pinned to.
+type OriginPolicy interface {
+	// Choose returns the id of the origin to pin stream to, or "" if none
+	// fits. origins are the live ones, ordered by id.
+	Choose(stream, zone string, origins []OriginLoad) string
+}
+
+// DefaultOriginPolicy picks the least-loaded origin with free capacity,
+// preferring the caller's zone; ties go to the smallest id.
+type DefaultOriginPolicy struct{}
+
+// Choose implements OriginPolicy.
+func (DefaultOriginPolicy) Choose(_, zone string, origins []OriginLoad) string {
+	best, bestLocal, bestLoad := "", false, 0.0
+	for _, o := range origins {
+		if o.Origin.Capacity > 0 && o.Streams >= int(o.Origin.Capacity) {
+			continue
+		}
+		load := float64(o.Streams)
+		if o.Origin.Capacity > 0 {
+			load /= float64(o.Origin.Capacity)
+		}
+		local := zone != "" && o.Origin.Zone == zone
+		if best == "" || local && !bestLocal || local == bestLocal && load < bestLoad {
+			best, bestLocal, bestLoad = o.Origin.ID, local, load
+		}
+	}
+	return best
+}
+
+// SetOriginPolicy replaces the policy PickOrigin uses for new pins.
+func (c *Client) SetOriginPolicy(p OriginPolicy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.policy = p
+}
+
+// PickOrigin returns the origin stream is pinned to when that origin is
+// alive. Otherwise it chooses one with the policy and pins it atomically: of
+// concurrent callers exactly one pin wins and all return its origin. A pin
+// pointing at a dead origin is replaced.
+func (c *Client) PickOrigin(ctx context.Context, stream, zone string) (Origin, error) {
+	if err := CheckStream(stream); err != nil {
+		return Origin{}, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		o, err := c.pickOriginOnce(ctx, stream, zone)
+		if !errors.Is(err, ErrConflict) {
+			return o, err
+		}
+		lastErr = err
+	}
+	return Origin{}, lastErr
+}
+
+func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origin, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	pinKey := c.keys.pin(stream)
+	// One read at one revision: the pin and every origin.
+	tx, err := c.etcd.Txn(ctx).Then(
+		clientv3.OpGet(pinKey),
+		clientv3.OpGet(c.keys.origins(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.pins(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return Origin{}, mapErr(err)
+	}
+	origins := map[string]Origin{}
+	for _, kv := range tx.Responses[1].GetResponseRange().Kvs {
+		var o Origin
+		if err := decode(string(kv.Key), kv.Value, &o); err == nil {
+			origins[o.ID] = o
+		}
+	}
+	pinCmp := clientv3.Compare(clientv3.CreateRevision(pinKey), "=", 0)
+	if kvs := tx.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		var p Pin
+		if err := decode(pinKey, kvs[0].Value, &p); err == nil {
+			if o, ok := origins[p.OriginID]; ok {
+				return o, nil
+			}
+		}
+		// The pinned origin is dead: replace the pin if nobody else did.
+		pinCmp = clientv3.Compare(clientv3.ModRevision(pinKey), "=", kvs[0].ModRevision)
+	}
+	streams := map[string]int{}
+	for _, kv := range tx.Responses[2].GetResponseRange().Kvs {
+		var p Pin
+		if err := decode(string(kv.Key), kv.Value, &p); err == nil {
+			streams[p.OriginID]++
+		}
+	}
+	loads := make([]OriginLoad, 0, len(origins))
+	for _, o := range origins {
+		loads = append(loads, OriginLoad{Origin: o, Streams: streams[o.ID]})
+	}
+	slices.SortFunc(loads, func(a, b OriginLoad) int { return strings.Compare(a.Origin.ID, b.Origin.ID) })
+	c.mu.Lock()
+	policy := c.policy
+	c.mu.Unlock()
+	id := policy.Choose(stream, zone, loads)
+	o, ok := origins[id]
+	if !ok {
+		return Origin{}, fmt.Errorf("stream %s: %w", stream, ErrNoOrigin)
+	}
+	val, err := encode(Pin{V: recordVersion, Stream: stream, OriginID: id, PinTime: time.Now().UTC()})
+	if err != nil {
+		return Origin{}, err
+	}
+	originKey := c.keys.origin(id)
+	put, err := c.etcd.Txn(ctx).
+		If(pinCmp, clientv3.Compare(clientv3.CreateRevision(originKey), ">", 0)).
+		Then(clientv3.OpPut(pinKey, val)).Commit()
+	if err != nil {
+		return Origin{}, mapErr(err)
+	}
+	if !put.Succeeded {
+		return Origin{}, fmt.Errorf("%w: pin of %s changed concurrently", ErrConflict, stream)
+	}
+	return o, nil
+}
+
+// ListPins lists every stream pin, ordered by stream.
+func (c *Client) ListPins(ctx context.Context) ([]Pin, error) {
+	return listJSON[Pin](ctx, c, c.keys.pins())
+}
+
+// Unpin removes a stream's pin; the next PickOrigin pins it afresh.
+func (c *Client) Unpin(ctx context.Context, stream string) error {
+	if err := CheckStream(stream); err != nil {
+		return err
+	}
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	resp, err := c.etcd.Delete(ctx, c.keys.pin(stream))
+	if err != nil {
+		return mapErr(err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("pin of %s: %w", stream, ErrNotFound)
+	}
+	return nil
+}
+
+// origins returns the origin cache, starting it on first use.
+func (c *Client) origins() *cache[Origin] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.originCache == nil {
+		c.originCache = newCache[Origin](c, c.keys.origins())
+	}
+	return c.originCache
+}
+
+// getJSON reads and decodes one key; ErrNotFound when absent.
+func (c *Client) getJSON(ctx context.Context, key string, v any) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	resp, err := c.etcd.Get(ctx, key)
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ErrNotFound
+	}
+	return decode(key, resp.Kvs[0].Value, v)
+}
+
+// listJSON reads and decodes every key under prefix, in key order. Records
+// that do not decode are skipped and logged.
+func listJSON[T any](ctx context.Context, c *Client, prefix string) ([]T, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	resp, err := c.etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]T, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := decode(string(kv.Key), kv.Value, &v); err != nil {
+			c.log.Warn("registry: skipping record", "err", err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,450 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+)
+
+// eventually polls cond every 50ms until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func origin(id, zone string, capacity uint32) registry.Origin {
+	return registry.Origin{ID: id, Kind: registry.OriginKindWHIP, Zone: zone, Capacity: capacity,
+		WHIPURLTemplate: "http://127.0.0.1:1/{stream}/whip", TTL: 5 * time.Second,
+		MediaAddresses: []string{"127.0.0.1:8189"}}
+}
+
+func TestOriginRegistrationLifecycle(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+
+	o := origin("srs-1", "eu", 0)
+	stored, created, err := c.RegisterOrigin(ctx, o)
+	if err != nil || !created {
+		t.Fatalf("first register: created=%v err=%v", created, err)
+	}
+	_, created, err = c.RegisterOrigin(ctx, o)
+	if err != nil || created {
+		t.Fatalf("refresh: created=%v err=%v", created, err)
+	}
+	got, err := c.GetOrigin(ctx, "srs-1")
+	if err != nil || !got.RegisterTime.Equal(stored.RegisterTime) {
+		t.Fatalf("get: %+v %v (register time must survive a refresh)", got, err)
+	}
+	// The cache sees it.
+	eventually(t, 5*time.Second, "origin in cache", func() bool {
+		os, err := c.Origins(ctx)
+		return err == nil && len(os) == 1
+	})
+
+	// Without heartbeats it disappears within TTL + 1s.
+	start := time.Now()
+	eventually(t, o.TTL+3*time.Second, "origin lease expiry", func() bool {
+		_, err := c.GetOrigin(ctx, "srs-1")
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	if d := time.Since(start); d > o.TTL+time.Second {
+		t.Errorf("origin expired after %s, want within TTL+1s = %s", d, o.TTL+time.Second)
+	}
+	eventually(t, 5*time.Second, "origin removed from cache", func() bool {
+		os, _ := c.Origins(ctx)
+		return len(os) == 0
+	})
+
+	// Deregister.
+	if _, _, err := c.RegisterOrigin(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeregisterOrigin(ctx, "srs-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeregisterOrigin(ctx, "srs-1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("second deregister: %v, want ErrNotFound", err)
+	}
+}
+
+func TestRegisterOriginValidation(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	tests := []struct {
+		name string
+		mod  func(*registry.Origin)
+	}{
+		{name: "empty id", mod: func(o *registry.Origin) { o.ID = "" }},
+		{name: "slash in id", mod: func(o *registry.Origin) { o.ID = "a/b" }},
+		{name: "unknown kind", mod: func(o *registry.Origin) { o.Kind = "janus" }},
+		{name: "ttl too short", mod: func(o *registry.Origin) { o.TTL = time.Second }},
+		{name: "ttl too long", mod: func(o *registry.Origin) { o.TTL = time.Hour }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := origin("o1", "", 0)
+			tc.mod(&o)
+			if _, _, err := c.RegisterOrigin(t.Context(), o); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("err = %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestPickOriginRace(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	for _, id := range []string{"o1", "o2", "o3"} {
+		o := origin(id, "", 0)
+		o.TTL = 30 * time.Second
+		if _, _, err := c.RegisterOrigin(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const callers = 100
+	var wg sync.WaitGroup
+	got := make([]string, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, err := c.PickOrigin(ctx, "__defaultVhost__/live/race", "")
+			got[i], errs[i] = o.ID, err
+		}()
+	}
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if got[i] != got[0] {
+			t.Fatalf("caller %d got %s, caller 0 got %s", i, got[i], got[0])
+		}
+	}
+	pins, err := c.ListPins(ctx)
+	if err != nil || len(pins) != 1 || pins[0].OriginID != got[0] {
+		t.Fatalf("pins = %+v, %v; want exactly one pin to %s", pins, err, got[0])
+	}
+}
+
+func TestPickOriginPolicy(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	ctx := t.Context()
+	tests := []struct {
+		name    string
+		origins []registry.Origin
+		pins    []string // streams pinned first, in order
+		zone    string
+		want    string
+		wantErr error
+	}{
+		{name: "no origin", want: "", wantErr: registry.ErrNoOrigin},
+		{name: "least loaded", origins: []registry.Origin{origin("a", "", 0), origin("b", "", 0)}, pins: []string{"x/y/1"}, want: "b"},
+		{name: "zone preferred over load", origins: []registry.Origin{origin("a", "eu", 0), origin("b", "us", 0)}, pins: []string{"x/y/1"}, zone: "eu", want: "a"},
+		{name: "capacity full", origins: []registry.Origin{origin("a", "", 1)}, pins: []string{"x/y/1"}, wantErr: registry.ErrNoOrigin},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := embedetcd.NewClientForTest(t, srv)
+			for _, o := range tc.origins {
+				o.TTL = 30 * time.Second
+				if _, _, err := c.RegisterOrigin(ctx, o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, s := range tc.pins {
+				// Pin to "a" by making it the only choice.
+				if _, err := c.PickOrigin(ctx, s, tc.zone); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, err := c.PickOrigin(ctx, "x/y/new", tc.zone)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || o.ID != tc.want {
+				t.Fatalf("picked %q (%v), want %q", o.ID, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDeadOriginPinReplaced(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	first := origin("first", "", 0)
+	if _, _, err := c.RegisterOrigin(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := c.PickOrigin(ctx, "v/app/s", ""); err != nil || o.ID != "first" {
+		t.Fatalf("pick = %v %v", o.ID, err)
+	}
+	second := origin("second", "", 0)
+	second.TTL = 30 * time.Second
+	if _, _, err := c.RegisterOrigin(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	// Still pinned to the live first origin.
+	if o, _ := c.PickOrigin(ctx, "v/app/s", ""); o.ID != "first" {
+		t.Fatalf("pin moved while its origin lives: %s", o.ID)
+	}
+	if err := c.DeregisterOrigin(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.PickOrigin(ctx, "v/app/s", "")
+	if err != nil || o.ID != "second" {
+		t.Fatalf("after the pinned origin died: %s %v, want second", o.ID, err)
+	}
+	pins, _ := c.ListPins(ctx)
+	if len(pins) != 1 || pins[0].OriginID != "second" {
+		t.Fatalf("pins = %+v", pins)
+	}
+}
+
+func TestRelayRegistrationAndPick(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+
+	if _, err := c.PickRelay(ctx, ""); !errors.Is(err, registry.ErrNoRelay) {
+		t.Fatalf("empty: %v, want ErrNoRelay", err)
+	}
+	r1, err := c.RegisterRelay(ctx, registry.Relay{ID: "r1", Zone: "eu", GRPCAddress: "127.0.0.1:1", Sessions: 5}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close(context.Background())
+	r2, err := c.RegisterRelay(ctx, registry.Relay{ID: "r2", Zone: "us", GRPCAddress: "127.0.0.1:2", Sessions: 1}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close(context.Background())
+
+	pick := func(zone string) string {
+		r, err := c.PickRelay(ctx, zone)
+		if err != nil {
+			return err.Error()
+		}
+		return r.ID
+	}
+	eventually(t, 5*time.Second, "least loaded relay r2", func() bool { return pick("") == "r2" })
+	if got := pick("eu"); got != "r1" {
+		t.Errorf("zone eu picked %s, want r1", got)
+	}
+	// Draining takes r2 out; an update is seen by the cache.
+	if err := r2.Update(ctx, func(r *registry.Relay) { r.Draining = true }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "draining relay skipped", func() bool { return pick("us") == "r1" })
+
+	// The registration survives several TTLs through keepalive.
+	time.Sleep(4 * time.Second)
+	if alive, err := c.RelayAlive(ctx, "r1"); err != nil || !alive {
+		t.Fatalf("r1 alive=%v err=%v after 4s with keepalive", alive, err)
+	}
+	// Close revokes the lease: the key goes at once.
+	if err := r1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetRelay(ctx, "r1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("after close: %v", err)
+	}
+	eventually(t, 5*time.Second, "cache removal", func() bool {
+		alive, _ := c.RelayAlive(ctx, "r1")
+		return !alive
+	})
+}
+
+// TestRelayLeaseExpiry shows that a relay whose process dies (no keepalive,
+// no revoke) vanishes within its TTL + 1s. The "process" is a second client
+// closed without closing the registration.
+func TestRelayLeaseExpiry(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	prefix := "/rtcedge-shared/" + t.Name() + "/"
+	observer, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close()
+	dying, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 2 * time.Second
+	if _, err := dying.RegisterRelay(t.Context(), registry.Relay{ID: "r-dies"}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "relay visible", func() bool {
+		alive, _ := observer.RelayAlive(t.Context(), "r-dies")
+		return alive
+	})
+	_ = dying.Close() // the process dies: nothing revokes the lease
+	start := time.Now()
+	eventually(t, ttl+3*time.Second, "relay expiry", func() bool {
+		_, err := observer.GetRelay(t.Context(), "r-dies")
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	if d := time.Since(start); d > ttl+time.Second {
+		t.Errorf("relay expired after %s, want within %s", d, ttl+time.Second)
+	}
+	eventually(t, 5*time.Second, "cache sees the removal", func() bool {
+		alive, _ := observer.RelayAlive(t.Context(), "r-dies")
+		return !alive
+	})
+}
+
+func session(id, relay, stream, ou, cu string) registry.Session {
+	return registry.Session{ID: id, Stream: stream, Direction: registry.DirectionPublish, RelayID: relay,
+		ClientICE:       registry.ICECredentials{Ufrag: cu, Pwd: "cpwdcpwdcpwdcpwdcpwdcpwd"},
+		OriginICE:       registry.ICECredentials{Ufrag: ou, Pwd: "opwdopwdopwdopwdopwdopwd"},
+		OriginAddresses: []string{"127.0.0.1:8189"}}
+}
+
+func TestSessions(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+
+	s1 := session("s1", "r1", "v/live/a", "orig1", "cli1")
+	if err := c.CreateSession(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	conflicts := []struct {
+		name string
+		s    registry.Session
+	}{
+		{name: "same id", s: session("s1", "r1", "v/live/a", "other", "other")},
+		{name: "same ufrag pair", s: session("s2", "r1", "v/live/a", "orig1", "cli1")},
+	}
+	for _, tc := range conflicts {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := c.CreateSession(ctx, tc.s); !errors.Is(err, registry.ErrConflict) {
+				t.Errorf("err = %v, want ErrConflict", err)
+			}
+		})
+	}
+	for _, s := range []registry.Session{session("s2", "r1", "v/live/b", "orig2", "cli2"), session("s3", "r2", "v/live/ab", "orig3", "cli3")} {
+		if err := c.CreateSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if s, err := c.GetSessionByUfrag(ctx, "orig1:cli1"); err != nil || s.ID != "s1" {
+		t.Fatalf("by ufrag: %+v %v", s, err)
+	}
+	ids := func(ss []registry.Session, err error) string {
+		if err != nil {
+			return err.Error()
+		}
+		out := ""
+		for _, s := range ss {
+			out += s.ID + " "
+		}
+		return out
+	}
+	if got := ids(c.ListSessionsByRelay(ctx, "r1")); got != "s1 s2 " {
+		t.Errorf("by relay r1: %q", got)
+	}
+	if got := ids(c.ListSessionsByStream(ctx, "v/live/a")); got != "s1 " {
+		t.Errorf("by stream v/live/a: %q (a prefix of another stream must not match)", got)
+	}
+	if got := ids(c.ListSessions(ctx)); got != "s1 s2 s3 " {
+		t.Errorf("all: %q", got)
+	}
+
+	// UpdateSession sets signaling's fields and refuses identity changes.
+	u, err := c.UpdateSession(ctx, "s1", func(s *registry.Session) error {
+		s.OriginResource, s.ETag = "http://origin/x", `"e1"`
+		return nil
+	})
+	if err != nil || u.ETag != `"e1"` {
+		t.Fatalf("update: %+v %v", u, err)
+	}
+	if _, err := c.UpdateSession(ctx, "s1", func(s *registry.Session) error { s.RelayID = "r9"; return nil }); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("identity change: %v, want ErrInvalid", err)
+	}
+
+	// Rekey moves the ufrag index and the relay index.
+	r, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}, nil, "r2")
+	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` {
+		t.Fatalf("rekey: %+v %v", r, err)
+	}
+	if _, err := c.GetSessionByUfrag(ctx, "orig1:cli1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("old ufrag: %v", err)
+	}
+	if s, err := c.GetSessionByUfrag(ctx, "orig1b:cli1b"); err != nil || s.ID != "s1" {
+		t.Errorf("new ufrag: %+v %v", s, err)
+	}
+	if got := ids(c.ListSessionsByRelay(ctx, "r2")); got != "s1 s3 " {
+		t.Errorf("by relay r2 after rekey: %q", got)
+	}
+	if _, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli2"}, registry.ICECredentials{Ufrag: "orig2"}, nil, ""); !errors.Is(err, registry.ErrConflict) {
+		t.Errorf("rekey onto a taken pair: %v, want ErrConflict", err)
+	}
+
+	// Delete removes the record and every index.
+	if err := c.DeleteSession(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSession(ctx, "s1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("second delete: %v", err)
+	}
+	if _, err := c.GetSessionByUfrag(ctx, "orig1b:cli1b"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("ufrag after delete: %v", err)
+	}
+	if got := ids(c.ListSessionsByRelay(ctx, "r2")); got != "s3 " {
+		t.Errorf("relay index after delete: %q", got)
+	}
+	resp, err := c.Etcd().Get(ctx, "/", withPrefixKeysOnly()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if containsID(string(kv.Key), "s1") {
+			t.Errorf("key left behind: %s", kv.Key)
+		}
+	}
+}
+
+func TestSessionValidation(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	tests := []struct {
+		name string
+		mod  func(*registry.Session)
+	}{
+		{name: "bad id", mod: func(s *registry.Session) { s.ID = "a/b" }},
+		{name: "empty stream", mod: func(s *registry.Session) { s.Stream = "" }},
+		{name: "stream with empty segment", mod: func(s *registry.Session) { s.Stream = "a//b" }},
+		{name: "bad direction", mod: func(s *registry.Session) { s.Direction = "both" }},
+		{name: "no relay", mod: func(s *registry.Session) { s.RelayID = "" }},
+		{name: "colon in ufrag", mod: func(s *registry.Session) { s.ClientICE.Ufrag = "a:b" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := session("ok", "r1", "v/a/b", "ou", "cu")
+			tc.mod(&s)
+			if err := c.CreateSession(t.Context(), s); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("err = %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
