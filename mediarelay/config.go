@@ -1,0 +1,93 @@
+package mediarelay
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"time"
+
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+// Defaults of Config.
+const (
+	DefaultIdleTimeout = 30 * time.Second
+	DefaultRelayTTL    = 10 * time.Second
+	// MaxPacketSize is the largest datagram relayed; larger ones are
+	// truncated by the socket read and dropped.
+	MaxPacketSize = 1500
+)
+
+// Config configures a Relay.
+type Config struct {
+	// RelayID identifies the relay in the registry: 1-64 of [A-Za-z0-9._-].
+	// Required when Registry is set.
+	RelayID string
+	// Zone is the relay's locality label, used by signaling's relay choice.
+	Zone string
+	// PublicAddrs are the addresses clients reach the public port on, one
+	// candidate each; at least one.
+	PublicAddrs []netip.AddrPort
+	// GRPCAddress is the host:port signaling dials for this relay's API,
+	// written into the relay registration.
+	GRPCAddress string
+	// IdleTimeout ends a session that received nothing from its client for
+	// that long; default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxSessions limits open sessions; 0 is unlimited.
+	MaxSessions int
+	// Registry, when set, persists sessions and the relay's registration in
+	// etcd. nil runs the relay stand-alone.
+	Registry *registry.Client
+	// RegistrationTTL is the relay lease TTL; default DefaultRelayTTL.
+	RegistrationTTL time.Duration
+	// Logger receives the relay's logs; nil uses slog.Default().
+	Logger *slog.Logger
+	// Version is reported by GetStatus and in the registration.
+	Version string
+	// SocketBuffer sets SO_RCVBUF and SO_SNDBUF of the per-session sockets
+	// (ListenUDP takes its own for the public ones); 0 keeps the kernel's.
+	SocketBuffer int
+	// LookupRate bounds registry lookups for unknown USERNAMEs per second;
+	// default 20.
+	LookupRate int
+}
+
+var relayIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (c *Config) setDefaults() error {
+	if c.Registry != nil && !relayIDPattern.MatchString(c.RelayID) {
+		return fmt.Errorf("%w: relay id %q: want 1-64 of [A-Za-z0-9._-]", ErrInvalid, c.RelayID)
+	}
+	if c.RelayID == "" {
+		c.RelayID = "relay"
+	}
+	if len(c.PublicAddrs) == 0 {
+		return fmt.Errorf("%w: at least one public address is required", ErrInvalid)
+	}
+	for _, a := range c.PublicAddrs {
+		if !a.IsValid() || a.Port() == 0 {
+			return fmt.Errorf("%w: public address %s: want ip:port", ErrInvalid, a)
+		}
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.IdleTimeout < time.Second {
+		return fmt.Errorf("%w: idle timeout %s: want at least 1s", ErrInvalid, c.IdleTimeout)
+	}
+	if c.MaxSessions < 0 {
+		return fmt.Errorf("%w: max sessions %d", ErrInvalid, c.MaxSessions)
+	}
+	if c.RegistrationTTL == 0 {
+		c.RegistrationTTL = DefaultRelayTTL
+	}
+	if c.LookupRate <= 0 {
+		c.LookupRate = 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package mediarelay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the relay's Prometheus metrics. Traffic counters are read from
+// the relay's atomic counters at scrape time, so the packet path pays
+// nothing for them.
+type metrics struct {
+	registry     *prometheus.Registry
+	allocLatency prometheus.Histogram
+	lookups      prometheus.Counter
+}
+
+func newMetrics(r *Relay) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		allocLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rtcedge_relay_allocation_seconds",
+			Help:    "Time AllocateSession took, including the registry write.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		lookups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_relay_registry_lookups_total",
+			Help: "Registry lookups of unknown STUN USERNAMEs.",
+		}),
+	}
+	m.registry.MustRegister(m.allocLatency, m.lookups, &collector{r: r},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+var (
+	descSessions = prometheus.NewDesc("rtcedge_relay_sessions", "Open sessions by state.", []string{"state"}, nil)
+	descPackets  = prometheus.NewDesc("rtcedge_relay_packets_total", "Forwarded packets by direction.", []string{"direction"}, nil)
+	descBytes    = prometheus.NewDesc("rtcedge_relay_bytes_total", "Forwarded UDP payload bytes by direction.", []string{"direction"}, nil)
+	descDrops    = prometheus.NewDesc("rtcedge_relay_drops_total", "Dropped packets by reason.", []string{"reason"}, nil)
+	descSTUNFail = prometheus.NewDesc("rtcedge_relay_stun_verification_failures_total", "STUN binding requests whose MESSAGE-INTEGRITY or FINGERPRINT did not verify.", nil, nil)
+	descDraining = prometheus.NewDesc("rtcedge_relay_draining", "1 while the relay drains.", nil, nil)
+)
+
+// collector reads the relay's counters at scrape time.
+type collector struct{ r *Relay }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Status()
+	var allocated, connected float64
+	c.r.mu.Lock()
+	for _, s := range c.r.sessions {
+		if s.client.Load() != nil {
+			connected++
+		} else {
+			allocated++
+		}
+	}
+	c.r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, allocated, "allocated")
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, connected, "connected")
+	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(st.ClientToOrigin.Packets), "client_to_origin")
+	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(st.OriginToClient.Packets), "origin_to_client")
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.ClientToOrigin.Bytes), "client_to_origin")
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.OriginToClient.Bytes), "origin_to_client")
+	for reason, v := range map[string]uint64{
+		"stun_integrity": st.Drops.StunIntegrity, "unbound_source": st.Drops.UnboundSource,
+		"write_error": st.Drops.WriteErrors, "foreign_source": st.Drops.ForeignSource,
+		"unknown_source": st.UnknownSource, "malformed": st.Malformed, "lookup_rate_limited": c.r.lookupDropped.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descSTUNFail, prometheus.CounterValue, float64(st.Drops.StunIntegrity))
+	draining := 0.0
+	if st.Draining {
+		draining = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
+}

@@ -1,0 +1,526 @@
+package mediarelay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v2"
+
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+// Relay is a media relay. Create it with New, run its data plane with
+// Serve, and drive it through its methods or the gRPC service.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	started time.Time
+
+	tabs      atomic.Pointer[tables]
+	clock     atomic.Int64 // coarse unix nanos, advanced by the sweeper
+	lookups   chan string  // unknown USERNAMEs for the registry lookup worker
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // every goroutine the relay starts
+
+	// Relay-wide drops, of packets that belong to no session.
+	unknownSource atomic.Uint64
+	malformed     atomic.Uint64
+	lookupDropped atomic.Uint64
+	totals        counters // of sessions already released
+
+	mu         sync.Mutex // guards the following
+	sessions   map[string]*session
+	draining   bool
+	drainTimer *time.Timer
+	pubs       []*net.UDPConn
+	reg        *registry.RelayRegistration
+	subs       map[*subscriber]struct{}
+	closed     bool
+}
+
+// New validates cfg and returns a relay. It opens no socket.
+func New(cfg Config) (*Relay, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		started:  time.Now(),
+		lookups:  make(chan string, 128),
+		closing:  make(chan struct{}),
+		sessions: map[string]*session{},
+		subs:     map[*subscriber]struct{}{},
+	}
+	r.metrics = newMetrics(r)
+	r.tabs.Store(&tables{byAddr: map[netip.AddrPort]*session{}, byUfrag: map[string]*session{}})
+	r.clock.Store(time.Now().UnixNano())
+	return r, nil
+}
+
+// Serve runs the data plane on the public sockets until ctx ends or Close
+// is called, then closes the relay. With a registry it first reloads the
+// sessions assigned to this relay's id, then registers the relay and keeps
+// its registration fresh. Several conns (SO_REUSEPORT sockets of one port)
+// each get a reader.
+func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
+	if len(conns) == 0 {
+		return fmt.Errorf("%w: Serve needs at least one socket", ErrInvalid)
+	}
+	pubs := make([]*net.UDPConn, 0, len(conns))
+	for _, c := range conns {
+		u, ok := c.(*net.UDPConn)
+		if !ok {
+			return fmt.Errorf("%w: Serve needs *net.UDPConn sockets, got %T", ErrInvalid, c)
+		}
+		pubs = append(pubs, u)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if r.pubs != nil {
+		r.mu.Unlock()
+		return errors.New("mediarelay: Serve called twice")
+	}
+	r.pubs = pubs
+	r.mu.Unlock()
+
+	if r.cfg.Registry != nil {
+		r.reload(ctx)
+	}
+	for _, pub := range pubs {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.readPublic(pub)
+		}()
+	}
+	r.wg.Add(2)
+	go func() {
+		defer r.wg.Done()
+		r.sweepLoop()
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.lookupLoop()
+	}()
+	if r.cfg.Registry != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.registerLoop()
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.closing:
+	}
+	return r.Close()
+}
+
+// Close stops the relay: it closes the public sockets and every session's
+// socket, ends all goroutines and revokes the registration. Session records
+// stay in the registry, so a relay started again with the same id reloads
+// them.
+func (r *Relay) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		close(r.closing)
+		if r.drainTimer != nil {
+			r.drainTimer.Stop()
+		}
+		pubs := r.pubs
+		sessions := slices.Collect(maps.Values(r.sessions))
+		r.sessions = map[string]*session{}
+		r.publishLocked(func(t *tables) { clear(t.byAddr); clear(t.byUfrag) })
+		for sub := range r.subs {
+			close(sub.ch)
+			delete(r.subs, sub)
+		}
+		r.mu.Unlock()
+		for _, p := range pubs {
+			_ = p.Close()
+		}
+		for _, s := range sessions {
+			r.closeSession(s)
+		}
+		r.wg.Wait()
+		r.mu.Lock()
+		reg := r.reg
+		r.reg = nil
+		r.mu.Unlock()
+		if reg != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if err := reg.Close(ctx); err != nil {
+				r.log.Warn("relay: revoking registration failed; it expires with its lease", "err", err)
+			}
+			cancel()
+		}
+	})
+	return nil
+}
+
+// publishLocked applies mutate to a copy of the lookup tables and publishes
+// the copy. The socket loops keep reading the old tables until then.
+func (r *Relay) publishLocked(mutate func(*tables)) {
+	old := r.tabs.Load()
+	t := &tables{byAddr: maps.Clone(old.byAddr), byUfrag: maps.Clone(old.byUfrag)}
+	mutate(t)
+	r.tabs.Store(t)
+}
+
+// readPublic is the loop of one public socket.
+func (r *Relay) readPublic(pub *net.UDPConn) {
+	buf := make([]byte, MaxPacketSize+1)
+	var msg stun.Message
+	for {
+		n, src, err := pub.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Debug("relay: public read", "err", err)
+			continue
+		}
+		if n > MaxPacketSize {
+			r.malformed.Add(1)
+			continue
+		}
+		r.handleClientPacket(pub, buf[:n], src, &msg)
+	}
+}
+
+// handleClientPacket acts on decideClientPacket's verdict.
+func (r *Relay) handleClientPacket(pub *net.UDPConn, b []byte, src netip.AddrPort, msg *stun.Message) {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	v, s := decideClientPacket(b, src, r.tabs.Load(), msg)
+	switch v {
+	case verdictForward:
+		r.forward(s, b)
+	case verdictBind:
+		r.bind(s, src, pub)
+		r.forward(s, b)
+	case verdictLookup:
+		r.requestLookup(msg)
+	case verdictDropUnknown:
+		r.unknownSource.Add(1)
+	case verdictDropMalformed:
+		r.malformed.Add(1)
+	case verdictDropIntegrity:
+		s.dropIntegrity.Add(1)
+		r.log.Debug("relay: STUN failed verification", "session", s.id, "src", src)
+	}
+}
+
+// forward writes a client packet to the session's origin.
+func (r *Relay) forward(s *session, b []byte) {
+	s.lastActive.Store(r.clock.Load())
+	up := s.up.Load()
+	if up == nil {
+		s.dropWrite.Add(1)
+		return
+	}
+	if _, err := up.conn.Write(b); err != nil {
+		s.dropWrite.Add(1)
+		return
+	}
+	s.c2oPackets.Add(1)
+	s.c2oBytes.Add(uint64(len(b)))
+}
+
+// bind points the session at the client address a verified STUN came from.
+func (r *Relay) bind(s *session, src netip.AddrPort, pub *net.UDPConn) {
+	r.mu.Lock()
+	if s.closed.Load() {
+		r.mu.Unlock()
+		return
+	}
+	old := s.client.Load()
+	if old != nil && old.addr == src {
+		r.mu.Unlock()
+		return
+	}
+	s.client.Store(&binding{addr: src, pub: pub})
+	typ := relayv1.SessionEventType_SESSION_EVENT_TYPE_CONNECTED
+	if old == nil {
+		s.connectTime.Store(time.Now().UnixNano())
+	} else {
+		s.addressChanges.Add(1)
+		typ = relayv1.SessionEventType_SESSION_EVENT_TYPE_ADDRESS_CHANGED
+	}
+	r.publishLocked(func(t *tables) {
+		if old != nil {
+			delete(t.byAddr, old.addr)
+		}
+		if prev := t.byAddr[src]; prev != nil && prev != s {
+			// The address moved to another session: the previous one no
+			// longer has a client there.
+			prev.client.Store(nil)
+		}
+		t.byAddr[src] = s
+	})
+	r.mu.Unlock()
+	r.log.Debug("relay: client bound", "session", s.id, "addr", src, "moved", old != nil)
+	r.emit(typ, s)
+}
+
+// readUpstream forwards what the origin sends on one session socket to the
+// session's client, from the public port.
+func (r *Relay) readUpstream(s *session, up *upstream) {
+	defer close(up.done)
+	buf := make([]byte, MaxPacketSize+1)
+	for {
+		n, err := up.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A connected UDP socket reports ICMP errors (the origin's port
+			// is closed) on the next read; keep going.
+			continue
+		}
+		if n > MaxPacketSize {
+			s.dropForeign.Add(1)
+			continue
+		}
+		b := s.client.Load()
+		if b == nil {
+			s.dropUnbound.Add(1)
+			continue
+		}
+		if _, err := b.pub.WriteToUDPAddrPort(buf[:n], b.addr); err != nil {
+			s.dropWrite.Add(1)
+			continue
+		}
+		s.o2cPackets.Add(1)
+		s.o2cBytes.Add(uint64(n))
+	}
+}
+
+// openUpstream opens a session's socket toward the first origin address.
+func (r *Relay) openUpstream(origin netip.AddrPort) (*upstream, error) {
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(origin))
+	if err != nil {
+		return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
+	}
+	if r.cfg.SocketBuffer > 0 {
+		_ = conn.SetReadBuffer(r.cfg.SocketBuffer)
+		_ = conn.SetWriteBuffer(r.cfg.SocketBuffer)
+	}
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), done: make(chan struct{})}, nil
+}
+
+// startUpstream installs up as the session's socket and starts its reader.
+func (r *Relay) startUpstream(s *session, up *upstream) {
+	s.up.Store(up)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.readUpstream(s, up)
+	}()
+}
+
+// closeSession closes a session's socket and waits for its reader; the
+// session must already be out of the tables.
+func (r *Relay) closeSession(s *session) {
+	s.closed.Store(true)
+	if up := s.up.Load(); up != nil {
+		_ = up.conn.Close()
+		<-up.done
+	}
+	r.totals.c2oPackets.Add(s.c2oPackets.Load())
+	r.totals.c2oBytes.Add(s.c2oBytes.Load())
+	r.totals.o2cPackets.Add(s.o2cPackets.Load())
+	r.totals.o2cBytes.Add(s.o2cBytes.Load())
+	r.totals.dropIntegrity.Add(s.dropIntegrity.Load())
+	r.totals.dropUnbound.Add(s.dropUnbound.Load())
+	r.totals.dropWrite.Add(s.dropWrite.Load())
+	r.totals.dropForeign.Add(s.dropForeign.Load())
+}
+
+// newSessionID returns 16 random bytes, base64url.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// addSession opens the session's socket and installs it, unless its id or
+// ufrag pair is taken or the relay is closed, full or draining (checked
+// when checkAdmission).
+func (r *Relay) addSession(s *session, checkAdmission bool) error {
+	r.mu.Lock()
+	err := r.admitLocked(s, checkAdmission)
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	up, err := r.openUpstream(s.originAddr[0])
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.admitLocked(s, checkAdmission); err != nil {
+		_ = up.conn.Close()
+		return err
+	}
+	s.lastActive.Store(time.Now().UnixNano())
+	r.sessions[s.id] = s
+	username := s.creds.Load().username
+	r.publishLocked(func(t *tables) { t.byUfrag[username] = s })
+	r.startUpstream(s, up)
+	return nil
+}
+
+func (r *Relay) admitLocked(s *session, checkAdmission bool) error {
+	switch {
+	case r.closed:
+		return ErrClosed
+	case checkAdmission && r.draining:
+		return ErrDraining
+	case checkAdmission && r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions:
+		return fmt.Errorf("%w (%d)", ErrFull, r.cfg.MaxSessions)
+	case r.sessions[s.id] != nil:
+		return fmt.Errorf("%w: id %s", ErrSessionExists, s.id)
+	case r.tabs.Load().byUfrag[s.creds.Load().username] != nil:
+		return fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, s.creds.Load().username)
+	}
+	return nil
+}
+
+// removeSession takes a session out of the tables; nil if unknown.
+func (r *Relay) removeSession(id string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sessions[id]
+	if s == nil {
+		return nil
+	}
+	delete(r.sessions, id)
+	username := s.creds.Load().username
+	client := s.client.Load()
+	r.publishLocked(func(t *tables) {
+		delete(t.byUfrag, username)
+		if client != nil && t.byAddr[client.addr] == s {
+			delete(t.byAddr, client.addr)
+		}
+	})
+	s.closed.Store(true)
+	return s
+}
+
+// lookupSession returns a live session.
+func (r *Relay) lookupSession(id string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessions[id]
+}
+
+// sessionCount returns the number of open sessions.
+func (r *Relay) sessionCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// idleSessions returns the sessions whose client sent nothing since
+// now-IdleTimeout. Time is a parameter so tests need not wait.
+func (r *Relay) idleSessions(now time.Time) []*session {
+	cutoff := now.Add(-r.cfg.IdleTimeout).UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*session
+	for _, s := range r.sessions {
+		if s.lastActive.Load() < cutoff {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// expireIdle releases the sessions idleSessions returns.
+func (r *Relay) expireIdle(ctx context.Context, now time.Time) {
+	for _, s := range r.idleSessions(now) {
+		r.log.Info("relay: session idle, releasing", "session", s.id, "idle_timeout", r.cfg.IdleTimeout)
+		_, _ = r.release(ctx, s.id, relayv1.SessionEventType_SESSION_EVENT_TYPE_EXPIRED)
+	}
+}
+
+// sweepLoop advances the coarse clock, expires idle sessions and refreshes
+// the registration's load.
+func (r *Relay) sweepLoop() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var lastSweep, lastLoad time.Time
+	for {
+		select {
+		case <-r.closing:
+			return
+		case now := <-tick.C:
+			r.clock.Store(now.UnixNano())
+			if now.Sub(lastSweep) >= time.Second {
+				lastSweep = now
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r.expireIdle(ctx, now)
+				cancel()
+			}
+			if now.Sub(lastLoad) >= 5*time.Second {
+				lastLoad = now
+				r.updateRegistration()
+			}
+		}
+	}
+}
+
+// candidates returns the relay's ICE candidates, one per public address,
+// component 1, highest priority first (RFC 8445 section 5.1.2.1: host type
+// preference 126, local preference falling with the address's rank).
+func (r *Relay) candidates() []*relayv1.Candidate {
+	out := make([]*relayv1.Candidate, 0, len(r.cfg.PublicAddrs))
+	for i, a := range r.cfg.PublicAddrs {
+		out = append(out, &relayv1.Candidate{
+			Foundation: foundation(a.Addr()),
+			Component:  1,
+			Protocol:   "udp",
+			Priority:   candidatePriority(65535-uint32(i), 1),
+			Address:    a.Addr().String(),
+			Port:       uint32(a.Port()),
+			Type:       "host",
+		})
+	}
+	return out
+}
+
+// candidatePriority is RFC 8445's formula for a host candidate.
+func candidatePriority(localPref, component uint32) uint32 {
+	return 126<<24 | (localPref&0xffff)<<8 | (256 - component)
+}
+
+// foundation is a stable decimal foundation per address (FNV-1a 32).
+func foundation(a netip.Addr) string {
+	h := uint32(2166136261)
+	for _, b := range a.AsSlice() {
+		h ^= uint32(b)
+		h *= 16777619
+	}
+	return fmt.Sprint(h)
+}
