@@ -376,9 +376,9 @@ func TestMalformedPackets(t *testing.T) {
 		srsCrash,
 		{},
 		{0x00},
-		rtp(1, 100),         // RTP from an unbound address
-		{0x16, 0xfe, 0xfd},  // DTLS from an unbound address
-		make([]byte, 1600),  // oversized
+		rtp(1, 100),        // RTP from an unbound address
+		{0x16, 0xfe, 0xfd}, // DTLS from an unbound address
+		make([]byte, 1600), // oversized
 	}
 	for _, p := range packets {
 		if _, err := attacker.WriteToUDPAddrPort(p, relay.public); err != nil {
@@ -434,7 +434,9 @@ func TestAllocateValidation(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
