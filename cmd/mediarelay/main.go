@@ -1,0 +1,278 @@
+// Command mediarelay runs one rtcedge media relay: the public UDP port,
+// the relay.v1.RelayService gRPC API (with reflection and health), and an
+// HTTP port with the REST gateway, /metrics, /healthz and /readyz.
+//
+// Every flag has an environment fallback named RTCEDGE_<FLAG> (dashes become
+// underscores): -udp-listen is RTCEDGE_UDP_LISTEN. `mediarelay healthcheck
+// URL` probes an HTTP endpoint (for container health checks).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/mediarelay"
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
+		os.Exit(code)
+	}
+	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "mediarelay:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	udpListen     string
+	publicAddrs   cli.StringList
+	grpcListen    string
+	grpcAdvertise string
+	httpListen    string
+	etcd          cli.StringList
+	etcdCA        string
+	etcdCert      string
+	etcdKey       string
+	etcdUser      string
+	etcdPassword  string
+	relayID       string
+	zone          string
+	idleTimeout   time.Duration
+	maxSessions   int
+	socketBuffer  int
+	sockets       int
+	tlsCert       string
+	tlsKey        string
+	logLevel      slog.Level
+}
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("mediarelay", flag.ContinueOnError)
+	fs.StringVar(&c.udpListen, "udp-listen", ":8000", "public UDP address for media (one port for every session)")
+	fs.Var(&c.publicAddrs, "public-addr", "advertised ip:port clients reach the UDP port on; repeatable or comma-separated; derived from the interfaces when unset")
+	fs.StringVar(&c.grpcListen, "grpc-listen", ":9090", "gRPC admin API address")
+	fs.StringVar(&c.grpcAdvertise, "grpc-advertise", "", "host:port signaling dials for the gRPC API; default: -grpc-listen with this host's address")
+	fs.StringVar(&c.httpListen, "http-listen", ":9091", "HTTP address for REST, /metrics, /healthz, /readyz")
+	fs.Var(&c.etcd, "etcd-endpoints", "etcd endpoints, comma-separated (required)")
+	fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA file verifying etcd's certificate (enables TLS)")
+	fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate file for etcd")
+	fs.StringVar(&c.etcdKey, "etcd-key", "", "client key file for etcd")
+	fs.StringVar(&c.etcdUser, "etcd-username", "", "etcd user name")
+	fs.StringVar(&c.etcdPassword, "etcd-password", "", "etcd password")
+	fs.StringVar(&c.relayID, "relay-id", sanitize(host), "relay id in the registry: 1-64 of [A-Za-z0-9._-]; keep it across restarts to resume sessions")
+	fs.StringVar(&c.zone, "zone", "", "zone label; signaling prefers relays of its own zone")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", mediarelay.DefaultIdleTimeout, "release a session after this long without packets from its client")
+	fs.IntVar(&c.maxSessions, "max-sessions", 0, "maximum open sessions; 0 is unlimited")
+	fs.IntVar(&c.socketBuffer, "socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of every socket; 0 keeps the kernel default (which overflows in bursts)")
+	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each (Linux); 1 disables")
+	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
+	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	switch {
+	case len(c.etcd) == 0:
+		return c, errors.New("-etcd-endpoints is required")
+	case c.sockets < 1 || c.sockets > 64:
+		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
+	case c.idleTimeout < time.Second:
+		return c, fmt.Errorf("-idle-timeout %s: want at least 1s", c.idleTimeout)
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
+	}
+	return c, nil
+}
+
+// sanitize turns a host name into a valid relay id.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) == 0 {
+		return "relay"
+	}
+	return string(b[:min(len(b), 64)])
+}
+
+// publicAddrs parses -public-addr, or derives addresses from the interfaces
+// with the UDP port actually bound.
+func publicAddrs(flagged []string, port uint16) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, s := range flagged {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			// A bare IP takes the listening port.
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("-public-addr %q: want ip or ip:port", s)
+			}
+			ap = netip.AddrPortFrom(a, port)
+		}
+		out = append(out, ap)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing interface addresses: %w", err)
+	}
+	var loopback []netip.AddrPort
+	for _, ia := range ifaddrs {
+		p, err := netip.ParsePrefix(ia.String())
+		if err != nil {
+			continue
+		}
+		a := p.Addr()
+		switch {
+		case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified():
+		case a.IsLoopback():
+			loopback = append(loopback, netip.AddrPortFrom(a, port))
+		default:
+			out = append(out, netip.AddrPortFrom(a, port))
+		}
+	}
+	if len(out) == 0 {
+		out = loopback
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no usable interface address: set -public-addr")
+	}
+	return out, nil
+}
+
+// run starts the relay and blocks until ctx ends. ready, when not nil,
+// receives the gRPC and HTTP addresses once everything listens.
+func run(ctx context.Context, args []string, getenv func(string) string, ready chan<- [2]string) error {
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	regCfg := registry.Config{Endpoints: cfg.etcd, Username: cfg.etcdUser, Password: cfg.etcdPassword, Logger: log}
+	if cfg.etcdCA != "" || cfg.etcdCert != "" {
+		if regCfg.TLS, err = registry.LoadTLS(cfg.etcdCA, cfg.etcdCert, cfg.etcdKey); err != nil {
+			return err
+		}
+	}
+	reg, err := registry.New(regCfg)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
+	conns, err := mediarelay.ListenUDP(ctx, "udp", cfg.udpListen, cfg.sockets, cfg.socketBuffer)
+	if err != nil {
+		return err
+	}
+	port := conns[0].LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	addrs, err := publicAddrs(cfg.publicAddrs, port)
+	if err != nil {
+		return err
+	}
+	grpcLis, err := net.Listen("tcp", cfg.grpcListen)
+	if err != nil {
+		return err
+	}
+	httpLis, err := net.Listen("tcp", cfg.httpListen)
+	if err != nil {
+		return err
+	}
+	advertise := cfg.grpcAdvertise
+	if advertise == "" {
+		advertise = advertised(grpcLis.Addr().(*net.TCPAddr), addrs)
+	}
+
+	relay, err := mediarelay.New(mediarelay.Config{
+		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
+		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
+		Version: version, SocketBuffer: cfg.socketBuffer,
+	})
+	if err != nil {
+		return err
+	}
+	var opts []grpc.ServerOption
+	if cfg.tlsCert != "" {
+		creds, err := credentials.NewServerTLSFromFile(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return fmt.Errorf("gRPC TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
+	mediarelay.RegisterGRPC(gs, relay)
+	hs := &http.Server{Handler: relay.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	log.Info("mediarelay starting", "version", version, "relay_id", cfg.relayID, "udp", conns[0].LocalAddr().String(),
+		"public", addrs, "grpc", grpcLis.Addr().String(), "grpc_advertise", advertise, "http", httpLis.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return relay.Serve(gctx, conns...) })
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	if ready != nil {
+		ready <- [2]string{grpcLis.Addr().String(), httpLis.Addr().String()}
+	}
+	<-gctx.Done()
+	log.Info("mediarelay stopping")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutdown)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdown.Done():
+		gs.Stop()
+	}
+	_ = relay.Close()
+	return g.Wait()
+}
+
+// advertised turns a listen address into one signaling can dial: a wildcard
+// host becomes the first public address's IP.
+func advertised(l *net.TCPAddr, public []netip.AddrPort) string {
+	ap := l.AddrPort()
+	if ap.Addr().IsUnspecified() && len(public) > 0 {
+		return netip.AddrPortFrom(public[0].Addr(), ap.Port()).String()
+	}
+	return net.JoinHostPort(ap.Addr().Unmap().String(), strconv.Itoa(int(ap.Port())))
+}

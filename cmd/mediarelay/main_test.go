@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{name: "no etcd", wantErr: "-etcd-endpoints is required"},
+		{name: "env etcd", env: map[string]string{"RTCEDGE_ETCD_ENDPOINTS": "127.0.0.1:2379"}},
+		{name: "bad sockets", args: []string{"-etcd-endpoints", "x", "-reuseport-sockets", "0"}, wantErr: "reuseport-sockets"},
+		{name: "tls half", args: []string{"-etcd-endpoints", "x", "-grpc-tls-cert", "c.pem"}, wantErr: "go together"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] })
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRun starts the binary's run function against a real etcd and checks
+// what the README's grpcurl commands show: the services through reflection
+// and GetStatus; plus REST and readiness on the HTTP port.
+func TestRun(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	env := map[string]string{"RTCEDGE_ETCD_ENDPOINTS": etcd.Endpoints()[0]}
+	go func() {
+		done <- run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+			"-public-addr", "127.0.0.1", "-relay-id", "test-relay", "-log-level", "warn"}, func(k string) string { return env[k] }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := relayv1.NewRelayServiceClient(conn).GetStatus(ctx, &relayv1.GetStatusRequest{})
+	if err != nil || st.RelayId != "test-relay" || len(st.PublicAddresses) != 1 {
+		t.Fatalf("GetStatus: %v %v", st, err)
+	}
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}})
+	resp, err := rs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"relay.v1.RelayService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("services %v lack %s", names, want)
+		}
+	}
+	_ = rs.CloseSend()
+
+	for _, path := range []string{"/v1/status", "/healthz", "/readyz", "/metrics"} {
+		var code int
+		for attempt := 0; attempt < 50; attempt++ {
+			resp, err := http.Get("http://" + addrs[1] + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if code = resp.StatusCode; code == 200 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if code != 200 {
+			t.Errorf("GET %s = %d", path, code)
+		}
+	}
+}
