@@ -1,0 +1,103 @@
+package signaling
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+// Defaults of Config.
+const (
+	DefaultBodyLimit        = 64 << 10
+	DefaultOriginTimeout    = 10 * time.Second
+	DefaultRelayCallTimeout = 5 * time.Second
+	DefaultRetryAfter       = 5 * time.Second
+)
+
+// ICEServer is a STUN or TURN server advertised to clients in Link headers
+// (RFC 9725 section 4.6).
+type ICEServer struct {
+	URL        string // stun:host:port, turn:host:port?transport=udp, turns:...
+	Username   string
+	Credential string
+}
+
+// Config configures a Server.
+type Config struct {
+	// Registry is the etcd layer; required.
+	Registry *registry.Client
+	// Zone is this instance's zone: origins and relays of the same zone are
+	// preferred.
+	Zone string
+	// ICEServers are advertised in Link headers.
+	ICEServers []ICEServer
+	// Auth protects WHIP and WHEP; the zero value allows everything.
+	Auth Auth
+	// RegistrationToken, when set, is the bearer token origin registration
+	// (gRPC, REST and the SRS heartbeat) must carry.
+	RegistrationToken string
+	// ForwardAuthorization passes the client's Authorization header to the
+	// origin.
+	ForwardAuthorization bool
+	// AllowOrigin is the CORS Access-Control-Allow-Origin; default "*".
+	AllowOrigin string
+	// BodyLimit bounds request bodies; default DefaultBodyLimit.
+	BodyLimit int64
+	// OriginTimeout bounds each origin HTTP call; default
+	// DefaultOriginTimeout.
+	OriginTimeout time.Duration
+	// RelayCallTimeout bounds each relay gRPC call; default
+	// DefaultRelayCallTimeout.
+	RelayCallTimeout time.Duration
+	// RetryAfter is sent with 503 and 409; default DefaultRetryAfter.
+	RetryAfter time.Duration
+	// HTTPClient talks to origins; nil uses one with OriginTimeout.
+	HTTPClient *http.Client
+	// Logger receives logs; nil uses slog.Default().
+	Logger *slog.Logger
+	// Version is reported in the legacy JSON API.
+	Version string
+}
+
+func (c *Config) setDefaults() error {
+	if c.Registry == nil {
+		return errors.New("signaling: a registry is required")
+	}
+	if c.AllowOrigin == "" {
+		c.AllowOrigin = "*"
+	}
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = DefaultBodyLimit
+	}
+	if c.OriginTimeout <= 0 {
+		c.OriginTimeout = DefaultOriginTimeout
+	}
+	if c.RelayCallTimeout <= 0 {
+		c.RelayCallTimeout = DefaultRelayCallTimeout
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: c.OriginTimeout, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("too many redirects")
+			}
+			return nil
+		}}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	for _, s := range c.ICEServers {
+		if !(strings.HasPrefix(s.URL, "stun:") || strings.HasPrefix(s.URL, "turn:") || strings.HasPrefix(s.URL, "turns:")) {
+			return fmt.Errorf("signaling: ICE server %q: want a stun:, turn: or turns: URL", s.URL)
+		}
+	}
+	return nil
+}

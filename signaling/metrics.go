@@ -1,0 +1,71 @@
+package signaling
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	registry     *prometheus.Registry
+	requests     *prometheus.CounterVec
+	setup        prometheus.Histogram
+	originErrors *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_requests_total", Help: "HTTP requests by endpoint and status.",
+		}, []string{"endpoint", "code"}),
+		setup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rtcedge_signaling_setup_seconds", Help: "WHIP/WHEP setup time, request to 201.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		originErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_origin_errors_total", Help: "Failed origin calls by kind.",
+		}, []string{"kind"}),
+	}
+	m.registry.MustRegister(m.requests, m.setup, m.originErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// statusRecorder captures a response's status for metrics and logs.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// instrument counts and logs requests of one endpoint.
+func (srv *Server) instrument(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		srv.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		srv.log.Info("http", "method", r.Method, "path", r.URL.Path, "endpoint", endpoint, "status", rec.status,
+			"duration", time.Since(start), "remote", r.RemoteAddr)
+	}
+}

@@ -1,0 +1,300 @@
+package signaling
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
+	"github.com/rtcedge/rtcedge/registry"
+)
+
+// tokenOK checks a registration bearer token in constant time.
+func (s *Server) tokenOK(header string) bool {
+	if s.cfg.RegistrationToken == "" {
+		return true
+	}
+	tok, ok := strings.CutPrefix(header, "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.RegistrationToken)) == 1
+}
+
+// registryService implements origin.v1.OriginRegistry.
+type registryService struct {
+	originv1.UnimplementedOriginRegistryServer
+	s *Server
+}
+
+func (g *registryService) authorize(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	header := ""
+	if v := md.Get("authorization"); len(v) > 0 {
+		header = v[0]
+	}
+	if !g.s.tokenOK(header) {
+		return status.Error(codes.Unauthenticated, "a valid registration bearer token is required")
+	}
+	return nil
+}
+
+func regStatus(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, registry.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, registry.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, registry.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+var kinds = map[originv1.OriginKind]string{
+	originv1.OriginKind_ORIGIN_KIND_SRS:      registry.OriginKindSRS,
+	originv1.OriginKind_ORIGIN_KIND_MEDIAMTX: registry.OriginKindMediaMTX,
+	originv1.OriginKind_ORIGIN_KIND_WHIP:     registry.OriginKindWHIP,
+}
+
+func toProto(o registry.Origin, streams int) *originv1.Origin {
+	out := &originv1.Origin{Id: o.ID, ApiBaseUrl: o.APIBaseURL, WhipUrlTemplate: o.WHIPURLTemplate,
+		WhepUrlTemplate: o.WHEPURLTemplate, MediaAddresses: o.MediaAddresses, Zone: o.Zone, Labels: o.Labels,
+		Capacity: o.Capacity, Ttl: durationpb.New(o.TTL), Streams: uint32(streams),
+		RegisterTime: timestamppb.New(o.RegisterTime), HeartbeatTime: timestamppb.New(o.HeartbeatTime)}
+	for k, v := range kinds {
+		if v == o.Kind {
+			out.Kind = k
+		}
+	}
+	return out
+}
+
+func checkURL(field, u string) error {
+	if u == "" {
+		return nil
+	}
+	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") || len(u) > 2048 {
+		return status.Errorf(codes.InvalidArgument, "%s %q: want an http or https URL", field, u)
+	}
+	return nil
+}
+
+func (g *registryService) RegisterOrigin(ctx context.Context, req *originv1.RegisterOriginRequest) (*originv1.RegisterOriginResponse, error) {
+	if err := g.authorize(ctx); err != nil {
+		return nil, err
+	}
+	o := req.GetOrigin()
+	if o == nil {
+		return nil, status.Error(codes.InvalidArgument, "origin is required")
+	}
+	kind, ok := kinds[o.GetKind()]
+	if !ok {
+		return nil, status.Error(codes.InvalidArgument, "kind must be ORIGIN_KIND_SRS, ORIGIN_KIND_MEDIAMTX or ORIGIN_KIND_WHIP")
+	}
+	for _, f := range []struct{ name, v string }{{"api_base_url", o.GetApiBaseUrl()}, {"whip_url_template", o.GetWhipUrlTemplate()}, {"whep_url_template", o.GetWhepUrlTemplate()}} {
+		if err := checkURL(f.name, f.v); err != nil {
+			return nil, err
+		}
+	}
+	if kind == registry.OriginKindWHIP && (o.GetWhipUrlTemplate() == "" || o.GetWhepUrlTemplate() == "") {
+		return nil, status.Error(codes.InvalidArgument, "ORIGIN_KIND_WHIP needs whip_url_template and whep_url_template")
+	}
+	if kind != registry.OriginKindWHIP && o.GetApiBaseUrl() == "" {
+		return nil, status.Error(codes.InvalidArgument, "api_base_url is required")
+	}
+	if len(o.GetMediaAddresses()) > 8 {
+		return nil, status.Error(codes.InvalidArgument, "at most 8 media_addresses")
+	}
+	for _, a := range o.GetMediaAddresses() {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "media address %q: want ip:port", a)
+		}
+	}
+	if len(o.GetLabels()) > 16 || len(o.GetZone()) > 64 {
+		return nil, status.Error(codes.InvalidArgument, "at most 16 labels and a zone of at most 64 bytes")
+	}
+	rec := registry.Origin{ID: o.GetId(), Kind: kind, APIBaseURL: o.GetApiBaseUrl(), WHIPURLTemplate: o.GetWhipUrlTemplate(),
+		WHEPURLTemplate: o.GetWhepUrlTemplate(), MediaAddresses: o.GetMediaAddresses(), Zone: o.GetZone(),
+		Labels: o.GetLabels(), Capacity: o.GetCapacity()}
+	if o.GetTtl() != nil {
+		rec.TTL = o.GetTtl().AsDuration()
+	}
+	stored, created, err := g.s.cfg.Registry.RegisterOrigin(ctx, rec)
+	if err != nil {
+		return nil, regStatus(err)
+	}
+	if created {
+		g.s.log.Info("signaling: origin registered", "origin", stored.ID, "kind", stored.Kind)
+	}
+	return &originv1.RegisterOriginResponse{Origin: toProto(stored, 0), Created: created}, nil
+}
+
+func (g *registryService) DeregisterOrigin(ctx context.Context, req *originv1.DeregisterOriginRequest) (*originv1.DeregisterOriginResponse, error) {
+	if err := g.authorize(ctx); err != nil {
+		return nil, err
+	}
+	if err := g.s.cfg.Registry.DeregisterOrigin(ctx, req.GetId()); err != nil {
+		return nil, regStatus(err)
+	}
+	return &originv1.DeregisterOriginResponse{}, nil
+}
+
+func (g *registryService) ListOrigins(ctx context.Context, req *originv1.ListOriginsRequest) (*originv1.ListOriginsResponse, error) {
+	if err := g.authorize(ctx); err != nil {
+		return nil, err
+	}
+	origins, err := g.s.cfg.Registry.ListOrigins(ctx)
+	if err != nil {
+		return nil, regStatus(err)
+	}
+	pins, err := g.s.cfg.Registry.ListPins(ctx)
+	if err != nil {
+		return nil, regStatus(err)
+	}
+	streams := map[string]int{}
+	for _, p := range pins {
+		streams[p.OriginID]++
+	}
+	out := &originv1.ListOriginsResponse{}
+	for _, o := range origins {
+		if req.GetZone() == "" || o.Zone == req.GetZone() {
+			out.Origins = append(out.Origins, toProto(o, streams[o.ID]))
+		}
+	}
+	return out, nil
+}
+
+func (g *registryService) ListStreams(ctx context.Context, req *originv1.ListStreamsRequest) (*originv1.ListStreamsResponse, error) {
+	if err := g.authorize(ctx); err != nil {
+		return nil, err
+	}
+	pins, err := g.s.cfg.Registry.ListPins(ctx)
+	if err != nil {
+		return nil, regStatus(err)
+	}
+	origins, err := g.s.cfg.Registry.ListOrigins(ctx)
+	if err != nil {
+		return nil, regStatus(err)
+	}
+	alive := map[string]bool{}
+	for _, o := range origins {
+		alive[o.ID] = true
+	}
+	out := &originv1.ListStreamsResponse{}
+	for _, p := range pins {
+		if req.GetOriginId() == "" || p.OriginID == req.GetOriginId() {
+			out.Streams = append(out.Streams, &originv1.StreamPin{Stream: p.Stream, OriginId: p.OriginID,
+				PinTime: timestamppb.New(p.PinTime), OriginAlive: alive[p.OriginID]})
+		}
+	}
+	return out, nil
+}
+
+// srsRegistration is SRS's heartbeat body.
+type srsRegistration struct {
+	DeviceID string   `json:"device_id"`
+	IP       string   `json:"ip"`
+	Server   string   `json:"server"`
+	Service  string   `json:"service"`
+	PID      string   `json:"pid"`
+	RTMP     []string `json:"rtmp"`
+	HTTP     []string `json:"http"`
+	API      []string `json:"api"`
+	SRT      []string `json:"srt"`
+	RTC      []string `json:"rtc"`
+}
+
+// srsPort parses "1985", ":1985", "udp://127.0.0.1:8000" or "ip:port" into
+// host and port; host is "" when only a port was given.
+func srsPort(v string) (string, int, error) {
+	if i := strings.Index(v, "://"); i >= 0 {
+		v = v[i+3:]
+	}
+	if p, err := strconv.Atoi(strings.TrimPrefix(v, ":")); err == nil && p > 0 && p < 65536 {
+		return "", p, nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", v)
+	}
+	return host, p, nil
+}
+
+// srsRegister handles SRS's POST /api/v1/srs/register heartbeat.
+func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
+	reply := func(status, code int, msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "msg": msg})
+	}
+	if !s.tokenOK(r.Header.Get("Authorization")) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
+		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
+		return
+	}
+	body, herr := s.readBody(w, r)
+	if herr != nil {
+		reply(herr.status, herr.status, herr.detail)
+		return
+	}
+	var req srsRegistration
+	if err := json.Unmarshal(body, &req); err != nil {
+		reply(http.StatusBadRequest, http.StatusBadRequest, "want SRS's register JSON: "+err.Error())
+		return
+	}
+	id := req.DeviceID
+	if id == "" {
+		id = req.Server
+	}
+	ip, err := netip.ParseAddr(req.IP)
+	if err != nil || id == "" || len(req.API) == 0 {
+		reply(http.StatusBadRequest, http.StatusBadRequest, "device_id (or server), ip and api are required")
+		return
+	}
+	_, apiPort, err := srsPort(req.API[0])
+	if err != nil {
+		reply(http.StatusBadRequest, http.StatusBadRequest, "api: "+err.Error())
+		return
+	}
+	o := registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(), TTL: 30 * time.Second}
+	for _, rtc := range req.RTC {
+		host, port, err := srsPort(rtc)
+		if err != nil {
+			continue
+		}
+		a := ip
+		if h, err := netip.ParseAddr(host); err == nil && !h.IsUnspecified() {
+			a = h
+		}
+		o.MediaAddresses = append(o.MediaAddresses, netip.AddrPortFrom(a, uint16(port)).String())
+	}
+	if _, _, err := s.cfg.Registry.RegisterOrigin(r.Context(), o); err != nil {
+		st := http.StatusInternalServerError
+		if errors.Is(err, registry.ErrInvalid) {
+			st = http.StatusBadRequest
+		} else if errors.Is(err, registry.ErrUnavailable) {
+			st = http.StatusServiceUnavailable
+		}
+		reply(st, st, err.Error())
+		return
+	}
+	reply(http.StatusOK, 0, "")
+}

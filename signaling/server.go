@@ -1,0 +1,183 @@
+package signaling
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/signaling/internal/originadapter"
+)
+
+// Server is a signaling instance. Create it with New; serve Handler over
+// HTTP and RegisterGRPC on a gRPC server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	origins *originadapter.Client
+	handler http.Handler
+
+	// RelayCredentials are the transport credentials for relay gRPC calls;
+	// nil is plaintext.
+	relayCreds credentials.TransportCredentials
+
+	mu     sync.Mutex // guards the following
+	relays map[string]*grpc.ClientConn
+	closed bool
+}
+
+// New validates cfg and builds a server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, metrics: newMetrics(),
+		origins: &originadapter.Client{HTTP: cfg.HTTPClient},
+		relays:  map[string]*grpc.ClientConn{},
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// SetRelayCredentials sets the TLS credentials used toward relays.
+func (s *Server) SetRelayCredentials(c credentials.TransportCredentials) { s.relayCreds = c }
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// RegisterGRPC registers origin.v1.OriginRegistry, grpc.health.v1 and
+// server reflection on g.
+func (s *Server) RegisterGRPC(g *grpc.Server) {
+	originv1.RegisterOriginRegistryServer(g, &registryService{s: s})
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, h)
+	reflection.Register(g)
+}
+
+// Close closes the relay connections.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for addr, c := range s.relays {
+		_ = c.Close()
+		delete(s.relays, addr)
+	}
+}
+
+// relayClient returns a (pooled) client for the relay at addr.
+func (s *Server) relayClient(addr string) (relayv1.RelayServiceClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("signaling: closed")
+	}
+	if c, ok := s.relays[addr]; ok {
+		return relayv1.NewRelayServiceClient(c), nil
+	}
+	creds := s.relayCreds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, fmt.Errorf("signaling: relay %s: %w", addr, err)
+	}
+	s.relays[addr] = c
+	return relayv1.NewRelayServiceClient(c), nil
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	whip := s.instrument("whip", s.endpoint(DirPublish, streamFromPath("/whip/")))
+	whep := s.instrument("whep", s.endpoint(DirPlay, streamFromPath("/whep/")))
+	mux.Handle("/whip/", whip)
+	mux.Handle("/whep/", whep)
+	mux.Handle("/rtc/v1/whip/", s.instrument("srs-whip", s.endpoint(DirPublish, streamFromQuery)))
+	mux.Handle("/rtc/v1/whep/", s.instrument("srs-whep", s.endpoint(DirPlay, streamFromQuery)))
+	mux.Handle("/rtc/v1/publish/", s.instrument("srs-publish", s.legacy(DirPublish)))
+	mux.Handle("/rtc/v1/play/", s.instrument("srs-play", s.legacy(DirPlay)))
+	mux.Handle("/sessions/{id}", s.instrument("session", s.sessionResource))
+	mux.Handle("POST /api/v1/srs/register", s.instrument("srs-register", s.srsRegister))
+
+	gw := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(func(k string) (string, bool) {
+		if strings.EqualFold(k, "Authorization") {
+			return "authorization", true
+		}
+		return runtime.DefaultHeaderMatcher(k)
+	}))
+	_ = originv1.RegisterOriginRegistryHandlerServer(context.Background(), gw, &registryService{s: s})
+	mux.Handle("/v1/", s.instrument("origin-registry", gw.ServeHTTP))
+
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	return mux
+}
+
+// readyz answers 200 when etcd answers.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.cfg.Registry.ListRelays(ctx); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// cors sets the CORS headers every response carries.
+func (s *Server) cors(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", s.cfg.AllowOrigin)
+	h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After")
+}
+
+// options answers OPTIONS: a CORS preflight, or a plain OPTIONS with
+// Accept-Post and the ICE servers (RFC 9725 sections 4.2 and 4.6).
+func (s *Server) options(w http.ResponseWriter, r *http.Request, methods string) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", methods)
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Max-Age", "86400")
+	if strings.Contains(methods, "POST") {
+		h.Set("Accept-Post", "application/sdp")
+	}
+	if strings.Contains(methods, "PATCH") {
+		h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+	}
+	if r.Header.Get("Access-Control-Request-Method") == "" {
+		s.linkICEServers(w)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// linkICEServers adds a Link header per configured ICE server.
+func (s *Server) linkICEServers(w http.ResponseWriter) {
+	for _, is := range s.cfg.ICEServers {
+		v := fmt.Sprintf(`<%s>; rel="ice-server"`, is.URL)
+		if is.Username != "" {
+			v += fmt.Sprintf(`; username="%s"; credential="%s"; credential-type="password"`, quote(is.Username), quote(is.Credential))
+		}
+		w.Header().Add("Link", v)
+	}
+}
+
+func quote(s string) string { return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) }

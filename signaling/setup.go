@@ -1,0 +1,463 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/signaling/internal/originadapter"
+	"github.com/rtcedge/rtcedge/signaling/internal/sdpx"
+)
+
+// Dir is a session's direction.
+type Dir int
+
+// Directions.
+const (
+	DirPublish Dir = iota // WHIP
+	DirPlay               // WHEP
+)
+
+func (d Dir) String() string {
+	if d == DirPlay {
+		return registry.DirectionPlay
+	}
+	return registry.DirectionPublish
+}
+
+func (d Dir) adapter() originadapter.Direction {
+	if d == DirPlay {
+		return originadapter.Play
+	}
+	return originadapter.Publish
+}
+
+func (d Dir) relay() relayv1.Direction {
+	if d == DirPlay {
+		return relayv1.Direction_DIRECTION_PLAY
+	}
+	return relayv1.Direction_DIRECTION_PUBLISH
+}
+
+// httpError is a failure with its HTTP status.
+type httpError struct {
+	status int
+	title  string
+	detail string
+	retry  bool // send Retry-After
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.title, e.detail) }
+
+func (s *Server) fail(w http.ResponseWriter, e *httpError) {
+	if e.retry {
+		retryProblem(w, e.status, s.cfg.RetryAfter, e.title, e.detail)
+		return
+	}
+	problem(w, e.status, e.title, e.detail)
+}
+
+// streamFunc extracts the stream from a request.
+type streamFunc func(*http.Request) (string, error)
+
+func streamFromPath(prefix string) streamFunc {
+	return func(r *http.Request) (string, error) {
+		p := strings.TrimPrefix(r.URL.Path, prefix)
+		if p == "" {
+			return "", errors.New("the URL names no stream")
+		}
+		return p, nil
+	}
+}
+
+func streamFromQuery(r *http.Request) (string, error) {
+	q := r.URL.Query()
+	app, name := q.Get("app"), q.Get("stream")
+	if app == "" || name == "" {
+		return "", errors.New("app and stream query parameters are required")
+	}
+	if v := q.Get("vhost"); v != "" && v != DefaultVhost {
+		return v + "/" + app + "/" + name, nil
+	}
+	return app + "/" + name, nil
+}
+
+// endpoint serves a WHIP or WHEP endpoint.
+func (s *Server) endpoint(dir Dir, stream streamFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.cors(w)
+		switch r.Method {
+		case http.MethodOptions:
+			s.options(w, r, "POST, OPTIONS")
+			return
+		case http.MethodGet:
+			// RFC 9725 section 4.1: 2xx, no body.
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case http.MethodHead:
+			if dir == DirPlay {
+				w.Header().Set("Content-Type", "application/sdp")
+			}
+			w.WriteHeader(http.StatusOK)
+			return
+		case http.MethodPost:
+		default:
+			w.Header().Set("Allow", "POST, OPTIONS, GET, HEAD")
+			problem(w, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not supported on this endpoint")
+			return
+		}
+		raw, err := stream(r)
+		if err != nil {
+			problem(w, http.StatusBadRequest, "bad stream", err.Error())
+			return
+		}
+		key, _, err := NormalizeStream(raw)
+		if err != nil {
+			problem(w, http.StatusBadRequest, "bad stream", err.Error())
+			return
+		}
+		if !s.cfg.Auth.check(r.Header.Get("Authorization"), key, dir.String(), time.Now()) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
+			problem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token for this stream is required")
+			return
+		}
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/sdp" {
+			problem(w, http.StatusUnsupportedMediaType, "unsupported content type", "the offer must be application/sdp")
+			return
+		}
+		body, herr := s.readBody(w, r)
+		if herr != nil {
+			s.fail(w, herr)
+			return
+		}
+		res, herr := s.setup(r.Context(), dir, key, string(body), r.Header.Get("Authorization"))
+		if herr != nil {
+			s.fail(w, herr)
+			return
+		}
+		s.writeCreated(w, res)
+	}
+}
+
+// readBody reads at most BodyLimit bytes.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &httpError{status: http.StatusRequestEntityTooLarge, title: "body too large",
+				detail: fmt.Sprintf("the body exceeds %d bytes", s.cfg.BodyLimit)}
+		}
+		return nil, &httpError{status: http.StatusBadRequest, title: "unreadable body", detail: err.Error()}
+	}
+	return b, nil
+}
+
+// setupResult is a new session.
+type setupResult struct {
+	id     string
+	sdp    string // the rewritten answer, or counter-offer
+	etag   string
+	status int // 201, or 406 for a counter-offer
+}
+
+func (s *Server) writeCreated(w http.ResponseWriter, res *setupResult) {
+	h := w.Header()
+	h.Set("Location", "/sessions/"+res.id)
+	h.Set("ETag", res.etag)
+	h.Set("Content-Type", "application/sdp")
+	h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+	s.linkICEServers(w)
+	w.WriteHeader(res.status)
+	_, _ = io.WriteString(w, res.sdp)
+}
+
+// newID returns 16 bytes from the CSPRNG, base64url.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// newETag returns a fresh strong entity-tag.
+func newETag() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return `"` + base64.RawURLEncoding.EncodeToString(b[:]) + `"`
+}
+
+// setup runs the whole session set-up: the offer is validated before
+// anything is contacted, and any failure after the origin accepted it
+// deletes the origin's session and releases the relay's.
+func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorization string) (*setupResult, *httpError) {
+	start := time.Now()
+	offer, err := sdpx.ParseOffer(offerSDP)
+	if err != nil {
+		if errors.Is(err, sdpx.ErrUnsupported) {
+			return nil, &httpError{status: http.StatusUnprocessableEntity, title: "unsupported offer", detail: err.Error()}
+		}
+		return nil, &httpError{status: http.StatusBadRequest, title: "malformed offer", detail: err.Error()}
+	}
+	origin, err := s.cfg.Registry.PickOrigin(ctx, key, s.cfg.Zone)
+	if err != nil {
+		return nil, s.registryError("no origin available", err)
+	}
+	st := streamFromKey(key)
+	endpoint, err := originadapter.Endpoint(origin, st, dir.adapter(), DefaultVhost)
+	if err != nil {
+		s.metrics.originErrors.WithLabelValues("config").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin misconfigured", detail: err.Error()}
+	}
+	hdr := http.Header{}
+	if s.cfg.ForwardAuthorization && authorization != "" {
+		hdr.Set("Authorization", authorization)
+	}
+	octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
+	resp, err := s.origins.Do(octx, http.MethodPost, endpoint, "application/sdp", []byte(offer.Sanitized), hdr)
+	cancel()
+	if err != nil {
+		s.metrics.originErrors.WithLabelValues("transport").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin unreachable", detail: err.Error()}
+	}
+	switch {
+	case resp.Status == http.StatusCreated, resp.Status == http.StatusNotAcceptable && dir == DirPlay:
+	case resp.Status == http.StatusNotFound && dir == DirPlay, resp.Status == http.StatusConflict:
+		return nil, &httpError{status: http.StatusConflict, title: "no publisher", retry: true,
+			detail: fmt.Sprintf("stream %s has no publisher yet", key)}
+	case resp.Status == http.StatusServiceUnavailable:
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin busy", retry: true, detail: "the origin is unavailable"}
+	case resp.Status >= 400 && resp.Status < 500:
+		s.metrics.originErrors.WithLabelValues("rejected").Inc()
+		return nil, &httpError{status: http.StatusUnprocessableEntity, title: "origin rejected the offer",
+			detail: fmt.Sprintf("origin answered %d: %s", resp.Status, snippet(resp.Body))}
+	default:
+		s.metrics.originErrors.WithLabelValues("status").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: fmt.Sprintf("origin answered %d", resp.Status)}
+	}
+	// From here on, the origin holds a session: undo it on any failure.
+	cleanupOrigin := func() {
+		if resp.Location == "" {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.OriginTimeout)
+		defer cancel()
+		if _, err := s.origins.Do(dctx, http.MethodDelete, resp.Location, "", nil, hdr); err != nil {
+			s.log.Warn("signaling: could not delete the origin's session", "location", resp.Location, "err", err)
+		}
+	}
+	if resp.Location == "" {
+		s.metrics.originErrors.WithLabelValues("no_location").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: "the origin's answer has no Location"}
+	}
+	answer, err := sdpx.ParseAnswer(string(resp.Body))
+	if err != nil {
+		cleanupOrigin()
+		s.metrics.originErrors.WithLabelValues("bad_answer").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: "the origin's answer: " + err.Error()}
+	}
+	addrs := originMediaAddrs(origin, answer)
+	if len(addrs) == 0 {
+		cleanupOrigin()
+		s.metrics.originErrors.WithLabelValues("no_media_address").Inc()
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error",
+			detail: "the origin's answer has no UDP candidate with an IP address and its registration no media address"}
+	}
+	relay, err := s.cfg.Registry.PickRelay(ctx, s.cfg.Zone)
+	if err != nil {
+		cleanupOrigin()
+		return nil, s.registryError("no relay available", err)
+	}
+	id := newID()
+	rc, err := s.relayClient(relay.GRPCAddress)
+	if err != nil {
+		cleanupOrigin()
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()}
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
+	alloc, err := rc.AllocateSession(rctx, &relayv1.AllocateSessionRequest{
+		SessionId: id, Stream: key, Direction: dir.relay(),
+		ClientIce:       &relayv1.IceCredentials{Ufrag: offer.ICE.Ufrag, Pwd: offer.ICE.Pwd},
+		OriginIce:       &relayv1.IceCredentials{Ufrag: answer.ICE.Ufrag, Pwd: answer.ICE.Pwd},
+		OriginAddresses: addrs, OriginId: origin.ID,
+	})
+	cancel()
+	if err != nil {
+		cleanupOrigin()
+		code := status.Code(err)
+		if code == codes.InvalidArgument || code == codes.AlreadyExists {
+			return nil, &httpError{status: http.StatusBadRequest, title: "session rejected", detail: status.Convert(err).Message()}
+		}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true,
+			detail: fmt.Sprintf("relay %s: %s", relay.ID, status.Convert(err).Message())}
+	}
+	releaseRelay := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), s.cfg.RelayCallTimeout)
+		defer cancel()
+		if _, err := rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: id}); err != nil && status.Code(err) != codes.NotFound {
+			s.log.Warn("signaling: could not release the relay session", "session", id, "relay", relay.ID, "err", err)
+		}
+	}
+	cands, err := relayCandidates(alloc.GetCandidates())
+	if err != nil {
+		releaseRelay()
+		cleanupOrigin()
+		return nil, &httpError{status: http.StatusBadGateway, title: "relay error", detail: err.Error()}
+	}
+	rewritten, err := answer.RewriteAnswer(cands)
+	if err != nil {
+		releaseRelay()
+		cleanupOrigin()
+		return nil, &httpError{status: http.StatusBadGateway, title: "answer rewrite failed", detail: err.Error()}
+	}
+	etag := newETag()
+	_, err = s.cfg.Registry.UpdateSession(ctx, id, func(rs *registry.Session) error {
+		rs.OriginID, rs.OriginResource, rs.OriginETag, rs.ETag, rs.ICEOptions = origin.ID, resp.Location, resp.ETag, etag, offer.ICE.Options
+		return nil
+	})
+	if err != nil {
+		releaseRelay()
+		cleanupOrigin()
+		return nil, s.registryError("session not recorded", err)
+	}
+	s.metrics.setup.Observe(time.Since(start).Seconds())
+	s.log.Info("signaling: session created", "session", id, "stream", key, "direction", dir.String(),
+		"origin", origin.ID, "relay", relay.ID)
+	code := http.StatusCreated
+	if resp.Status == http.StatusNotAcceptable {
+		code = http.StatusNotAcceptable
+	}
+	return &setupResult{id: id, sdp: rewritten, etag: etag, status: code}, nil
+}
+
+// originMediaAddrs returns the registration's media addresses, else the
+// answer's.
+func originMediaAddrs(o registry.Origin, a *sdpx.Answer) []string {
+	var out []string
+	for _, m := range o.MediaAddresses {
+		if ap, err := netip.ParseAddrPort(m); err == nil {
+			out = append(out, ap.String())
+		}
+	}
+	if len(out) > 0 {
+		return out[:min(len(out), 8)]
+	}
+	for _, ap := range a.MediaAddresses {
+		out = append(out, ap.String())
+	}
+	return out[:min(len(out), 8)]
+}
+
+// relayCandidates converts the relay's candidates.
+func relayCandidates(cs []*relayv1.Candidate) ([]sdpx.Candidate, error) {
+	out := make([]sdpx.Candidate, 0, len(cs))
+	for _, c := range cs {
+		a, err := netip.ParseAddr(c.GetAddress())
+		if err != nil || c.GetPort() == 0 || c.GetPort() > 65535 {
+			return nil, fmt.Errorf("relay candidate %s:%d is not an ip:port", c.GetAddress(), c.GetPort())
+		}
+		out = append(out, sdpx.Candidate{Foundation: c.GetFoundation(), Priority: c.GetPriority(), Addr: netip.AddrPortFrom(a, uint16(c.GetPort()))})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("the relay returned no candidate")
+	}
+	return out, nil
+}
+
+// registryError maps registry failures: no origin/relay and an unreachable
+// etcd are 503 with Retry-After.
+func (s *Server) registryError(title string, err error) *httpError {
+	switch {
+	case errors.Is(err, registry.ErrNoOrigin), errors.Is(err, registry.ErrNoRelay), errors.Is(err, registry.ErrUnavailable):
+		return &httpError{status: http.StatusServiceUnavailable, title: title, retry: true, detail: err.Error()}
+	case errors.Is(err, registry.ErrInvalid):
+		return &httpError{status: http.StatusBadRequest, title: title, detail: err.Error()}
+	}
+	return &httpError{status: http.StatusInternalServerError, title: title, detail: err.Error()}
+}
+
+func snippet(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// legacy serves SRS's JSON API: {"sdp", "streamurl"} in, {"code", "sdp",
+// "sessionid"} out.
+func (s *Server) legacy(dir Dir) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.cors(w)
+		if r.Method == http.MethodOptions {
+			s.options(w, r, "POST, OPTIONS")
+			return
+		}
+		if r.Method != http.MethodPost {
+			problem(w, http.StatusMethodNotAllowed, "method not allowed", "use POST")
+			return
+		}
+		reply := func(status, code int, v map[string]any) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			v["code"] = code
+			v["server"] = "rtcedge"
+			_ = json.NewEncoder(w).Encode(v)
+		}
+		body, herr := s.readBody(w, r)
+		if herr != nil {
+			reply(herr.status, herr.status, map[string]any{"msg": herr.detail})
+			return
+		}
+		var req struct {
+			SDP       string `json:"sdp"`
+			StreamURL string `json:"streamurl"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil || req.SDP == "" || req.StreamURL == "" {
+			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": "want JSON {\"sdp\": ..., \"streamurl\": \"webrtc://host/app/stream\"}"})
+			return
+		}
+		path, ok := strings.CutPrefix(req.StreamURL, "webrtc://")
+		if i := strings.IndexByte(path, '/'); ok && i >= 0 {
+			path = path[i+1:]
+		} else {
+			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": "streamurl must be webrtc://host/app/stream"})
+			return
+		}
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		key, _, err := NormalizeStream(path)
+		if err != nil {
+			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": err.Error()})
+			return
+		}
+		if !s.cfg.Auth.check(r.Header.Get("Authorization"), key, dir.String(), time.Now()) {
+			reply(http.StatusUnauthorized, http.StatusUnauthorized, map[string]any{"msg": "unauthorized"})
+			return
+		}
+		res, herr := s.setup(r.Context(), dir, key, req.SDP, r.Header.Get("Authorization"))
+		if herr != nil {
+			if herr.retry {
+				w.Header().Set("Retry-After", fmt.Sprint(int(s.cfg.RetryAfter/time.Second)))
+			}
+			reply(herr.status, herr.status, map[string]any{"msg": herr.detail})
+			return
+		}
+		w.Header().Set("Location", "/sessions/"+res.id)
+		reply(http.StatusOK, 0, map[string]any{"sdp": res.sdp, "sessionid": res.id})
+	}
+}
