@@ -258,4 +258,3 @@ func (s *Server) counterOfferAnswer(w http.ResponseWriter, r *http.Request, rs r
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-

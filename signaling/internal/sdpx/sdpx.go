@@ -44,6 +44,9 @@ type Offer struct {
 
 // parse unmarshals s, mapping failures to ErrMalformed.
 func parse(s string) (*sdp.SessionDescription, error) {
+	if !strings.HasPrefix(s, "v=") {
+		return nil, fmt.Errorf("%w: a session description starts with v=", ErrMalformed)
+	}
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -196,6 +199,9 @@ func ParseAnswer(raw string) (*Answer, error) {
 	a := &Answer{ICE: iceOf(d), desc: d}
 	if a.ICE.Ufrag == "" || a.ICE.Pwd == "" {
 		return nil, fmt.Errorf("%w: the answer has no a=ice-ufrag / a=ice-pwd", ErrMalformed)
+	}
+	if !validUfrag(a.ICE.Ufrag) || !validPwd(a.ICE.Pwd) {
+		return nil, fmt.Errorf("%w: the answer's ice-ufrag must be 4-256 and ice-pwd 22-256 ice-chars", ErrMalformed)
 	}
 	seenAddr := map[netip.AddrPort]bool{}
 	seenComp := map[uint16]bool{}
@@ -412,4 +418,3 @@ func FirstMid(raw string) string {
 	}
 	return "0"
 }
-
