@@ -1,0 +1,264 @@
+package signaling_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"google.golang.org/grpc"
+
+	"github.com/rtcedge/rtcedge/mediarelay"
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+	"github.com/rtcedge/rtcedge/signaling"
+)
+
+// fixture reads a captured SDP from ../shared/reference/sdp.
+func fixture(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "shared", "reference", "sdp", name))
+	if err != nil {
+		t.Skipf("fixture %s not available: %v", name, err)
+	}
+	return string(b)
+}
+
+// env is one test's edge: etcd, a relay and signaling instances.
+type env struct {
+	t     *testing.T
+	reg   *registry.Client
+	relay *mediarelay.Relay
+	sig   []*httptest.Server
+}
+
+func newEnv(t *testing.T, signalings int, tweak ...func(*signaling.Config)) *env {
+	t.Helper()
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	e := &env{t: t, reg: reg}
+	e.relay = startRelay(t, reg, "relay-1")
+	for i := 0; i < signalings; i++ {
+		cfg := signaling.Config{Registry: reg, RetryAfter: 3 * time.Second}
+		for _, f := range tweak {
+			f(&cfg)
+		}
+		s, err := signaling.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(s.Handler())
+		t.Cleanup(func() { hs.Close(); s.Close() })
+		e.sig = append(e.sig, hs)
+	}
+	// Wait until signaling's relay cache sees the relay.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := reg.PickRelay(t.Context(), ""); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay never registered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return e
+}
+
+func startRelay(t *testing.T, reg *registry.Client, id string) *mediarelay.Relay {
+	t.Helper()
+	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := mediarelay.New(mediarelay.Config{RelayID: id, Registry: reg, GRPCAddress: lis.Addr().String(),
+		PublicAddrs: []netip.AddrPort{conns[0].LocalAddr().(*net.UDPAddr).AddrPort()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	mediarelay.RegisterGRPC(gs, r)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
+	go func() { defer wg.Done(); _ = r.Serve(ctx, conns...) }()
+	t.Cleanup(func() { gs.Stop(); cancel(); wg.Wait() })
+	return r
+}
+
+// fakeOrigin answers like a real origin of one kind, with its candidates on
+// a real UDP socket of the test.
+type fakeOrigin struct {
+	t     *testing.T
+	kind  string
+	srv   *httptest.Server
+	media *net.UDPConn
+	ufrag string
+	pwd   string
+
+	mu       sync.Mutex
+	offers   []string
+	deletes  []string
+	patches  []string
+	sessions int
+	noPub    bool // WHEP answers 404
+}
+
+const originUfrag, originPwd = "FZyiicmGsufJMKFN", "xFXicYKlhVqEHQuZBvPfOvnatTZGqdoX"
+
+func newFakeOrigin(t *testing.T, kind string) *fakeOrigin {
+	t.Helper()
+	media, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = media.Close() })
+	o := &fakeOrigin{t: t, kind: kind, media: media, ufrag: originUfrag, pwd: originPwd}
+	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+// answer is MediaMTX's captured answer with the candidates moved to the
+// test's socket and a ufrag of its own per session (as real origins do).
+func (o *fakeOrigin) answer() string {
+	port := o.media.LocalAddr().(*net.UDPAddr).Port
+	a := fixture(o.t, "mediamtx-whip-answer-to-chrome.sdp")
+	a = strings.ReplaceAll(a, "a=ice-ufrag:"+originUfrag, fmt.Sprintf("a=ice-ufrag:%s%d", originUfrag, o.sessions))
+	return strings.ReplaceAll(a, "10.88.0.1 8189", fmt.Sprintf("127.0.0.1 %d", port))
+}
+
+func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch r.Method {
+	case http.MethodPost:
+		o.offers = append(o.offers, string(body))
+		if o.noPub && (strings.HasSuffix(r.URL.Path, "/whep") || strings.Contains(r.URL.Path, "/whep/")) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"status":"error","error":"no stream is available on path"}`)
+			return
+		}
+		o.sessions++
+		switch o.kind {
+		case registry.OriginKindSRS:
+			w.Header().Set("Location", fmt.Sprintf("/rtc/v1/whip/?action=delete&token=t%d&app=%s&stream=%s", o.sessions, r.URL.Query().Get("app"), r.URL.Query().Get("stream")))
+		case registry.OriginKindMediaMTX:
+			// Relative Location, bare Etag: *, as MediaMTX sends.
+			w.Header().Set("Location", fmt.Sprintf("%s/%08d-0000-0000-0000-000000000000", r.URL.Path, o.sessions))
+			w.Header()["Etag"] = []string{"*"}
+		default:
+			w.Header().Set("Location", fmt.Sprintf("http://%s/resource/%d", r.Host, o.sessions))
+			w.Header().Set("ETag", `"origin-etag"`)
+		}
+		w.Header().Set("Content-Type", "application/sdp")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, o.answer())
+	case http.MethodDelete:
+		o.deletes = append(o.deletes, r.URL.String())
+		w.WriteHeader(http.StatusOK)
+	case http.MethodPatch:
+		o.patches = append(o.patches, string(body))
+		if strings.Contains(string(body), "a=ice-ufrag:") {
+			o.ufrag, o.pwd = "NewOriginUfrag", "neworiginpasswordneworiginpw"
+			port := o.media.LocalAddr().(*net.UDPAddr).Port
+			w.Header().Set("Content-Type", "application/trickle-ice-sdpfrag")
+			w.Header().Set("ETag", `"origin-etag-2"`)
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(w, "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\r\na=end-of-candidates\r\n", o.ufrag, o.pwd, port)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (o *fakeOrigin) counts() (offers, deletes, patches int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.offers), len(o.deletes), len(o.patches)
+}
+
+func (o *fakeOrigin) lastOffer() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.offers[len(o.offers)-1]
+}
+
+// register puts the origin into the registry.
+func (o *fakeOrigin) register(t *testing.T, reg *registry.Client) {
+	t.Helper()
+	rec := registry.Origin{ID: "origin-" + o.kind, Kind: o.kind, APIBaseURL: o.srv.URL, TTL: 30 * time.Second}
+	if o.kind == registry.OriginKindWHIP {
+		rec.WHIPURLTemplate = o.srv.URL + "/{stream}/whip"
+		rec.WHEPURLTemplate = o.srv.URL + "/{stream}/whep"
+	}
+	if _, _, err := reg.RegisterOrigin(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// receiveSTUN waits for a STUN Binding request at the origin's media socket
+// and returns its USERNAME.
+func (o *fakeOrigin) receiveSTUN(t *testing.T) string {
+	t.Helper()
+	buf := make([]byte, 1500)
+	_ = o.media.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, _, err := o.media.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no STUN reached the origin: %v", err)
+		}
+		var m stun.Message
+		m.Raw = buf[:n]
+		if m.Decode() == nil {
+			var u stun.Username
+			if u.GetFrom(&m) == nil {
+				return u.String()
+			}
+		}
+	}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func do(t *testing.T, method, url, contentType, body string, header ...string) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
