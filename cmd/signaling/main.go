@@ -1,0 +1,234 @@
+// Command signaling runs one rtcedge signaling instance: WHIP/WHEP over
+// HTTP(S), the origin.v1.OriginRegistry gRPC API (with reflection and
+// health) and its REST gateway, /metrics, /healthz and /readyz.
+//
+// Every flag has an environment fallback named RTCEDGE_<FLAG> (dashes become
+// underscores): -http-listen is RTCEDGE_HTTP_LISTEN. `signaling healthcheck
+// URL` probes an HTTP endpoint (for container health checks).
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/signaling"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
+		os.Exit(code)
+	}
+	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "signaling:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	httpListen        string
+	tlsCert, tlsKey   string
+	grpcListen        string
+	grpcCert, grpcKey string
+	relayCA           string
+	etcd              cli.StringList
+	etcdCA            string
+	etcdCert, etcdKey string
+	etcdUser          string
+	etcdPassword      string
+	zone              string
+	iceServers        cli.StringList
+	tokens            cli.StringList
+	hmacKey           string
+	regToken          string
+	forwardAuth       bool
+	allowOrigin       string
+	bodyLimit         int64
+	originTimeout     time.Duration
+	relayTimeout      time.Duration
+	logLevel          slog.Level
+}
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("signaling", flag.ContinueOnError)
+	fs.StringVar(&c.httpListen, "http-listen", ":8080", "HTTP address for WHIP/WHEP, the REST gateway and metrics")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate file: serve HTTPS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "key file for -tls-cert")
+	fs.StringVar(&c.grpcListen, "grpc-listen", ":9092", "gRPC address for origin.v1.OriginRegistry")
+	fs.StringVar(&c.grpcCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
+	fs.StringVar(&c.grpcKey, "grpc-tls-key", "", "key file for -grpc-tls-cert")
+	fs.StringVar(&c.relayCA, "relay-ca", "", "CA file verifying the relays' gRPC certificates (enables TLS toward relays)")
+	fs.Var(&c.etcd, "etcd-endpoints", "etcd endpoints, comma-separated (required)")
+	fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA file verifying etcd's certificate (enables TLS)")
+	fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate file for etcd")
+	fs.StringVar(&c.etcdKey, "etcd-key", "", "client key file for etcd")
+	fs.StringVar(&c.etcdUser, "etcd-username", "", "etcd user name")
+	fs.StringVar(&c.etcdPassword, "etcd-password", "", "etcd password")
+	fs.StringVar(&c.zone, "zone", "", "zone label: origins and relays of this zone are preferred")
+	fs.Var(&c.iceServers, "ice-server", "ICE server advertised in Link headers: stun:host:port or turn:user:pass@host:port; repeatable")
+	fs.Var(&c.tokens, "auth-token", "static WHIP/WHEP bearer token; repeatable; none and no -auth-hmac-key disables auth")
+	fs.StringVar(&c.hmacKey, "auth-hmac-key", "", "hex HMAC-SHA256 key for signed, stream-scoped bearer tokens")
+	fs.StringVar(&c.regToken, "registration-token", "", "bearer token origins must present to register (gRPC, REST, SRS heartbeat)")
+	fs.BoolVar(&c.forwardAuth, "forward-authorization", false, "pass the client's Authorization header to the origin")
+	fs.StringVar(&c.allowOrigin, "cors-allow-origin", "*", "Access-Control-Allow-Origin")
+	fs.Int64Var(&c.bodyLimit, "body-limit", signaling.DefaultBodyLimit, "maximum request body bytes")
+	fs.DurationVar(&c.originTimeout, "origin-timeout", signaling.DefaultOriginTimeout, "timeout of each origin HTTP call")
+	fs.DurationVar(&c.relayTimeout, "relay-timeout", signaling.DefaultRelayCallTimeout, "timeout of each relay gRPC call")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	switch {
+	case len(c.etcd) == 0:
+		return c, errors.New("-etcd-endpoints is required")
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return c, errors.New("-tls-cert and -tls-key go together")
+	case (c.grpcCert == "") != (c.grpcKey == ""):
+		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
+	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
+		return c, fmt.Errorf("-body-limit %d: want 1 KiB to 16 MiB", c.bodyLimit)
+	}
+	if c.hmacKey != "" {
+		if k, err := hex.DecodeString(c.hmacKey); err != nil || len(k) < 16 {
+			return c, errors.New("-auth-hmac-key: want at least 16 bytes, hex-encoded")
+		}
+	}
+	return c, nil
+}
+
+// iceServers parses -ice-server values; credentials go before "@".
+func iceServers(vals []string) []signaling.ICEServer {
+	var out []signaling.ICEServer
+	for _, v := range vals {
+		s := signaling.ICEServer{URL: v}
+		if scheme, rest, ok := strings.Cut(v, ":"); ok {
+			if cred, host, ok := strings.Cut(rest, "@"); ok {
+				user, pass, _ := strings.Cut(cred, ":")
+				s = signaling.ICEServer{URL: scheme + ":" + host, Username: user, Credential: pass}
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// run starts signaling and blocks until ctx ends. ready, when not nil,
+// receives the HTTP and gRPC addresses once both listen.
+func run(ctx context.Context, args []string, getenv func(string) string, ready chan<- [2]string) error {
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	regCfg := registry.Config{Endpoints: cfg.etcd, Username: cfg.etcdUser, Password: cfg.etcdPassword, Logger: log}
+	if cfg.etcdCA != "" || cfg.etcdCert != "" {
+		if regCfg.TLS, err = registry.LoadTLS(cfg.etcdCA, cfg.etcdCert, cfg.etcdKey); err != nil {
+			return err
+		}
+	}
+	reg, err := registry.New(regCfg)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	auth := signaling.Auth{Tokens: cfg.tokens}
+	if cfg.hmacKey != "" {
+		auth.HMACKey, _ = hex.DecodeString(cfg.hmacKey)
+	}
+	sig, err := signaling.New(signaling.Config{
+		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
+		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
+		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
+		Logger: log, Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	defer sig.Close()
+	if cfg.relayCA != "" {
+		creds, err := credentials.NewClientTLSFromFile(cfg.relayCA, "")
+		if err != nil {
+			return fmt.Errorf("-relay-ca: %w", err)
+		}
+		sig.SetRelayCredentials(creds)
+	}
+	httpLis, err := net.Listen("tcp", cfg.httpListen)
+	if err != nil {
+		return err
+	}
+	grpcLis, err := net.Listen("tcp", cfg.grpcListen)
+	if err != nil {
+		return err
+	}
+	var opts []grpc.ServerOption
+	if cfg.grpcCert != "" {
+		creds, err := credentials.NewServerTLSFromFile(cfg.grpcCert, cfg.grpcKey)
+		if err != nil {
+			return fmt.Errorf("gRPC TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
+	sig.RegisterGRPC(gs)
+	hs := &http.Server{Handler: sig.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+
+	log.Info("signaling starting", "version", version, "http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String(),
+		"tls", cfg.tlsCert != "", "auth", len(cfg.tokens) > 0 || cfg.hmacKey != "", "zone", cfg.zone)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		if cfg.tlsCert != "" {
+			err = hs.ServeTLS(httpLis, cfg.tlsCert, cfg.tlsKey)
+		} else {
+			err = hs.Serve(httpLis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+	if ready != nil {
+		ready <- [2]string{httpLis.Addr().String(), grpcLis.Addr().String()}
+	}
+	<-gctx.Done()
+	log.Info("signaling stopping")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutdown)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdown.Done():
+		gs.Stop()
+	}
+	return g.Wait()
+}

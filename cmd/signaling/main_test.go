@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "no etcd", wantErr: "-etcd-endpoints is required"},
+		{name: "ok", args: []string{"-etcd-endpoints", "127.0.0.1:2379"}},
+		{name: "tls half", args: []string{"-etcd-endpoints", "x", "-tls-cert", "a"}, wantErr: "go together"},
+		{name: "bad hmac", args: []string{"-etcd-endpoints", "x", "-auth-hmac-key", "zz"}, wantErr: "hex"},
+		{name: "tiny body limit", args: []string{"-etcd-endpoints", "x", "-body-limit", "10"}, wantErr: "body-limit"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, func(string) string { return "" })
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestICEServers(t *testing.T) {
+	got := iceServers([]string{"stun:stun.example:3478", "turn:user:secret@turn.example:3478?transport=udp"})
+	if got[0].URL != "stun:stun.example:3478" || got[1].URL != "turn:turn.example:3478?transport=udp" || got[1].Username != "user" || got[1].Credential != "secret" {
+		t.Fatalf("%+v", got)
+	}
+}
+
+// TestRunRegistrationToken starts the binary's run function and registers
+// an origin over gRPC with and without the registration token.
+func TestRunRegistrationToken(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+			"-registration-token", "s3cret", "-log-level", "warn"}, func(string) string { return "" }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient(addrs[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := originv1.NewOriginRegistryClient(conn)
+	req := &originv1.RegisterOriginRequest{Origin: &originv1.Origin{Id: "o1", Kind: originv1.OriginKind_ORIGIN_KIND_MEDIAMTX,
+		ApiBaseUrl: "http://127.0.0.1:8889", Ttl: durationpb.New(10 * time.Second)}}
+	if _, err := client.RegisterOrigin(ctx, req); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("without token: %v", err)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret")
+	resp, err := client.RegisterOrigin(authed, req)
+	if err != nil || !resp.Created {
+		t.Fatalf("with token: %v %v", resp, err)
+	}
+	// REST: the same registry, the token in the Authorization header.
+	for _, tc := range []struct {
+		auth string
+		code int
+	}{{"", 401}, {"Bearer s3cret", 200}} {
+		hreq, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addrs[0]+"/v1/origins", nil)
+		if tc.auth != "" {
+			hreq.Header.Set("Authorization", tc.auth)
+		}
+		hresp, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(hresp.Body)
+		hresp.Body.Close()
+		if hresp.StatusCode != tc.code || tc.code == 200 && !strings.Contains(string(body), `"o1"`) {
+			t.Errorf("GET /v1/origins auth=%q: %d %s", tc.auth, hresp.StatusCode, body)
+		}
+	}
+}
