@@ -62,6 +62,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported in the legacy JSON API.
 	Version string
+	// Page, when set, serves the demo page (and anything else not routed)
+	// at "/".
+	Page http.Handler
 }
 
 func (c *Config) setDefaults() error {

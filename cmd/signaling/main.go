@@ -29,6 +29,7 @@ import (
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/signaling"
+	"github.com/rtcedge/rtcedge/web"
 )
 
 var version = "dev"
@@ -66,6 +67,7 @@ type config struct {
 	bodyLimit         int64
 	originTimeout     time.Duration
 	relayTimeout      time.Duration
+	noPage            bool
 	logLevel          slog.Level
 }
 
@@ -95,6 +97,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Int64Var(&c.bodyLimit, "body-limit", signaling.DefaultBodyLimit, "maximum request body bytes")
 	fs.DurationVar(&c.originTimeout, "origin-timeout", signaling.DefaultOriginTimeout, "timeout of each origin HTTP call")
 	fs.DurationVar(&c.relayTimeout, "relay-timeout", signaling.DefaultRelayCallTimeout, "timeout of each relay gRPC call")
+	fs.BoolVar(&c.noPage, "no-demo-page", false, "do not serve the demo page at /")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -156,7 +159,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	if cfg.hmacKey != "" {
 		auth.HMACKey, _ = hex.DecodeString(cfg.hmacKey)
 	}
+	var page http.Handler
+	if !cfg.noPage {
+		page = web.Handler()
+	}
 	sig, err := signaling.New(signaling.Config{
+		Page:     page,
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,

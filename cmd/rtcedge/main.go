@@ -1,0 +1,269 @@
+// Command rtcedge runs the whole edge in one process on loopback defaults:
+// an embedded etcd, signaling (serving the demo page), one media relay and
+// the demo origin. It is the quickest way to try rtcedge:
+//
+//	go run ./cmd/rtcedge
+//
+// then open the printed URL. Production deployments run the signaling and
+// mediarelay binaries separately against a real etcd cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/internal/demoorigin"
+	"github.com/rtcedge/rtcedge/mediarelay"
+	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+	"github.com/rtcedge/rtcedge/signaling"
+	"github.com/rtcedge/rtcedge/web"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
+		os.Exit(code)
+	}
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "rtcedge:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the all-in-one binary's configuration.
+type config struct {
+	host        string
+	httpPort    int
+	udpPort     int
+	relayGRPC   int
+	relayHTTP   int
+	sigGRPC     int
+	originHTTP  int
+	originMedia int
+	dataDir     string
+	logLevel    slog.Level
+}
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("rtcedge", flag.ContinueOnError)
+	fs.StringVar(&c.host, "host", "127.0.0.1", "IP address every listener binds and the relay advertises; the default keeps everything on loopback")
+	fs.IntVar(&c.httpPort, "http-port", 8080, "signaling HTTP port (WHIP/WHEP, demo page, REST)")
+	fs.IntVar(&c.udpPort, "udp-port", 8000, "relay UDP media port")
+	fs.IntVar(&c.relayGRPC, "relay-grpc-port", 9090, "relay gRPC admin port")
+	fs.IntVar(&c.relayHTTP, "relay-http-port", 9091, "relay HTTP port (REST, /metrics)")
+	fs.IntVar(&c.sigGRPC, "signaling-grpc-port", 9092, "signaling gRPC port (origin registry)")
+	fs.IntVar(&c.originHTTP, "origin-http-port", 8888, "demo origin HTTP port")
+	fs.IntVar(&c.originMedia, "origin-media-port", 8189, "demo origin UDP media port")
+	fs.StringVar(&c.dataDir, "data-dir", "", "embedded etcd data directory; empty uses a temporary one removed at exit")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	if _, err := netip.ParseAddr(c.host); err != nil {
+		return c, fmt.Errorf("-host %q: want an IP address: %w", c.host, err)
+	}
+	for name, p := range map[string]int{"http-port": c.httpPort, "udp-port": c.udpPort, "relay-grpc-port": c.relayGRPC,
+		"relay-http-port": c.relayHTTP, "signaling-grpc-port": c.sigGRPC, "origin-http-port": c.originHTTP, "origin-media-port": c.originMedia} {
+		if p < 0 || p > 65535 {
+			return c, fmt.Errorf("-%s %d: want 0-65535", name, p)
+		}
+	}
+	return c, nil
+}
+
+// endpoints are the addresses the stack actually listens on.
+type endpoints struct {
+	Signaling   string // http://host:port
+	RelayGRPC   string
+	RelayHTTP   string
+	SigGRPC     string
+	RelayUDP    string
+	OriginHTTP  string
+	OriginMedia string
+	Etcd        []string
+}
+
+// run starts the stack and blocks until ctx ends. When ready is not nil the
+// endpoints are sent on it once everything listens (tests use it).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready chan<- endpoints) error {
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	etcd, err := embedetcd.Start(ctx, embedetcd.Config{Dir: cfg.dataDir, Logger: log})
+	if err != nil {
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	defer etcd.Close()
+	reg, err := registry.New(registry.Config{Endpoints: etcd.Endpoints(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	defer reg.Close()
+
+	listen := func(port int) (net.Listener, error) {
+		return net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr(cfg.host), uint16(port)).String())
+	}
+	var lis struct{ sigHTTP, sigGRPC, relayGRPC, relayHTTP, originHTTP net.Listener }
+	for _, l := range []struct {
+		dst  *net.Listener
+		port int
+	}{{&lis.sigHTTP, cfg.httpPort}, {&lis.sigGRPC, cfg.sigGRPC}, {&lis.relayGRPC, cfg.relayGRPC}, {&lis.relayHTTP, cfg.relayHTTP}, {&lis.originHTTP, cfg.originHTTP}} {
+		if *l.dst, err = listen(l.port); err != nil {
+			return err
+		}
+		defer (*l.dst).Close()
+	}
+	hostAddr := netip.MustParseAddr(cfg.host)
+	udpConns, err := mediarelay.ListenUDP(ctx, "udp", netip.AddrPortFrom(hostAddr, uint16(cfg.udpPort)).String(), 1, 0)
+	if err != nil {
+		return fmt.Errorf("relay UDP: %w", err)
+	}
+	publicUDP := netip.MustParseAddrPort(udpConns[0].LocalAddr().String())
+	originMedia, err := net.ListenPacket("udp", netip.AddrPortFrom(hostAddr, uint16(cfg.originMedia)).String())
+	if err != nil {
+		return fmt.Errorf("demo origin media: %w", err)
+	}
+
+	// Relay.
+	relay, err := mediarelay.New(mediarelay.Config{
+		RelayID:     "relay-1",
+		PublicAddrs: []netip.AddrPort{publicUDP},
+		GRPCAddress: lis.relayGRPC.Addr().String(),
+		Registry:    reg,
+		Logger:      log.With("service", "mediarelay"),
+		Version:     version,
+	})
+	if err != nil {
+		return err
+	}
+	relayGRPC := grpc.NewServer()
+	mediarelay.RegisterGRPC(relayGRPC, relay)
+
+	// Signaling, serving the demo page at "/".
+	sig, err := signaling.New(signaling.Config{Registry: reg, Logger: log.With("service", "signaling"), Page: web.Handler(), Version: version})
+	if err != nil {
+		return err
+	}
+	sigGRPC := grpc.NewServer()
+	sig.RegisterGRPC(sigGRPC)
+	sigHTTP := &http.Server{Handler: sig.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	relayHTTP := &http.Server{Handler: relay.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	// Demo origin, registering itself with signaling.
+	origin, err := demoorigin.New(demoorigin.Config{MediaConn: originMedia, Logger: log.With("service", "demo-origin")})
+	if err != nil {
+		return err
+	}
+	originHTTP := &http.Server{Handler: origin.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	conn, err := grpc.NewClient(lis.sigGRPC.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	originURL := "http://" + lis.originHTTP.Addr().String()
+	hb := &demoorigin.Heartbeat{
+		Client: originv1.NewOriginRegistryClient(conn),
+		Origin: demoorigin.NewRegistration("demo-origin", originURL, []string{origin.MediaAddr().String()}, 0),
+		Logger: log.With("service", "demo-origin"),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return relay.Serve(gctx, udpConns...) })
+	g.Go(func() error { return serveGRPC(relayGRPC, lis.relayGRPC) })
+	g.Go(func() error { return serveGRPC(sigGRPC, lis.sigGRPC) })
+	g.Go(func() error { return serveHTTP(sigHTTP, lis.sigHTTP) })
+	g.Go(func() error { return serveHTTP(relayHTTP, lis.relayHTTP) })
+	g.Go(func() error { return serveHTTP(originHTTP, lis.originHTTP) })
+	g.Go(func() error { return hb.Run(gctx) })
+
+	ep := endpoints{
+		Signaling:   "http://" + lis.sigHTTP.Addr().String(),
+		RelayGRPC:   lis.relayGRPC.Addr().String(),
+		RelayHTTP:   "http://" + lis.relayHTTP.Addr().String(),
+		SigGRPC:     lis.sigGRPC.Addr().String(),
+		RelayUDP:    publicUDP.String(),
+		OriginHTTP:  originURL,
+		OriginMedia: origin.MediaAddr().String(),
+		Etcd:        etcd.Endpoints(),
+	}
+	fmt.Fprintf(stdout, `rtcedge %s is running (Ctrl-C stops it)
+  demo page        %s/
+  WHIP             %s/whip/{stream}
+  WHEP             %s/whep/{stream}
+  relay admin      grpcurl -plaintext %s list    (REST: %s/v1/status)
+  relay media      udp %s
+  origin registry  grpc %s
+  demo origin      %s (media udp %s)
+  etcd             %v
+`, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
+	if ready != nil {
+		ready <- ep
+	}
+
+	<-gctx.Done()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = sigHTTP.Shutdown(shutdownCtx)
+	_ = relayHTTP.Shutdown(shutdownCtx)
+	_ = originHTTP.Shutdown(shutdownCtx)
+	stopGRPC(shutdownCtx, sigGRPC)
+	stopGRPC(shutdownCtx, relayGRPC)
+	_ = relay.Close()
+	_ = origin.Close()
+	sig.Close()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func serveHTTP(s *http.Server, l net.Listener) error {
+	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func serveGRPC(s *grpc.Server, l net.Listener) error {
+	if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// stopGRPC stops s gracefully, forcing it when ctx ends first.
+func stopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
+}

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// loopbackAPI is a pion API that gathers only UDP4 host candidates on
+// loopback, without mDNS: the tests send traffic nowhere else.
+func loopbackAPI() *webrtc.API {
+	var se webrtc.SettingEngine
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
+}
+
+// whepResource is a WHIP/WHEP session as the client sees it.
+type whepResource struct {
+	Location string
+	ETag     string
+}
+
+// postSDP POSTs an offer and returns the answer and the session resource.
+func postSDP(ctx context.Context, endpoint, offer string) (string, whepResource, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(offer))
+	if err != nil {
+		return "", whepResource{}, err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", whepResource{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", whepResource{}, fmt.Errorf("POST %s: %s: %s", endpoint, resp.Status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/sdp" {
+		return "", whepResource{}, fmt.Errorf("POST %s: Content-Type %q", endpoint, ct)
+	}
+	base, _ := url.Parse(endpoint)
+	loc, err := base.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.Header.Get("Location") == "" {
+		return "", whepResource{}, fmt.Errorf("POST %s: bad Location %q", endpoint, resp.Header.Get("Location"))
+	}
+	return string(body), whepResource{Location: loc.String(), ETag: resp.Header.Get("ETag")}, nil
+}
+
+// deleteResource sends DELETE to a session resource.
+func deleteResource(ctx context.Context, location string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, location, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// negotiate creates the offer, waits for ICE gathering, POSTs it and applies
+// the answer.
+func negotiate(ctx context.Context, pc *webrtc.PeerConnection, endpoint string) (whepResource, string, error) {
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return whepResource{}, "", err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return whepResource{}, "", err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return whepResource{}, "", ctx.Err()
+	}
+	answer, res, err := postSDP(ctx, endpoint, pc.LocalDescription().SDP)
+	if err != nil {
+		return whepResource{}, "", err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return whepResource{}, "", fmt.Errorf("answer: %w", err)
+	}
+	return res, answer, nil
+}
+
+// publisher sends VP8-shaped RTP whose payload carries a magic and a
+// counter, so a player can check what it gets.
+type publisher struct {
+	pc     *webrtc.PeerConnection
+	track  *webrtc.TrackLocalStaticRTP
+	res    whepResource
+	answer string
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+var payloadMagic = []byte("rtcedge-e2e")
+
+func publish(t *testing.T, ctx context.Context, endpoint string) *publisher {
+	t.Helper()
+	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	res, answer, err := negotiate(ctx, pc, endpoint)
+	if err != nil {
+		_ = pc.Close()
+		t.Fatal(err)
+	}
+	p := &publisher{pc: pc, track: track, res: res, answer: answer, stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *publisher) run() {
+	defer close(p.done)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for seq := uint32(0); ; seq++ {
+		select {
+		case <-p.stop:
+			return
+		case <-tick.C:
+		}
+		payload := make([]byte, 0, 64)
+		// A VP8 payload descriptor for a key frame start, then the pattern.
+		payload = append(payload, 0x10, 0x00, 0x9d, 0x01, 0x2a)
+		payload = append(payload, payloadMagic...)
+		payload = binary.BigEndian.AppendUint32(payload, seq)
+		_ = p.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(seq),
+			Timestamp: seq * 3000, Marker: true}, Payload: payload})
+	}
+}
+
+func (p *publisher) close() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+		<-p.done
+		_ = p.pc.Close()
+	}
+}
+
+// player receives a stream and counts packets carrying the publisher's
+// pattern.
+type player struct {
+	pc     *webrtc.PeerConnection
+	res    whepResource
+	answer string
+
+	mu       sync.Mutex
+	matching int
+	other    int
+	lastSeq  uint32
+}
+
+func play(t *testing.T, ctx context.Context, endpoint string) *player {
+	t.Helper()
+	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	pl := &player{pc: pc}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			pl.mu.Lock()
+			if i := bytes.Index(pkt.Payload, payloadMagic); i >= 0 && len(pkt.Payload) >= i+len(payloadMagic)+4 {
+				pl.matching++
+				pl.lastSeq = binary.BigEndian.Uint32(pkt.Payload[i+len(payloadMagic):])
+			} else {
+				pl.other++
+			}
+			pl.mu.Unlock()
+		}
+	})
+	res, answer, err := negotiate(ctx, pc, endpoint)
+	if err != nil {
+		_ = pc.Close()
+		t.Fatal(err)
+	}
+	pl.res, pl.answer = res, answer
+	t.Cleanup(func() { _ = pc.Close() })
+	return pl
+}
+
+func (p *player) received() (matching, other int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.matching, p.other
+}
+
+// selectedRemote returns the remote address of the nominated candidate
+// pair, once ICE has one.
+func selectedRemote(pc *webrtc.PeerConnection) string {
+	for _, s := range pc.GetStats() {
+		if cp, ok := s.(webrtc.ICECandidatePairStats); ok && cp.Nominated && cp.State == webrtc.StatsICECandidatePairStateSucceeded {
+			if rc, ok := pc.GetStats()[cp.RemoteCandidateID].(webrtc.ICECandidateStats); ok {
+				return net.JoinHostPort(rc.IP, fmt.Sprint(rc.Port))
+			}
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond every 100ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
