@@ -10,10 +10,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 E2E_PKGS := ./test/...
 GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)proto/**/*.swagger.json'
 
-.PHONY: all build test lint generate check-generate fmt vet clean ci breaking help
+.PHONY: all build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
 
 ## ci: everything CI runs (the README's test command)
-ci: check-generate lint test
+ci: check-generate lint test e2e fuzz-short
 
 all: build
 
@@ -25,6 +25,30 @@ build:
 ## test: unit and integration tests with the race detector (real etcd, real sockets)
 test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/')
+
+## e2e: end-to-end tests with real WebRTC clients, real sockets, real etcd
+e2e:
+	$(GO) test -race -count=1 -timeout 15m $(E2E_PKGS)
+
+# Fuzz targets: package and function.
+FUZZ_TARGETS := ./mediarelay:FuzzDecideClientPacket ./signaling/internal/sdpx:FuzzOfferAndAnswer
+FUZZTIME ?= 5m
+
+## fuzz-short: every fuzz target for 15 s (CI)
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=15s
+
+## fuzz: every fuzz target for FUZZTIME (default 5m)
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
+run:
+	$(GO) run ./cmd/rtcedge
 
 ## generate: regenerate Go, gRPC, gateway and OpenAPI code from proto/
 generate:

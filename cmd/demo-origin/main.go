@@ -42,6 +42,9 @@ func main() {
 		os.Exit(code)
 	}
 	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "demo-origin:", err)
 		os.Exit(1)
 	}

@@ -26,7 +26,7 @@ const testStream = "__defaultVhost__/live/cam1"
 
 // newTestOrigin starts an Origin on a loopback UDP port behind an httptest
 // server, mounted under mount (with http.StripPrefix) when not empty.
-func newTestOrigin(t *testing.T, mount string, opts ...func(*Config)) (*Origin, *httptest.Server) {
+func newTestOrigin(t testing.TB, mount string, opts ...func(*Config)) (*Origin, *httptest.Server) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -59,7 +59,7 @@ func newTestOrigin(t *testing.T, mount string, opts ...func(*Config)) (*Origin, 
 }
 
 // clientAPI builds a pion API for test clients that only uses loopback UDP4.
-func clientAPI(t *testing.T) *webrtc.API {
+func clientAPI(t testing.TB) *webrtc.API {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -73,7 +73,7 @@ func clientAPI(t *testing.T) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
 }
 
-func newClientPC(t *testing.T) *webrtc.PeerConnection {
+func newClientPC(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
 	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -84,7 +84,7 @@ func newClientPC(t *testing.T) *webrtc.PeerConnection {
 }
 
 // gatheredOffer creates an offer and waits for ICE gathering (non-trickle).
-func gatheredOffer(t *testing.T, pc *webrtc.PeerConnection, opts *webrtc.OfferOptions) string {
+func gatheredOffer(t testing.TB, pc *webrtc.PeerConnection, opts *webrtc.OfferOptions) string {
 	t.Helper()
 	offer, err := pc.CreateOffer(opts)
 	if err != nil {
@@ -108,7 +108,7 @@ type httpResult struct {
 	body   string
 }
 
-func do(t *testing.T, method, u, contentType string, body string, hdr map[string]string) httpResult {
+func do(t testing.TB, method, u, contentType string, body string, hdr map[string]string) httpResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
@@ -150,10 +150,10 @@ type publisher struct {
 	plis     chan struct{} // one value per PLI received from the origin
 }
 
-func publish(t *testing.T, base, key string) *publisher { return publishOpt(t, base, key, true) }
+func publish(t testing.TB, base, key string) *publisher { return publishOpt(t, base, key, true) }
 
 // publishOpt publishes key; with send false the publisher sends no RTP.
-func publishOpt(t *testing.T, base, key string, send bool) *publisher {
+func publishOpt(t testing.TB, base, key string, send bool) *publisher {
 	t.Helper()
 	pc := newClientPC(t)
 	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "pub")
@@ -217,7 +217,7 @@ func publishOpt(t *testing.T, base, key string, send bool) *publisher {
 
 // checkAnswer verifies the 201's headers and that the answer is
 // non-trickle, has the wanted direction and only loopback host candidates.
-func checkAnswer(t *testing.T, res httpResult, direction string) {
+func checkAnswer(t testing.TB, res httpResult, direction string) {
 	t.Helper()
 	if ct := res.header.Get("Content-Type"); ct != "application/sdp" {
 		t.Errorf("Content-Type = %q", ct)
@@ -255,7 +255,7 @@ func checkAnswer(t *testing.T, res httpResult, direction string) {
 	}
 }
 
-func resolve(t *testing.T, base, loc string) string {
+func resolve(t testing.TB, base, loc string) string {
 	t.Helper()
 	b, err := url.Parse(base + "/")
 	if err != nil {
@@ -278,7 +278,7 @@ type player struct {
 	ice      chan webrtc.ICEConnectionState
 }
 
-func play(t *testing.T, base, key string) *player {
+func play(t testing.TB, base, key string) *player {
 	t.Helper()
 	pc := newClientPC(t)
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
@@ -319,7 +319,7 @@ func play(t *testing.T, base, key string) *player {
 
 // receive waits for count packets with counters above after, checks their
 // payloads are exactly what the publisher sent, and returns the last counter.
-func (p *player) receive(t *testing.T, count int, after uint32) uint32 {
+func (p *player) receive(t testing.TB, count int, after uint32) uint32 {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	last := after
@@ -346,7 +346,7 @@ func (p *player) receive(t *testing.T, count int, after uint32) uint32 {
 }
 
 // waitICE waits for the player's ICE connection state to become want.
-func (p *player) waitICE(t *testing.T, want webrtc.ICEConnectionState) {
+func (p *player) waitICE(t testing.TB, want webrtc.ICEConnectionState) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -362,7 +362,7 @@ func (p *player) waitICE(t *testing.T, want webrtc.ICEConnectionState) {
 }
 
 // eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for range 500 {
 		if cond() {
@@ -519,7 +519,7 @@ func TestICERestartAndIfMatch(t *testing.T) {
 	p.receive(t, 50, last)
 }
 
-func credentialsOf(t *testing.T, desc string) string {
+func credentialsOf(t testing.TB, desc string) string {
 	t.Helper()
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(desc); err != nil {
@@ -529,7 +529,7 @@ func credentialsOf(t *testing.T, desc string) string {
 	return u
 }
 
-func credentialsOfOffer(t *testing.T, pc *webrtc.PeerConnection) string {
+func credentialsOfOffer(t testing.TB, pc *webrtc.PeerConnection) string {
 	t.Helper()
 	return credentialsOf(t, pc.LocalDescription().SDP)
 }
@@ -622,5 +622,27 @@ func TestCapacityAndSilentPublisher(t *testing.T) {
 	}
 	if st := o.Stats(); st.Publishers != 1 || st.Players != 0 {
 		t.Fatalf("Stats = %+v", st)
+	}
+}
+
+func TestPublicIPRewritesCandidates(t *testing.T) {
+	_, srv := newTestOrigin(t, "", func(c *Config) { c.PublicIPs = []string{"127.0.0.2"} })
+	pc := newClientPC(t)
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	res := do(t, http.MethodPost, srv.URL+"/live/pub/whip", "application/sdp", gatheredOffer(t, pc, nil), nil)
+	if res.status != http.StatusCreated {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	if !strings.Contains(res.body, " 127.0.0.2 ") || strings.Contains(res.body, " 127.0.0.1 ") {
+		t.Fatalf("candidates not rewritten to the public IP:\n%s", res.body)
+	}
+}
+
+func TestNewRejectsBadPublicIP(t *testing.T) {
+	if o, err := New(Config{MediaAddr: "127.0.0.1:0", PublicIPs: []string{"example.com"}}); err == nil {
+		_ = o.Close()
+		t.Fatal("New accepted a host name as public IP")
 	}
 }
