@@ -279,9 +279,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		}
 	}
 	var newUp *upstream
-	if origins != nil && origins[0] != s.up.Load().origin {
+	if origins != nil && !slices.Contains(origins, s.up.Load().origin) {
 		var err error
-		if newUp, err = r.openUpstream(origins[0]); err != nil {
+		if newUp, err = r.openFirstUpstream(origins); err != nil {
 			return nil, err
 		}
 	}
@@ -293,14 +293,23 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		}
 		return nil, fmt.Errorf("%w: %s", ErrSessionNotFound, req.GetId())
 	}
+	if other := r.tabs.Load().byUfrag[creds.username]; other != nil && other != s {
+		r.mu.Unlock()
+		if newUp != nil {
+			_ = newUp.conn.Close()
+		}
+		return nil, fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, creds.username)
+	}
 	s.creds.Store(creds)
 	r.publishLocked(func(t *tables) {
 		delete(t.byUfrag, old.username)
 		t.byUfrag[creds.username] = s
 	})
+	if origins != nil {
+		s.originAddr = origins
+	}
 	var oldUp *upstream
 	if newUp != nil {
-		s.originAddr = origins
 		oldUp = s.up.Load()
 		r.startUpstream(s, newUp)
 	}
@@ -472,8 +481,10 @@ func (r *Relay) reload(ctx context.Context) {
 // requestLookup queues an unknown USERNAME for the registry worker without
 // ever blocking the socket loop.
 func (r *Relay) requestLookup(msg *stun.Message) {
+	// The packet itself is dropped either way: the client's next consent
+	// check binds once the session is adopted.
+	r.unknownSource.Add(1)
 	if r.cfg.Registry == nil {
-		r.unknownSource.Add(1)
 		return
 	}
 	user, err := msg.Get(stun.AttrUsername)

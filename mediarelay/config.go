@@ -17,6 +17,8 @@ const (
 	// MaxPacketSize is the largest datagram relayed; larger ones are
 	// truncated by the socket read and dropped.
 	MaxPacketSize = 1500
+	// readBatch is how many datagrams one read of a public socket takes.
+	readBatch = 32
 )
 
 // Config configures a Relay.

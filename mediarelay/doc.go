@@ -13,7 +13,11 @@
 //
 // The per-packet decision (decideClientPacket) is a pure function of the
 // packet, its source and the session tables; the socket loops around it only
-// read, look up and write. Sessions end by Release, by the idle timeout, or
+// read, look up and write. Packets are classified by their first byte (RFC
+// 7983): only STUN is parsed, and from a bound address only STUN, DTLS and
+// RTP/RTCP are forwarded. The public sockets are read in batches (recvmmsg
+// on Linux, see internal/udpbatch) into reused buffers; forwarding
+// allocates nothing per packet. Sessions end by Release, by the idle timeout, or
 // by a Drain deadline; each frees its socket, its goroutine, its table
 // entries and its registry record.
 //

@@ -72,6 +72,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"stun_integrity": st.Drops.StunIntegrity, "unbound_source": st.Drops.UnboundSource,
 		"write_error": st.Drops.WriteErrors, "foreign_source": st.Drops.ForeignSource,
 		"unknown_source": st.UnknownSource, "malformed": st.Malformed, "lookup_rate_limited": c.r.lookupDropped.Load(),
+		"unclassified": c.r.unclassified.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
 	}

@@ -28,7 +28,37 @@ const (
 	// MESSAGE-INTEGRITY or FINGERPRINT did not verify, or a replay of a
 	// transaction the session already saw from another address.
 	verdictDropIntegrity
+	// verdictDropUnclassified: from a bound address, but neither STUN, DTLS
+	// nor RTP/RTCP by its first byte (RFC 7983): nothing a WebRTC origin
+	// expects, so it is not forwarded.
+	verdictDropUnclassified
 )
+
+// packetClass is a packet's protocol by its first byte (RFC 7983 section 7).
+type packetClass uint8
+
+const (
+	classOther packetClass = iota
+	classSTUN              // 0-3
+	classDTLS              // 20-63
+	classRTP               // 128-191: RTP and RTCP
+)
+
+// classify demultiplexes b by its first byte as RFC 7983 does.
+func classify(b []byte) packetClass {
+	if len(b) == 0 {
+		return classOther
+	}
+	switch c := b[0]; {
+	case c <= 3:
+		return classSTUN
+	case c >= 20 && c <= 63:
+		return classDTLS
+	case c >= 128 && c <= 191:
+		return classRTP
+	}
+	return classOther
+}
 
 // Sizes of STUN fields used in the checks below (RFC 8489).
 const (
@@ -50,16 +80,26 @@ type tables struct {
 // session's transaction-id memory; msg is scratch space reused across calls.
 // It returns the session the verdict concerns, if any.
 func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Message) (verdict, *session) {
+	class := classify(b)
 	if s := t.byAddr[src]; s != nil {
-		if isBindingRequest(b) {
-			// Remember the bound client's own transactions, so a copy
-			// replayed from another address is refused.
-			s.rememberTransaction([stun.TransactionIDSize]byte(b[8:stunHeaderSize]))
+		switch class {
+		case classOther:
+			return verdictDropUnclassified, s
+		case classSTUN:
+			if isBindingRequest(b) {
+				// Remember the bound client's own transactions, so a copy
+				// replayed from another address is refused.
+				s.rememberTransaction([stun.TransactionIDSize]byte(b[8:stunHeaderSize]))
+			}
 		}
 		return verdictForward, s
 	}
-	if !stun.IsMessage(b) {
+	if class != classSTUN {
 		return verdictDropUnknown, nil
+	}
+	if !stun.IsMessage(b) {
+		// First byte of a STUN message, but no magic cookie or too short.
+		return verdictDropMalformed, nil
 	}
 	msg.Raw = b
 	if err := msg.Decode(); err != nil {

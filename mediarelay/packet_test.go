@@ -39,6 +39,14 @@ func TestDecideClientPacket(t *testing.T) {
 		want verdict
 	}{
 		{name: "rtp from bound address", pkt: []byte{0x80, 96, 0, 1}, src: bound, want: verdictForward},
+		{name: "rtcp from bound address", pkt: []byte{0x81, 200, 0, 6}, src: bound, want: verdictForward},
+		{name: "dtls from bound address", pkt: []byte{22, 0xfe, 0xfd, 0}, src: bound, want: verdictForward},
+		{name: "stun from bound address", pkt: build(t, stun.BindingRequest), src: bound, want: verdictForward},
+		{name: "unclassified from bound address", pkt: []byte{64, 0, 0, 0}, src: bound, want: verdictDropUnclassified},
+		{name: "zrtp range from bound address", pkt: []byte{16, 0, 0, 0}, src: bound, want: verdictDropUnclassified},
+		{name: "empty from bound address", pkt: []byte{}, src: bound, want: verdictDropUnclassified},
+		{name: "stun first byte without cookie", pkt: make([]byte, 40), src: other, want: verdictDropMalformed},
+		{name: "short stun", pkt: []byte{0, 1, 0, 0}, src: other, want: verdictDropMalformed},
 		{name: "rtp from unknown address", pkt: []byte{0x80, 96, 0, 1}, src: other, want: verdictDropUnknown},
 		{name: "dtls from unknown address", pkt: []byte{22, 0xfe, 0xfd, 0}, src: other, want: verdictDropUnknown},
 		{name: "empty", pkt: nil, src: other, want: verdictDropUnknown},

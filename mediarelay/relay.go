@@ -17,6 +17,8 @@ import (
 
 	"github.com/pion/stun/v2"
 
+	"github.com/rtcedge/rtcedge/mediarelay/internal/udpbatch"
+
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
 )
@@ -39,6 +41,7 @@ type Relay struct {
 	// Relay-wide drops, of packets that belong to no session.
 	unknownSource atomic.Uint64
 	malformed     atomic.Uint64
+	unclassified  atomic.Uint64 // from bound addresses, not STUN/DTLS/RTP
 	lookupDropped atomic.Uint64
 	totals        counters // of sessions already released
 
@@ -186,12 +189,17 @@ func (r *Relay) publishLocked(mutate func(*tables)) {
 	r.tabs.Store(t)
 }
 
-// readPublic is the loop of one public socket.
+// readPublic is the loop of one public socket. It reads in batches
+// (recvmmsg on Linux) into reused buffers.
 func (r *Relay) readPublic(pub *net.UDPConn) {
-	buf := make([]byte, MaxPacketSize+1)
+	rd, err := udpbatch.NewReader(pub, readBatch, MaxPacketSize+1)
+	if err != nil {
+		r.log.Warn("relay: batch reads unavailable, reading one datagram at a time", "err", err)
+		rd, _ = udpbatch.NewReader(pub, 1, MaxPacketSize+1)
+	}
 	var msg stun.Message
 	for {
-		n, src, err := pub.ReadFromUDPAddrPort(buf)
+		msgs, err := rd.Read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -199,11 +207,14 @@ func (r *Relay) readPublic(pub *net.UDPConn) {
 			r.log.Debug("relay: public read", "err", err)
 			continue
 		}
-		if n > MaxPacketSize {
-			r.malformed.Add(1)
-			continue
+		for i := range msgs {
+			m := &msgs[i]
+			if m.N > MaxPacketSize {
+				r.malformed.Add(1)
+				continue
+			}
+			r.handleClientPacket(pub, m.Buf[:m.N], m.Addr, &msg)
 		}
-		r.handleClientPacket(pub, buf[:n], src, &msg)
 	}
 }
 
@@ -223,6 +234,8 @@ func (r *Relay) handleClientPacket(pub *net.UDPConn, b []byte, src netip.AddrPor
 		r.unknownSource.Add(1)
 	case verdictDropMalformed:
 		r.malformed.Add(1)
+	case verdictDropUnclassified:
+		r.unclassified.Add(1)
 	case verdictDropIntegrity:
 		s.dropIntegrity.Add(1)
 		r.log.Debug("relay: STUN failed verification", "session", s.id, "src", src)
@@ -300,18 +313,24 @@ func (r *Relay) readUpstream(s *session, up *upstream) {
 			s.dropForeign.Add(1)
 			continue
 		}
-		b := s.client.Load()
-		if b == nil {
-			s.dropUnbound.Add(1)
-			continue
-		}
-		if _, err := b.pub.WriteToUDPAddrPort(buf[:n], b.addr); err != nil {
-			s.dropWrite.Add(1)
-			continue
-		}
-		s.o2cPackets.Add(1)
-		s.o2cBytes.Add(uint64(n))
+		r.toClient(s, buf[:n])
 	}
+}
+
+// toClient writes an origin packet to the session's current client address
+// from the public socket the client's verified STUN arrived on.
+func (r *Relay) toClient(s *session, p []byte) {
+	b := s.client.Load()
+	if b == nil {
+		s.dropUnbound.Add(1)
+		return
+	}
+	if _, err := b.pub.WriteToUDPAddrPort(p, b.addr); err != nil {
+		s.dropWrite.Add(1)
+		return
+	}
+	s.o2cPackets.Add(1)
+	s.o2cBytes.Add(uint64(len(p)))
 }
 
 // openUpstream opens a session's socket toward the first origin address.
@@ -326,6 +345,21 @@ func (r *Relay) openUpstream(origin netip.AddrPort) (*upstream, error) {
 	}
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), done: make(chan struct{})}, nil
+}
+
+// openFirstUpstream opens a socket toward the first origin address the
+// relay can reach (an IPv6 origin fails fast on a host without IPv6 routes,
+// and the next address is tried).
+func (r *Relay) openFirstUpstream(origins []netip.AddrPort) (*upstream, error) {
+	var errs []error
+	for _, o := range origins {
+		up, err := r.openUpstream(o)
+		if err == nil {
+			return up, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // startUpstream installs up as the session's socket and starts its reader.
@@ -373,7 +407,7 @@ func (r *Relay) addSession(s *session, checkAdmission bool) error {
 	if err != nil {
 		return err
 	}
-	up, err := r.openUpstream(s.originAddr[0])
+	up, err := r.openFirstUpstream(s.originAddr)
 	if err != nil {
 		return err
 	}
