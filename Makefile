@@ -26,9 +26,9 @@ build:
 test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/')
 
-## e2e: end-to-end tests with real WebRTC clients, real sockets, real etcd
-e2e:
-	$(GO) test -race -count=1 -timeout 15m $(E2E_PKGS)
+## e2e: end-to-end tests: pion clients through the tiers, Chromium on the demo page, the compose stack
+e2e: images
+	RTCEDGE_E2E_COMPOSE=1 RTCEDGE_E2E_BROWSER=1 $(GO) test -race -count=1 -timeout 15m $(E2E_PKGS)
 
 # Fuzz targets: package and function.
 FUZZ_TARGETS := ./mediarelay:FuzzDecideClientPacket ./signaling/internal/sdpx:FuzzOfferAndAnswer
@@ -49,6 +49,28 @@ fuzz:
 ## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
 run:
 	$(GO) run ./cmd/rtcedge
+
+ETCD_IMAGE := gcr.io/etcd-development/etcd:v3.7.3
+IMAGES     := signaling mediarelay demo-origin
+
+## images: offline images FROM scratch from `make build`, and a local etcd image tagged like the official one
+images: build
+	@mkdir -p bin/etcd
+	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd/etcd go.etcd.io/etcd/server/v3
+	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd/etcdctl go.etcd.io/etcd/etcdctl/v3
+	docker build -q -f tools/etcd/Dockerfile -t $(ETCD_IMAGE) bin/etcd
+	@for b in $(IMAGES); do \
+		echo "image rtcedge/$$b:dev"; \
+		docker build -q -f Dockerfile.scratch --build-arg BIN=$$b -t rtcedge/$$b:dev bin || exit 1; \
+	done
+
+## up: the compose stack on the offline images
+up: images
+	docker-compose up -d --no-build
+
+## down: stop the compose stack and remove its containers and network
+down:
+	docker-compose down -v --remove-orphans
 
 ## generate: regenerate Go, gRPC, gateway and OpenAPI code from proto/
 generate:
