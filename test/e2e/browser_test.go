@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// startAllInOne builds and runs cmd/rtcedge on free loopback ports and
+// returns the page URL and the relay's UDP address from what it prints.
+func startAllInOne(t *testing.T) (page, relay string) {
+	t.Helper()
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	bin := filepath.Join(t.TempDir(), "rtcedge")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/rtcedge")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building cmd/rtcedge: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "-http-port", "0", "-udp-port", "0", "-relay-grpc-port", "0", "-relay-http-port", "0",
+		"-signaling-grpc-port", "0", "-origin-http-port", "0", "-origin-media-port", "0", "-log-level", "warn")
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 15 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+			t.Errorf("rtcedge exited: %v", err)
+		}
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(60 * time.Second)
+	for page == "" || relay == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("rtcedge exited before printing its URLs")
+			}
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 3 && f[0] == "demo" && f[1] == "page":
+				page = f[2]
+			case len(f) >= 4 && f[0] == "relay" && f[1] == "media":
+				relay = f[3]
+			}
+		case <-deadline:
+			t.Fatal("rtcedge printed no URLs")
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return page, relay
+}
+
+type pageStats struct {
+	Publisher struct {
+		State          string `json:"state"`
+		FramesSent     int    `json:"framesSent"`
+		SelectedRemote string `json:"selectedRemote"`
+	} `json:"publisher"`
+	Player struct {
+		State          string `json:"state"`
+		FramesDecoded  int    `json:"framesDecoded"`
+		SelectedRemote string `json:"selectedRemote"`
+	} `json:"player"`
+}
+
+// TestBrowserDemoPage is scenario (b): headless Chromium opens the demo
+// page the all-in-one binary serves, publishes its fake camera, plays it
+// back, and decodes frames whose path is the relay. It runs when
+// RTCEDGE_E2E_BROWSER=1 (`make e2e` sets it; CI installs chromium).
+func TestBrowserDemoPage(t *testing.T) {
+	if os.Getenv("RTCEDGE_E2E_BROWSER") != "1" {
+		t.Skip("set RTCEDGE_E2E_BROWSER=1 (make e2e does) to run Chromium")
+	}
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium is not installed (apt-get install chromium): %v", err)
+	}
+	page, relay := startAllInOne(t)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	if _, err := chromedp.Run(bctx, chromedp.Navigate(page)); err != nil {
+		t.Fatalf("opening %s: %v", page, err)
+	}
+	run := func(js string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](js, chromedp.EvalAwaitPromise)); err != nil {
+			t.Fatalf("%s: %v", js, err)
+		}
+	}
+	run(`window.rtcedge.publish('live/browser')`)
+	run(`window.rtcedge.play('live/browser')`)
+
+	var st pageStats
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		st, err = chromedp.Run(ctx, chromedp.Evaluate[pageStats](`window.rtcedge.stats()`, chromedp.EvalAwaitPromise))
+		cancel()
+		if err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		if st.Player.FramesDecoded > 0 && st.Player.SelectedRemote != "" && st.Publisher.SelectedRemote != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decoded frames: %+v", st)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if st.Player.SelectedRemote != relay || st.Publisher.SelectedRemote != relay {
+		t.Errorf("selected remote candidates: publisher %s, player %s; want the relay %s", st.Publisher.SelectedRemote, st.Player.SelectedRemote, relay)
+	}
+	t.Logf("publisher sent %d frames, player decoded %d, both through %s", st.Publisher.FramesSent, st.Player.FramesDecoded, relay)
+	run(`window.rtcedge.stop()`)
+}
