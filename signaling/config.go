@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -62,6 +63,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported in the legacy JSON API.
 	Version string
+	// PublicBaseURL, when set (e.g. "https://edge.example.com"), makes
+	// session Locations absolute; otherwise they are relative paths
+	// "/sessions/{id}".
+	PublicBaseURL string
 	// Page, when set, serves the demo page (and anything else not routed)
 	// at "/".
 	Page http.Handler
@@ -96,6 +101,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	c.PublicBaseURL = strings.TrimRight(c.PublicBaseURL, "/")
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("signaling: PublicBaseURL %q: want http(s)://host[:port][/path]", c.PublicBaseURL)
+		}
 	}
 	for _, s := range c.ICEServers {
 		if !(strings.HasPrefix(s.URL, "stun:") || strings.HasPrefix(s.URL, "turn:") || strings.HasPrefix(s.URL, "turns:")) {

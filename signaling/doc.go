@@ -9,8 +9,12 @@
 //	POST   /rtc/v1/whep/?app=A&stream=S      SRS-style WHEP
 //	POST   /rtc/v1/publish/, /rtc/v1/play/   SRS's legacy JSON API
 //	DELETE /sessions/{id}                    end a session (200)
-//	PATCH  /sessions/{id}                    trickle (204) or ICE restart (200)
-//	OPTIONS any of the above                 CORS, Accept-Post, ICE servers
+//	PATCH  /sessions/{id}                    trickle (204), ICE restart (200),
+//	                                         answer to a WHEP 406 counter-offer (204)
+//	GET    endpoint or session               204, no body (RFC 9725 section 4.1)
+//	HEAD   /whep/...                         200, Content-Type: application/sdp
+//	OPTIONS any of the above                 CORS; a plain OPTIONS adds Accept-Post and
+//	                                         the ICE servers as Link headers
 //	POST   /api/v1/srs/register              SRS's origin heartbeat
 //	       /v1/origins, /v1/streams          origin.v1.OriginRegistry over REST
 //	GET    /metrics, /healthz, /readyz
@@ -22,12 +26,52 @@
 // are vhost/app.../stream; the default vhost is "__defaultVhost__". So
 // /whip/cam1, /whip/live/cam1 and /rtc/v1/whip/?app=live&stream=cam1 all
 // name __defaultVhost__/live/cam1. Segments are 1-128 of [A-Za-z0-9._~-].
+// Origins get the stream as "app/stream" (the vhost in front when it is not
+// the default).
 //
 // # Sessions
 //
-// A session's state lives in etcd (package registry), so any signaling
-// instance serves DELETE and PATCH for a session created on another. The
-// session id comes from a CSPRNG. The client's own candidates never reach
-// the origin: the origin learns the relay's per-session address as a
-// peer-reflexive candidate from the checks that come through it.
+// Every session resource is /sessions/{id} (absolute when
+// Config.PublicBaseURL is set), whatever endpoint created it; the id is 16
+// bytes from the CSPRNG, base64url. A session's state lives in etcd
+// (package registry), so any signaling instance serves DELETE and PATCH for
+// a session created on another.
+//
+// A POST is handled in this order: the body is read up to Config.BodyLimit
+// (413 beyond) and parsed before anything is contacted (415, 400, 422); the
+// client's candidates, m= ports and c= addresses are removed from the offer;
+// the registry picks the stream's origin (503 + Retry-After if none); the
+// origin's adapter forwards the offer; a relay is picked and
+// AllocateSession called over gRPC; every candidate of the answer is
+// replaced by the relay's; the registry session is completed. Any failure
+// after the origin accepted the offer deletes the origin's session and
+// releases the relay's. The origin never sees a client address: it learns
+// the relay's per-session address as a peer-reflexive candidate, and
+// trickled client candidates are answered 204 without being forwarded.
+//
+// Status codes: 201 (or 406 with the origin's counter-offer) with
+// Location, ETag and Content-Type: application/sdp; 400 malformed SDP or
+// stream; 401 with WWW-Authenticate: Bearer; 403 when the origin refuses
+// the forwarded Authorization; 404 unknown session; 405;
+// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409);
+// 412 stale If-Match and 428 missing If-Match on PATCH ("*" matches any);
+// 413; 415; 422 unsupported offer (no audio/video, more than one
+// MediaStream, sections with different ICE credentials) or a restart the
+// origin refuses; 502 origin errors; 503 + Retry-After when no origin or
+// relay is available or reachable. Errors carry an RFC 9457
+// application/problem+json body. A failed ICE restart keeps the session.
+//
+// # Authentication
+//
+// Off by default. Config.Auth takes static bearer tokens and/or an
+// HMAC-SHA256 key. A signed token is
+//
+//	base64url(JSON {"stream":"__defaultVhost__/live/cam1","dir":"publish","exp":1767225600})
+//	"." base64url(HMAC-SHA256(key, <the first part as sent>))
+//
+// (base64url without padding; dir is "publish" for WHIP or "play" for
+// WHEP; exp in Unix seconds), minted by MintToken and sent as
+// "Authorization: Bearer <token>". Origin registration (gRPC, REST and the
+// SRS heartbeat, which may put it in ?token=) takes Config.RegistrationToken
+// as a bearer token; both are compared in constant time.
 package signaling

@@ -36,13 +36,13 @@ func fixture(t testing.TB, name string) string {
 
 // env is one test's edge: etcd, a relay and signaling instances.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	reg   *registry.Client
 	relay *mediarelay.Relay
 	sig   []*httptest.Server
 }
 
-func newEnv(t *testing.T, signalings int, tweak ...func(*signaling.Config)) *env {
+func newEnv(t testing.TB, signalings int, tweak ...func(*signaling.Config)) *env {
 	t.Helper()
 	etcd := embedetcd.StartForTest(t)
 	reg := embedetcd.NewClientForTest(t, etcd)
@@ -75,7 +75,7 @@ func newEnv(t *testing.T, signalings int, tweak ...func(*signaling.Config)) *env
 	return e
 }
 
-func startRelay(t *testing.T, reg *registry.Client, id string) *mediarelay.Relay {
+func startRelay(t testing.TB, reg *registry.Client, id string) *mediarelay.Relay {
 	t.Helper()
 	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
 	if err != nil {
@@ -104,7 +104,7 @@ func startRelay(t *testing.T, reg *registry.Client, id string) *mediarelay.Relay
 // fakeOrigin answers like a real origin of one kind, with its candidates on
 // a real UDP socket of the test.
 type fakeOrigin struct {
-	t     *testing.T
+	t     testing.TB
 	kind  string
 	srv   *httptest.Server
 	media *net.UDPConn
@@ -117,11 +117,16 @@ type fakeOrigin struct {
 	patches  []string
 	sessions int
 	noPub    bool // WHEP answers 404
+	// counterOffer makes WHEP answer 406 with an SDP offer of its own.
+	counterOffer bool
+	// restartStatus, when not 0, is the status of an ICE-restart PATCH.
+	restartStatus int
+	patchTypes    []string
 }
 
 const originUfrag, originPwd = "FZyiicmGsufJMKFN", "xFXicYKlhVqEHQuZBvPfOvnatTZGqdoX"
 
-func newFakeOrigin(t *testing.T, kind string) *fakeOrigin {
+func newFakeOrigin(t testing.TB, kind string) *fakeOrigin {
 	t.Helper()
 	media, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -169,13 +174,27 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("ETag", `"origin-etag"`)
 		}
 		w.Header().Set("Content-Type", "application/sdp")
-		w.WriteHeader(http.StatusCreated)
+		if o.counterOffer && strings.HasSuffix(r.URL.Path, "/whep") {
+			w.WriteHeader(http.StatusNotAcceptable)
+		} else {
+			w.WriteHeader(http.StatusCreated)
+		}
 		_, _ = io.WriteString(w, o.answer())
 	case http.MethodDelete:
 		o.deletes = append(o.deletes, r.URL.String())
 		w.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
 		o.patches = append(o.patches, string(body))
+		o.patchTypes = append(o.patchTypes, r.Header.Get("Content-Type"))
+		if r.Header.Get("Content-Type") == "application/sdp" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if o.restartStatus != 0 && strings.Contains(string(body), "a=ice-ufrag:") {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(o.restartStatus)
+			return
+		}
 		if strings.Contains(string(body), "a=ice-ufrag:") {
 			o.ufrag, o.pwd = "NewOriginUfrag", "neworiginpasswordneworiginpw"
 			port := o.media.LocalAddr().(*net.UDPAddr).Port
@@ -202,7 +221,7 @@ func (o *fakeOrigin) lastOffer() string {
 }
 
 // register puts the origin into the registry.
-func (o *fakeOrigin) register(t *testing.T, reg *registry.Client) {
+func (o *fakeOrigin) register(t testing.TB, reg *registry.Client) {
 	t.Helper()
 	rec := registry.Origin{ID: "origin-" + o.kind, Kind: o.kind, APIBaseURL: o.srv.URL, TTL: 30 * time.Second}
 	if o.kind == registry.OriginKindWHIP {
@@ -216,7 +235,7 @@ func (o *fakeOrigin) register(t *testing.T, reg *registry.Client) {
 
 // receiveSTUN waits for a STUN Binding request at the origin's media socket
 // and returns its USERNAME.
-func (o *fakeOrigin) receiveSTUN(t *testing.T) string {
+func (o *fakeOrigin) receiveSTUN(t testing.TB) string {
 	t.Helper()
 	buf := make([]byte, 1500)
 	_ = o.media.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -242,11 +261,20 @@ type response struct {
 	body   string
 }
 
-func do(t *testing.T, method, url, contentType, body string, header ...string) response {
+func do(t testing.TB, method, url, contentType, body string, header ...string) response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	r, err := tryDo(t.Context(), method, url, contentType, body, header...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for other goroutines than the test's.
+func tryDo(ctx context.Context, method, url, contentType, body string, header ...string) (response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -256,9 +284,9 @@ func do(t *testing.T, method, url, contentType, body string, header ...string) r
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	b, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}, err
 }

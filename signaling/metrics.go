@@ -30,6 +30,11 @@ func newMetrics() *metrics {
 			Name: "rtcedge_signaling_origin_errors_total", Help: "Failed origin calls by kind.",
 		}, []string{"kind"}),
 	}
+	// Export every kind from the start, so that rates work from zero.
+	for _, kind := range []string{"transport", "rejected", "status", "no_location", "bad_answer",
+		"no_media_address", "config", "delete", "restart"} {
+		m.originErrors.WithLabelValues(kind)
+	}
 	m.registry.MustRegister(m.requests, m.setup, m.originErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

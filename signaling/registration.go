@@ -245,7 +245,13 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "msg": msg})
 	}
-	if !s.tokenOK(r.Header.Get("Authorization")) {
+	// SRS's heartbeat cannot set headers: it may carry the token in its
+	// URL (heartbeat.url ...?token=T) instead.
+	authz := r.Header.Get("Authorization")
+	if tok := r.URL.Query().Get("token"); authz == "" && tok != "" {
+		authz = "Bearer " + tok
+	}
+	if !s.tokenOK(authz) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
 		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
 		return
@@ -275,7 +281,7 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o := registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(), TTL: 30 * time.Second}
-	for _, rtc := range req.RTC {
+	for _, rtc := range req.RTC[:min(len(req.RTC), 8)] {
 		host, port, err := srsPort(rtc)
 		if err != nil {
 			continue

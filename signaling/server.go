@@ -160,13 +160,15 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request, methods string)
 	h.Set("Access-Control-Allow-Methods", methods)
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
 	h.Set("Access-Control-Max-Age", "86400")
-	if strings.Contains(methods, "POST") {
-		h.Set("Accept-Post", "application/sdp")
-	}
-	if strings.Contains(methods, "PATCH") {
-		h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
-	}
+	// Accept-Post, Accept-Patch and the ICE servers go on a plain OPTIONS
+	// only, not on a CORS preflight (RFC 9725 sections 4.2 and 4.6).
 	if r.Header.Get("Access-Control-Request-Method") == "" {
+		if strings.Contains(methods, "POST") {
+			h.Set("Accept-Post", "application/sdp")
+		}
+		if strings.Contains(methods, "PATCH") {
+			h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+		}
 		s.linkICEServers(w)
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -53,7 +53,9 @@ func (s *Server) sessionResource(w http.ResponseWriter, r *http.Request) {
 // deleteSession frees the relay's and the origin's sessions, then the
 // record. ETags are ignored (RFC 9725 section 4.3.1).
 func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, rs registry.Session) {
-	ctx := r.Context()
+	// Finish freeing even if the client goes away; every call has its own
+	// timeout.
+	ctx := context.WithoutCancel(r.Context())
 	if relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID); err == nil {
 		if rc, err := s.relayClient(relay.GRPCAddress); err == nil {
 			rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
@@ -124,10 +126,14 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request, rs registr
 		problem(w, http.StatusBadRequest, "malformed sdpfrag", err.Error())
 		return
 	}
-	if frag.ICE.Ufrag == "" || frag.ICE.Ufrag == rs.ClientICE.Ufrag && frag.ICE.Pwd == rs.ClientICE.Pwd {
+	if frag.ICE.Ufrag == "" || frag.ICE.Ufrag == rs.ClientICE.Ufrag && (frag.ICE.Pwd == "" || frag.ICE.Pwd == rs.ClientICE.Pwd) {
 		// Trickle: the client's candidates never reach the origin (it must
 		// reach the client through the relay only).
 		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if frag.ICE.Pwd == "" {
+		problem(w, http.StatusBadRequest, "malformed sdpfrag", "a new a=ice-ufrag (an ICE restart) needs a=ice-pwd")
 		return
 	}
 	s.iceRestart(w, r, rs, frag, string(body))
@@ -216,7 +222,12 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 		s.fail(w, s.registryError("restart not recorded", err))
 		return
 	}
-	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd, Options: ofrag.ICE.Options, Lite: ofrag.ICE.Lite}, mid, cands, nil)
+	// RFC 9725 section 4.3.3: the reply repeats the ice-options in use.
+	opts := ofrag.ICE.Options
+	if opts == "" {
+		opts = rs.ICEOptions
+	}
+	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd, Options: opts, Lite: ofrag.ICE.Lite}, mid, cands, nil)
 	w.Header().Set("Content-Type", "application/trickle-ice-sdpfrag")
 	w.Header().Set("ETag", etag)
 	w.WriteHeader(http.StatusOK)

@@ -177,13 +177,19 @@ type setupResult struct {
 
 func (s *Server) writeCreated(w http.ResponseWriter, res *setupResult) {
 	h := w.Header()
-	h.Set("Location", "/sessions/"+res.id)
+	h.Set("Location", s.sessionURL(res.id))
 	h.Set("ETag", res.etag)
 	h.Set("Content-Type", "application/sdp")
 	h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
 	s.linkICEServers(w)
 	w.WriteHeader(res.status)
 	_, _ = io.WriteString(w, res.sdp)
+}
+
+// sessionURL is a session's Location: PublicBaseURL + "/sessions/" + id,
+// or the relative path when no PublicBaseURL is set.
+func (s *Server) sessionURL(id string) string {
+	return s.cfg.PublicBaseURL + "/sessions/" + id
 }
 
 // newID returns 16 bytes from the CSPRNG, base64url.
@@ -230,14 +236,19 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	resp, err := s.origins.Do(octx, http.MethodPost, endpoint, "application/sdp", []byte(offer.Sanitized), hdr)
 	cancel()
 	if err != nil {
+		// Its lease will lapse if it is gone: worth a retry.
 		s.metrics.originErrors.WithLabelValues("transport").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin unreachable", detail: err.Error()}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin unreachable", retry: true, detail: err.Error()}
 	}
 	switch {
 	case resp.Status == http.StatusCreated, resp.Status == http.StatusNotAcceptable && dir == DirPlay:
 	case resp.Status == http.StatusNotFound && dir == DirPlay, resp.Status == http.StatusConflict:
 		return nil, &httpError{status: http.StatusConflict, title: "no publisher", retry: true,
 			detail: fmt.Sprintf("stream %s has no publisher yet", key)}
+	case resp.Status == http.StatusUnauthorized, resp.Status == http.StatusForbidden:
+		// With ForwardAuthorization the origin judges the client's token.
+		s.metrics.originErrors.WithLabelValues("rejected").Inc()
+		return nil, &httpError{status: http.StatusForbidden, title: "origin refused", detail: fmt.Sprintf("the origin answered %d: not authorised for this stream", resp.Status)}
 	case resp.Status == http.StatusServiceUnavailable:
 		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin busy", retry: true, detail: "the origin is unavailable"}
 	case resp.Status >= 400 && resp.Status < 500:
@@ -287,6 +298,18 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		cleanupOrigin()
 		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()}
 	}
+	// releaseRelay undoes the allocation: the relay's session and the
+	// registry record it wrote (in case the relay cannot be reached).
+	releaseRelay := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), s.cfg.RelayCallTimeout)
+		defer cancel()
+		if _, err := rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: id}); err != nil && status.Code(err) != codes.NotFound {
+			s.log.Warn("signaling: could not release the relay session", "session", id, "relay", relay.ID, "err", err)
+		}
+		if err := s.cfg.Registry.DeleteSession(rctx, id); err != nil && !errors.Is(err, registry.ErrNotFound) {
+			s.log.Warn("signaling: could not delete the session record", "session", id, "err", err)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
 	alloc, err := rc.AllocateSession(rctx, &relayv1.AllocateSessionRequest{
 		SessionId: id, Stream: key, Direction: dir.relay(),
@@ -296,20 +319,18 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	})
 	cancel()
 	if err != nil {
-		cleanupOrigin()
 		code := status.Code(err)
+		switch code {
+		case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+			// The relay may have allocated before the call failed.
+			releaseRelay()
+		}
+		cleanupOrigin()
 		if code == codes.InvalidArgument || code == codes.AlreadyExists {
 			return nil, &httpError{status: http.StatusBadRequest, title: "session rejected", detail: status.Convert(err).Message()}
 		}
 		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true,
 			detail: fmt.Sprintf("relay %s: %s", relay.ID, status.Convert(err).Message())}
-	}
-	releaseRelay := func() {
-		rctx, cancel := context.WithTimeout(context.Background(), s.cfg.RelayCallTimeout)
-		defer cancel()
-		if _, err := rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: id}); err != nil && status.Code(err) != codes.NotFound {
-			s.log.Warn("signaling: could not release the relay session", "session", id, "relay", relay.ID, "err", err)
-		}
 	}
 	cands, err := relayCandidates(alloc.GetCandidates())
 	if err != nil {
@@ -457,7 +478,7 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 			reply(herr.status, herr.status, map[string]any{"msg": herr.detail})
 			return
 		}
-		w.Header().Set("Location", "/sessions/"+res.id)
+		w.Header().Set("Location", s.sessionURL(res.id))
 		reply(http.StatusOK, 0, map[string]any{"sdp": res.sdp, "sessionid": res.id})
 	}
 }

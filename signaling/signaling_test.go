@@ -137,6 +137,12 @@ func TestConformance(t *testing.T) {
 		{name: "wrong content type", method: "POST", url: base + "/whip/live/x", ctype: "text/plain", body: offer, status: 415, problem: true},
 		{name: "malformed sdp", method: "POST", url: base + "/whip/live/x", ctype: "application/sdp", body: "v=0\r\nnonsense", status: 400, problem: true},
 		{name: "no media", method: "POST", url: base + "/whip/live/x", ctype: "application/sdp", body: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", status: 422, problem: true},
+		{name: "two media streams", method: "POST", url: base + "/whip/live/x", ctype: "application/sdp", body: twoStreams(offer), status: 422, problem: true},
+		{name: "restart without If-Match", method: "PATCH", url: session, ctype: "application/trickle-ice-sdpfrag", body: restart, status: 428, problem: true},
+		{name: "get session", method: "GET", url: session, status: 204},
+		{name: "put session not allowed", method: "PUT", url: session, status: 405, problem: true},
+		{name: "session preflight", method: "OPTIONS", url: session, header: []string{"Access-Control-Request-Method", "PATCH", "Origin", "http://page"}, status: 204,
+			wantHeaders: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match"}},
 		{name: "body too large", method: "POST", url: base + "/whip/live/x", ctype: "application/sdp", body: strings.Repeat("a", 40<<10), status: 413, problem: true},
 		{name: "bad stream", method: "POST", url: base + "/whip/live/b%20d", ctype: "application/sdp", body: offer, status: 400, problem: true},
 		{name: "unknown session", method: "DELETE", url: base + "/sessions/nope", status: 404, problem: true},
@@ -177,8 +183,14 @@ func TestConformance(t *testing.T) {
 			if tc.name == "plain options" && len(r.header.Values("Link")) != 2 {
 				t.Errorf("Link headers %v", r.header.Values("Link"))
 			}
-			if tc.name == "options preflight" && len(r.header.Values("Link")) != 0 {
-				t.Error("ICE servers on a CORS preflight")
+			if tc.name == "options preflight" && (len(r.header.Values("Link")) != 0 || r.header.Get("Accept-Post") != "") {
+				t.Error("ICE servers or Accept-Post on a CORS preflight")
+			}
+			if tc.status >= 400 && r.header.Get("ETag") != "" {
+				t.Error("an error carries an ETag")
+			}
+			if exp := r.header.Get("Access-Control-Expose-Headers"); !strings.Contains(exp, "Location") || !strings.Contains(exp, "ETag") || !strings.Contains(exp, "Link") {
+				t.Errorf("Access-Control-Expose-Headers %q", exp)
 			}
 			if tc.name == "trickle 204" && (r.header.Get("ETag") != "" || r.body != "") {
 				t.Error("trickle 204 carries an ETag or a body")
@@ -275,9 +287,14 @@ func TestNoOrphanWhenRelayFails(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
+	// The offer is valid, so the origin accepted it before the relay
+	// failed; it must have seen the DELETE.
 	offers, deletes, _ := origin.counts()
-	if offers == 1 && deletes != 1 {
+	if offers != 1 || deletes != 1 {
 		t.Fatalf("origin accepted %d offers and saw %d DELETEs: orphaned", offers, deletes)
+	}
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
 	}
 	if ss, _ := e.reg.ListSessions(t.Context()); len(ss) != 0 {
 		t.Errorf("records left: %v", ss)
@@ -306,6 +323,22 @@ func TestStatelessAcrossInstances(t *testing.T) {
 	// The relay moved to the new credentials: the new pair binds.
 	if _, err := e.reg.GetSessionByUfrag(t.Context(), "NewOriginUfrag:OtherUfrag9"); err != nil {
 		t.Fatalf("ufrag index not moved: %v", err)
+	}
+	// Media flows with the new credentials: a check keyed by the origin's
+	// new pwd, sent to the candidate of the 200, reaches the origin.
+	frag, err := sdpx.ParseFrag(p.body)
+	if err != nil || len(frag.Candidates) == 0 || frag.ICE.Ufrag != "NewOriginUfrag" {
+		t.Fatalf("restart reply %q: %v", p.body, err)
+	}
+	f := strings.Fields(frag.Candidates[0])
+	if len(f) < 6 || net.JoinHostPort(f[4], f[5]) != e.relay.Status().PublicAddresses[0] {
+		t.Fatalf("restart candidate %q is not the relay's", frag.Candidates[0])
+	}
+	sendBinding(t, "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=ice-ufrag:NewOriginUfrag\r\n"+
+		"a=ice-pwd:neworiginpasswordneworiginpw\r\na=candidate:"+frag.Candidates[0]+"\r\n",
+		"OtherUfrag9", "NewOriginUfrag", "neworiginpasswordneworiginpw")
+	if got := origin.receiveSTUN(t); got != "NewOriginUfrag:OtherUfrag9" {
+		t.Fatalf("origin got USERNAME %q after the restart", got)
 	}
 	if d := do(t, "DELETE", e.sig[1].URL+loc, "", ""); d.status != 200 {
 		t.Fatalf("DELETE on the other instance: %d %s", d.status, d.body)
@@ -349,6 +382,15 @@ func TestLegacyAndSRSAPIs(t *testing.T) {
 	if r.status != 201 {
 		t.Fatalf("SRS-style WHIP: %d %s", r.status, r.body)
 	}
+}
+
+// twoStreams gives the offer's video section a second MediaStream id.
+func twoStreams(offer string) string {
+	i := strings.Index(offer, "m=video")
+	if i < 0 {
+		return offer
+	}
+	return offer[:i] + strings.ReplaceAll(offer[i:], "a=msid:", "a=msid:other-stream-")
 }
 
 func jsonString(s string) string {

@@ -68,6 +68,11 @@ type config struct {
 	originTimeout     time.Duration
 	relayTimeout      time.Duration
 	noPage            bool
+	publicBaseURL     string
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	shutdownTimeout   time.Duration
 	logLevel          slog.Level
 }
 
@@ -97,6 +102,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Int64Var(&c.bodyLimit, "body-limit", signaling.DefaultBodyLimit, "maximum request body bytes")
 	fs.DurationVar(&c.originTimeout, "origin-timeout", signaling.DefaultOriginTimeout, "timeout of each origin HTTP call")
 	fs.DurationVar(&c.relayTimeout, "relay-timeout", signaling.DefaultRelayCallTimeout, "timeout of each relay gRPC call")
+	fs.StringVar(&c.publicBaseURL, "public-base-url", "", "external base URL (https://edge.example.com) for absolute session Locations; empty = relative")
+	fs.DurationVar(&c.readTimeout, "http-read-timeout", 15*time.Second, "HTTP server read timeout (a request's headers get at most 5s of it)")
+	fs.DurationVar(&c.writeTimeout, "http-write-timeout", 30*time.Second, "HTTP server write timeout; must exceed -origin-timeout plus -relay-timeout")
+	fs.DurationVar(&c.idleTimeout, "http-idle-timeout", 2*time.Minute, "HTTP keep-alive idle timeout")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests at shutdown")
 	fs.BoolVar(&c.noPage, "no-demo-page", false, "do not serve the demo page at /")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
@@ -111,6 +121,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
 	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
 		return c, fmt.Errorf("-body-limit %d: want 1 KiB to 16 MiB", c.bodyLimit)
+	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
+		return c, errors.New("timeouts must be positive")
+	case c.writeTimeout <= c.originTimeout+c.relayTimeout:
+		return c, fmt.Errorf("-http-write-timeout %s must exceed -origin-timeout plus -relay-timeout (%s)", c.writeTimeout, c.originTimeout+c.relayTimeout)
 	}
 	if c.hmacKey != "" {
 		if k, err := hex.DecodeString(c.hmacKey); err != nil || len(k) < 16 {
@@ -168,7 +182,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
-		Logger: log, Version: version,
+		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL,
 	})
 	if err != nil {
 		return err
@@ -199,8 +213,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	gs := grpc.NewServer(opts...)
 	sig.RegisterGRPC(gs)
-	hs := &http.Server{Handler: sig.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	hs := &http.Server{Handler: sig.Handler(), ReadHeaderTimeout: min(5*time.Second, cfg.readTimeout), ReadTimeout: cfg.readTimeout,
+		WriteTimeout: cfg.writeTimeout, IdleTimeout: cfg.idleTimeout, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	log.Info("signaling starting", "version", version, "http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String(),
 		"tls", cfg.tlsCert != "", "auth", len(cfg.tokens) > 0 || cfg.hmacKey != "", "zone", cfg.zone)
@@ -228,7 +243,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	<-gctx.Done()
 	log.Info("signaling stopping")
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutdown)
 	stopped := make(chan struct{})

@@ -29,6 +29,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "ok", args: []string{"-etcd-endpoints", "127.0.0.1:2379"}},
 		{name: "tls half", args: []string{"-etcd-endpoints", "x", "-tls-cert", "a"}, wantErr: "go together"},
 		{name: "bad hmac", args: []string{"-etcd-endpoints", "x", "-auth-hmac-key", "zz"}, wantErr: "hex"},
+		{name: "write timeout too short", args: []string{"-etcd-endpoints", "x", "-http-write-timeout", "5s"}, wantErr: "must exceed"},
+		{name: "negative timeout", args: []string{"-etcd-endpoints", "x", "-origin-timeout", "-1s"}, wantErr: "positive"},
 		{name: "tiny body limit", args: []string{"-etcd-endpoints", "x", "-body-limit", "10"}, wantErr: "body-limit"},
 	}
 	for _, tc := range tests {
@@ -107,5 +109,17 @@ func TestRunRegistrationToken(t *testing.T) {
 		if hresp.StatusCode != tc.code || tc.code == 200 && !strings.Contains(string(body), `"o1"`) {
 			t.Errorf("GET /v1/origins auth=%q: %d %s", tc.auth, hresp.StatusCode, body)
 		}
+	}
+}
+
+// TestEnvFallback: RTCEDGE_* variables fill unset flags; a flag wins.
+func TestEnvFallback(t *testing.T) {
+	env := map[string]string{"RTCEDGE_ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2:2379", "RTCEDGE_ZONE": "eu", "RTCEDGE_BODY_LIMIT": "4096"}
+	c, err := parseConfig([]string{"-zone", "us"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.etcd) != 2 || c.etcd[1] != "10.0.0.2:2379" || c.zone != "us" || c.bodyLimit != 4096 {
+		t.Fatalf("%+v", c)
 	}
 }

@@ -1,8 +1,3 @@
-// Package sdpx does signaling's SDP work with pion/sdp: validating a
-// client's offer and stripping every trace of the client's addresses from
-// it, reading the origin's ICE credentials and media addresses from its
-// answer, replacing the answer's candidates with the relay's, and reading
-// and writing trickle-ice-sdpfrag bodies (RFC 8840).
 package sdpx
 
 import (
@@ -98,6 +93,9 @@ func ParseOffer(raw string) (*Offer, error) {
 	if media == 0 {
 		return nil, fmt.Errorf("%w: the offer has no audio or video section", ErrUnsupported)
 	}
+	if ids := mediaStreams(d); len(ids) > 1 {
+		return nil, fmt.Errorf("%w: the offer carries %d MediaStreams (%s); WHIP and WHEP take one", ErrUnsupported, len(ids), strings.Join(ids, ", "))
+	}
 	if o.ICE.Ufrag == "" || o.ICE.Pwd == "" {
 		return nil, fmt.Errorf("%w: the offer has no a=ice-ufrag / a=ice-pwd", ErrMalformed)
 	}
@@ -118,6 +116,52 @@ func ParseOffer(raw string) (*Offer, error) {
 	}
 	o.Sanitized = string(b)
 	return o, nil
+}
+
+// mediaStreams returns the distinct MediaStream ids of the offer's a=msid
+// lines (RFC 8830), or of its a=ssrc msid attributes where a section has no
+// a=msid. The id "-" (no stream) is ignored.
+func mediaStreams(d *sdp.SessionDescription) []string {
+	var ids []string
+	add := func(id string) {
+		if id == "" || id == "-" {
+			return
+		}
+		for _, x := range ids {
+			if x == id {
+				return
+			}
+		}
+		ids = append(ids, id)
+	}
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Port.Value == 0 {
+			if _, bundleOnly := m.Attribute("bundle-only"); !bundleOnly {
+				continue // rejected section
+			}
+		}
+		found := false
+		for _, a := range m.Attributes {
+			if a.Key == "msid" {
+				found = true
+				id, _, _ := strings.Cut(a.Value, " ")
+				add(id)
+			}
+		}
+		if found {
+			continue
+		}
+		for _, a := range m.Attributes {
+			if a.Key != "ssrc" {
+				continue
+			}
+			if _, rest, ok := strings.Cut(a.Value, " msid:"); ok {
+				id, _, _ := strings.Cut(rest, " ")
+				add(id)
+			}
+		}
+	}
+	return ids
 }
 
 func isIceChars(s string) bool {
@@ -373,10 +417,12 @@ func ParseFrag(raw string) (*Frag, error) {
 	for _, m := range d.MediaDescriptions {
 		collect(m.Attributes)
 	}
-	if (f.ICE.Ufrag == "") != (f.ICE.Pwd == "") {
-		return nil, fmt.Errorf("%w: an ICE restart needs both a=ice-ufrag and a=ice-pwd", ErrMalformed)
+	// A trickle fragment may name its ufrag without the pwd (RFC 8840);
+	// whether that is a restart is the caller's business.
+	if f.ICE.Pwd != "" && f.ICE.Ufrag == "" {
+		return nil, fmt.Errorf("%w: a=ice-pwd without a=ice-ufrag", ErrMalformed)
 	}
-	if f.ICE.Ufrag != "" && (!validUfrag(f.ICE.Ufrag) || !validPwd(f.ICE.Pwd)) {
+	if f.ICE.Ufrag != "" && !validUfrag(f.ICE.Ufrag) || f.ICE.Pwd != "" && !validPwd(f.ICE.Pwd) {
 		return nil, fmt.Errorf("%w: ice-ufrag must be 4-256 and ice-pwd 22-256 ice-chars", ErrMalformed)
 	}
 	return f, nil

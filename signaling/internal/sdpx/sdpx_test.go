@@ -82,6 +82,10 @@ func TestParseOfferRejects(t *testing.T) {
 		{name: "empty", sdp: "", want: ErrMalformed},
 		{name: "no media", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n", want: ErrUnsupported},
 		{name: "only data channel", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n", want: ErrUnsupported},
+		{name: "two media streams", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n" +
+			"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:streamA trackA\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:streamB trackB\r\n", want: ErrUnsupported},
+		{name: "two media streams by ssrc", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n" +
+			"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ssrc:1 msid:streamA trackA\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=ssrc:2 msid:streamB trackB\r\n", want: ErrUnsupported},
 		{name: "no ice", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", want: ErrMalformed},
 		{name: "short pwd", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\na=ice-pwd:short\r\n", want: ErrMalformed},
 	}
@@ -106,20 +110,32 @@ var relayCands = []Candidate{
 func TestRewriteAnswer(t *testing.T) {
 	tests := []struct {
 		name      string
-		file      string
+		file      string // a fixture of shared/reference/sdp, or testdata/<name>
 		originIP  string
 		wantComps int
+		leaks     []string // origin addresses that must not survive
 	}{
 		{name: "mediamtx whip to chrome", file: "mediamtx-whip-answer-to-chrome.sdp", originIP: "10.88.0.1", wantComps: 2},
 		{name: "mediamtx whep to chrome", file: "mediamtx-whep-answer-to-chrome.sdp", originIP: "10.88.0.1", wantComps: 2},
+		{name: "mediamtx whep to chrome mdns", file: "mediamtx-whep-answer-to-chrome-mdns.sdp", originIP: "10.88.0.1", wantComps: 2},
+		{name: "mediamtx whep to chrome no candidates", file: "mediamtx-whep-answer-to-chrome-no-candidates.sdp", originIP: "10.88.0.1", wantComps: 2},
+		{name: "mediamtx whip to chrome mtx page", file: "mediamtx-whip-answer-to-chrome-mtxpage.sdp", originIP: "10.88.0.1", wantComps: 2},
 		{name: "mediamtx whip to gstreamer", file: "mediamtx-whip-answer-to-gstreamer.sdp", originIP: "10.88.0.1", wantComps: 2},
 		{name: "mediamtx whep to gstreamer trickle", file: "mediamtx-whep-answer-to-gstreamer-trickle.sdp", originIP: "10.88.0.1", wantComps: 2},
-		{name: "srs style", file: "", originIP: "192.0.2.10", wantComps: 1},
+		{name: "srs style", file: "testdata/srs-answer.sdp", originIP: "192.0.2.10", wantComps: 1, leaks: []string{"tcptype"}},
+		{name: "pion style", file: "testdata/pion-answer.sdp", originIP: "192.0.2.20", wantComps: 1,
+			leaks: []string{"2001:db8::20", "203.0.113.20", ".local", "50000", "50001", "8443", "tcptype"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := srsAnswer
-			if tc.file != "" {
+			var raw string
+			if strings.HasPrefix(tc.file, "testdata/") {
+				b, err := os.ReadFile(tc.file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw = string(b)
+			} else {
 				raw = fixture(t, tc.file)
 			}
 			a, err := ParseAnswer(raw)
@@ -133,8 +149,16 @@ func TestRewriteAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(out, tc.originIP) {
-				t.Errorf("origin address survives:\n%s", out)
+			for _, leak := range append([]string{tc.originIP}, tc.leaks...) {
+				if strings.Contains(out, leak) {
+					t.Errorf("origin address %q survives:\n%s", leak, out)
+				}
+			}
+			// m= ports are the relay's first port, 9, or 0 (rejected).
+			for _, line := range strings.Split(out, "\r\n") {
+				if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(line, "m=") && f[1] != "8000" && f[1] != "9" && f[1] != "0" {
+					t.Errorf("m= port %s", line)
+				}
 			}
 			if strings.Contains(out, " tcp ") || strings.Contains(out, " TCP ") {
 				t.Error("TCP candidate survives")
@@ -191,7 +215,9 @@ func TestParseFrag(t *testing.T) {
 		{name: "gstreamer end", file: "gstreamer-whip-trickle-patch-2.sdpfrag", end: true},
 		{name: "chrome trickle", file: "chrome-mtxpage-whip-trickle-patch-1.sdpfrag", cands: -1},
 		{name: "restart", body: "a=ice-ufrag:newu\r\na=ice-pwd:newpasswordnewpassword1\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n", restart: true},
-		{name: "ufrag without pwd", body: "a=ice-ufrag:newu\r\n", wantErr: true},
+		{name: "ufrag without pwd", body: "a=ice-ufrag:newu\r\n"},
+		{name: "pwd without ufrag", body: "a=ice-pwd:newpasswordnewpassword1\r\n", wantErr: true},
+		{name: "short pwd", body: "a=ice-ufrag:newu\r\na=ice-pwd:short\r\n", wantErr: true},
 		{name: "full sdp", body: "v=0\r\n", wantErr: true},
 		{name: "empty", body: "", wantErr: true},
 	}
@@ -231,6 +257,11 @@ func FuzzOfferAndAnswer(f *testing.F) {
 			f.Add(string(b))
 		}
 	}
+	for _, name := range []string{"pion-answer.sdp", "srs-answer.sdp"} {
+		if b, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
+			f.Add(string(b))
+		}
+	}
 	f.Add(srsAnswer)
 	f.Add("v=0\r\n")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -267,4 +298,26 @@ func FuzzOfferAndAnswer(f *testing.F) {
 		}
 		_, _ = ParseFrag(s)
 	})
+}
+
+func BenchmarkParseOffer(b *testing.B) {
+	offer := fixture(b, "chrome-whip-offer.sdp")
+	for b.Loop() {
+		if _, err := ParseOffer(offer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRewriteAnswer(b *testing.B) {
+	answer := fixture(b, "mediamtx-whip-answer-to-chrome.sdp")
+	for b.Loop() {
+		a, err := ParseAnswer(answer)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.RewriteAnswer(relayCands); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
