@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -20,14 +21,18 @@ type cache[T any] struct {
 	ready     chan struct{} // closed after the first successful list
 	readyOnce sync.Once
 
-	mu    sync.RWMutex // guards the following
-	items map[string]T // by key suffix (the record id)
-	rev   int64        // revision the map reflects
+	mu    sync.RWMutex  // guards the following
+	items map[string]*T // by key suffix (the record id); values are never modified, only replaced
+	rev   int64         // revision the map reflects
 }
 
-// newCache starts a cache under prefix; it runs until c.ctx ends.
+// newCache starts a cache under prefix; it runs until c.ctx ends. The
+// caller holds c.mu.
 func newCache[T any](c *Client, prefix string) *cache[T] {
-	k := &cache[T]{prefix: prefix, cli: c, ready: make(chan struct{}), items: map[string]T{}}
+	k := &cache[T]{prefix: prefix, cli: c, ready: make(chan struct{}), items: map[string]*T{}}
+	if c.closed { // the caller holds c.mu; wait reports ErrClosed
+		return k
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -48,9 +53,19 @@ func (k *cache[T]) run(ctx context.Context) {
 			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
 		k.readyOnce.Do(func() { close(k.ready) })
+		start := time.Now()
 		k.watch(ctx, rev)
+		if time.Since(start) > 5*time.Second {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		// A watch that breaks at once (no leader yet, say) must not turn
+		// into a busy loop of lists.
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
@@ -62,14 +77,14 @@ func (k *cache[T]) list(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, mapErr(err)
 	}
-	items := make(map[string]T, len(resp.Kvs))
+	items := make(map[string]*T, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var v T
 		if err := decode(string(kv.Key), kv.Value, &v); err != nil {
 			k.cli.log.Warn("registry cache: skipping record", "err", err)
 			continue
 		}
-		items[lastSegment(string(kv.Key))] = v
+		items[lastSegment(string(kv.Key))] = &v
 	}
 	k.mu.Lock()
 	k.items, k.rev = items, resp.Header.Revision
@@ -99,7 +114,7 @@ func (k *cache[T]) watch(ctx context.Context, rev int64) {
 				k.cli.log.Warn("registry cache: skipping record", "err", err)
 				continue
 			}
-			k.items[id] = v
+			k.items[id] = &v
 		}
 		k.rev = resp.Header.Revision
 		k.mu.Unlock()
@@ -118,8 +133,10 @@ func (k *cache[T]) wait(ctx context.Context) error {
 	select {
 	case <-k.ready:
 		return nil
+	case <-k.cli.ctx.Done():
+		return ErrClosed
 	case <-ctx.Done():
-		return mapErr(ctx.Err())
+		return fmt.Errorf("registry: cache of %s not filled yet: %w", k.prefix, mapErr(ctx.Err()))
 	}
 }
 
@@ -128,17 +145,32 @@ func (k *cache[T]) get(id string) (T, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	v, ok := k.items[id]
-	return v, ok
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return *v, true
 }
 
-// snapshot returns every record, ordered by id.
+// scan calls fn for every record, in no particular order, under the read
+// lock: fn must not call back into the cache nor modify or keep v.
+func (k *cache[T]) scan(fn func(id string, v *T)) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for id, v := range k.items {
+		fn(id, v)
+	}
+}
+
+// snapshot returns every record, ordered by id. The records share their
+// slices and maps with the cache: callers treat them as read-only.
 func (k *cache[T]) snapshot() []T {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	ids := slices.Sorted(maps.Keys(k.items))
 	out := make([]T, 0, len(ids))
 	for _, id := range ids {
-		out = append(out, k.items[id])
+		out = append(out, *k.items[id])
 	}
 	return out
 }

@@ -13,8 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -122,6 +125,12 @@ func New(cfg Config) (*Client, error) {
 		Password:             cfg.Password,
 		TLS:                  cfg.TLS,
 		Logger:               zap.NewNop(),
+		// gRPC's default reconnect backoff grows to 120s: after a long
+		// outage the client would take minutes to notice etcd is back.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", mapErr(err))
@@ -138,8 +147,10 @@ func New(cfg Config) (*Client, error) {
 	}, nil
 }
 
-// Close stops the caches and closes the etcd connection. Registrations made
-// through the client (RegisterRelay) should be closed first.
+// Close stops the caches and the relay registrations' keepalives and closes
+// the etcd connection. It does not revoke the registrations' leases: close
+// them first (RelayRegistration.Close) for the keys to go at once, otherwise
+// they expire after their TTL, as when the process dies.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -151,6 +162,26 @@ func (c *Client) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	return c.etcd.Close()
+}
+
+// ErrClosed is returned by calls that need the client's background work
+// (caches, relay registrations) after Close.
+var ErrClosed = errors.New("registry: client closed")
+
+// goroutine runs fn in the background until Close, which waits for it; it
+// reports false (and does not run fn) after Close.
+func (c *Client) goroutine(fn func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Etcd returns the underlying etcd client.
@@ -175,13 +206,22 @@ func mapErr(err error) error {
 	case errors.Is(err, context.Canceled):
 		return err
 	}
-	if s, ok := status.FromError(err); ok {
-		switch s.Code() {
-		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
-			return fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
+	code := codes.OK
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		// clientv3 turns the server's gRPC statuses into EtcdError values
+		// ("etcdserver: no leader", "request timed out", ...), which keep the
+		// code but are not gRPC statuses any more.
+		code = ee.Code()
+	} else if s, ok := status.FromError(err); ok {
+		code = s.Code()
 	}
-	if strings.Contains(err.Error(), "no available endpoints") || strings.Contains(err.Error(), "connection refused") {
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if errors.Is(err, clientv3.ErrNoAvailableEndpoints) || strings.Contains(err.Error(), "no available endpoints") ||
+		strings.Contains(err.Error(), "connection refused") {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err

@@ -5,15 +5,19 @@ import "strings"
 // keys builds every etcd key of the layout in the package doc.
 type keys struct{ prefix string }
 
-func (k keys) origins() string              { return k.prefix + "origins/" }
-func (k keys) origin(id string) string      { return k.origins() + id }
-func (k keys) relays() string               { return k.prefix + "relays/" }
-func (k keys) relay(id string) string       { return k.relays() + id }
-func (k keys) pins() string                 { return k.prefix + "pins/" }
-func (k keys) pin(stream string) string     { return k.pins() + stream }
-func (k keys) sessions() string             { return k.prefix + "sessions/" }
-func (k keys) session(id string) string     { return k.sessions() + id }
-func (k keys) ufrag(username string) string { return k.prefix + "ufrags/" + username }
+func (k keys) origins() string          { return k.prefix + "origins/" }
+func (k keys) origin(id string) string  { return k.origins() + id }
+func (k keys) relays() string           { return k.prefix + "relays/" }
+func (k keys) relay(id string) string   { return k.relays() + id }
+func (k keys) pins() string             { return k.prefix + "pins/" }
+func (k keys) pin(stream string) string { return k.pins() + stream }
+func (k keys) originPins(originID string) string {
+	return k.prefix + "originpins/" + originID + "/"
+}
+func (k keys) originPin(originID, stream string) string { return k.originPins(originID) + stream }
+func (k keys) sessions() string                         { return k.prefix + "sessions/" }
+func (k keys) session(id string) string                 { return k.sessions() + id }
+func (k keys) ufrag(username string) string             { return k.prefix + "ufrags/" + username }
 func (k keys) relaySessions(relayID string) string {
 	return k.prefix + "relaysessions/" + relayID + "/"
 }

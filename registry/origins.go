@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -24,6 +24,8 @@ const (
 // stored key and keeps it alive, or grants a new lease when that one has
 // expired. created reports whether no live registration existed.
 func (c *Client) RegisterOrigin(ctx context.Context, o Origin) (stored Origin, created bool, err error) {
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
 	if err := checkOriginID(o.ID); err != nil {
 		return Origin{}, false, err
 	}
@@ -59,7 +61,7 @@ func (c *Client) registerOriginOnce(ctx context.Context, key string, o Origin, n
 	}
 	o.HeartbeatTime = now
 	o.RegisterTime = now
-	var lease clientv3.LeaseID
+	var lease, oldLease clientv3.LeaseID
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	if len(resp.Kvs) == 1 {
 		kv := resp.Kvs[0]
@@ -69,34 +71,57 @@ func (c *Client) registerOriginOnce(ctx context.Context, key string, o Origin, n
 		}
 		lease = clientv3.LeaseID(kv.Lease)
 		// A TTL change needs a new lease; otherwise keep the one in use.
-		if old.TTL != o.TTL {
-			lease = 0
+		if old.TTL != o.TTL || lease == 0 {
+			oldLease, lease = lease, 0
 		} else if _, err := c.etcd.KeepAliveOnce(ctx, lease); err != nil {
-			if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			if !isLeaseNotFound(err) {
 				return Origin{}, false, mapErr(err)
 			}
 			lease = 0
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		if lease != 0 {
+			// A plain refresh: the key must still be on the lease just kept
+			// alive (not expired and registered afresh meanwhile). Concurrent
+			// refreshes all succeed, the last write wins.
+			cmp = clientv3.Compare(clientv3.LeaseValue(key), "=", int64(lease))
+		} else {
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		}
 	}
 	created := len(resp.Kvs) == 0
+	granted := false
 	if lease == 0 {
 		g, err := c.etcd.Grant(ctx, int64(o.TTL/time.Second))
 		if err != nil {
 			return Origin{}, false, mapErr(err)
 		}
-		lease = g.ID
+		lease, granted = g.ID, true
 	}
 	val, err := encode(o)
 	if err != nil {
 		return Origin{}, false, err
 	}
 	tx, err := c.etcd.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, val, clientv3.WithLease(lease))).Commit()
+	if isLeaseNotFound(err) {
+		// The lease expired between the keepalive and the put: start over.
+		return Origin{}, false, fmt.Errorf("%w: origin %s lease expired during refresh", ErrConflict, o.ID)
+	}
 	if err != nil {
 		return Origin{}, false, mapErr(err)
 	}
 	if !tx.Succeeded {
+		if granted {
+			// Lost the race to another instance's heartbeat: the new lease
+			// holds nothing. (Not after an error: the put may have landed.)
+			_, _ = c.etcd.Revoke(ctx, lease)
+		}
 		return Origin{}, false, fmt.Errorf("%w: origin %s changed concurrently", ErrConflict, o.ID)
+	}
+	if oldLease != 0 {
+		// The key moved to a lease of the new TTL; the old one holds nothing.
+		if _, err := c.etcd.Revoke(ctx, oldLease); err != nil && !isLeaseNotFound(err) {
+			c.log.Debug("registry: revoking an origin's previous lease failed", "origin", o.ID, "err", err)
+		}
 	}
 	return o, created, nil
 }
@@ -126,6 +151,9 @@ func (c *Client) DeregisterOrigin(ctx context.Context, id string) error {
 
 // GetOrigin reads one live registration from etcd.
 func (c *Client) GetOrigin(ctx context.Context, id string) (Origin, error) {
+	if err := checkOriginID(id); err != nil {
+		return Origin{}, err
+	}
 	var o Origin
 	err := c.getJSON(ctx, c.keys.origin(id), &o)
 	if errors.Is(err, ErrNotFound) {
@@ -141,6 +169,8 @@ func (c *Client) ListOrigins(ctx context.Context) ([]Origin, error) {
 
 // Origins returns the live registrations from the watch-fed cache, ordered
 // by id, waiting for the cache's first fill (bounded by the request timeout).
+// The records share their slices and maps with the cache: treat them as
+// read-only.
 func (c *Client) Origins(ctx context.Context) ([]Origin, error) {
 	k := c.origins()
 	if err := k.wait(ctx); err != nil {
@@ -197,6 +227,8 @@ func (c *Client) SetOriginPolicy(p OriginPolicy) {
 // concurrent callers exactly one pin wins and all return its origin. A pin
 // pointing at a dead origin is replaced.
 func (c *Client) PickOrigin(ctx context.Context, stream, zone string) (Origin, error) {
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
 	if err := CheckStream(stream); err != nil {
 		return Origin{}, err
 	}
@@ -215,11 +247,10 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	pinKey := c.keys.pin(stream)
-	// One read at one revision: the pin and every origin.
+	// One read at one revision: the pin and every live origin.
 	tx, err := c.etcd.Txn(ctx).Then(
 		clientv3.OpGet(pinKey),
 		clientv3.OpGet(c.keys.origins(), clientv3.WithPrefix()),
-		clientv3.OpGet(c.keys.pins(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return Origin{}, mapErr(err)
@@ -232,28 +263,26 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 		}
 	}
 	pinCmp := clientv3.Compare(clientv3.CreateRevision(pinKey), "=", 0)
+	var unindex []clientv3.Op
 	if kvs := tx.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		var p Pin
-		if err := decode(pinKey, kvs[0].Value, &p); err == nil {
+		err := decode(pinKey, kvs[0].Value, &p)
+		if err == nil {
 			if o, ok := origins[p.OriginID]; ok {
 				return o, nil
 			}
+			if checkOriginID(p.OriginID) == nil {
+				unindex = append(unindex, clientv3.OpDelete(c.keys.originPin(p.OriginID, stream)))
+			}
 		}
-		// The pinned origin is dead: replace the pin if nobody else did.
+		// The pinned origin is dead (or the pin unreadable): replace the
+		// pin if nobody else did.
 		pinCmp = clientv3.Compare(clientv3.ModRevision(pinKey), "=", kvs[0].ModRevision)
 	}
-	streams := map[string]int{}
-	for _, kv := range tx.Responses[2].GetResponseRange().Kvs {
-		var p Pin
-		if err := decode(string(kv.Key), kv.Value, &p); err == nil {
-			streams[p.OriginID]++
-		}
+	loads, err := c.originLoads(ctx, origins)
+	if err != nil {
+		return Origin{}, err
 	}
-	loads := make([]OriginLoad, 0, len(origins))
-	for _, o := range origins {
-		loads = append(loads, OriginLoad{Origin: o, Streams: streams[o.ID]})
-	}
-	slices.SortFunc(loads, func(a, b OriginLoad) int { return strings.Compare(a.Origin.ID, b.Origin.ID) })
 	c.mu.Lock()
 	policy := c.policy
 	c.mu.Unlock()
@@ -267,9 +296,10 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 		return Origin{}, err
 	}
 	originKey := c.keys.origin(id)
+	ops := append(unindex, clientv3.OpPut(pinKey, val), clientv3.OpPut(c.keys.originPin(id, stream), ""))
 	put, err := c.etcd.Txn(ctx).
 		If(pinCmp, clientv3.Compare(clientv3.CreateRevision(originKey), ">", 0)).
-		Then(clientv3.OpPut(pinKey, val)).Commit()
+		Then(ops...).Commit()
 	if err != nil {
 		return Origin{}, mapErr(err)
 	}
@@ -279,26 +309,70 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 	return o, nil
 }
 
+// originLoads counts the pins of each origin through the originpins index
+// (count-only ranges, one transaction per 100 origins), ordered by id. The
+// counts are read after the origins: under concurrent pinning they may be a
+// little stale (capacity is a soft limit); the pin itself is decided by a
+// transaction.
+func (c *Client) originLoads(ctx context.Context, origins map[string]Origin) ([]OriginLoad, error) {
+	ids := slices.Sorted(maps.Keys(origins))
+	loads := make([]OriginLoad, 0, len(ids))
+	for start := 0; start < len(ids); start += 100 {
+		chunk := ids[start:min(start+100, len(ids))]
+		ops := make([]clientv3.Op, 0, len(chunk))
+		for _, id := range chunk {
+			ops = append(ops, clientv3.OpGet(c.keys.originPins(id), clientv3.WithPrefix(), clientv3.WithCountOnly()))
+		}
+		tx, err := c.etcd.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for i, id := range chunk {
+			loads = append(loads, OriginLoad{Origin: origins[id], Streams: int(tx.Responses[i].GetResponseRange().Count)})
+		}
+	}
+	return loads, nil
+}
+
 // ListPins lists every stream pin, ordered by stream.
 func (c *Client) ListPins(ctx context.Context) ([]Pin, error) {
 	return listJSON[Pin](ctx, c, c.keys.pins())
 }
 
-// Unpin removes a stream's pin; the next PickOrigin pins it afresh.
+// Unpin removes a stream's pin (and its entry in the origin's pin count);
+// the next PickOrigin pins it afresh. Pins are not leased: call it when a
+// stream has no session left, or the pin keeps counting toward its origin's
+// load until the origin dies.
 func (c *Client) Unpin(ctx context.Context, stream string) error {
 	if err := CheckStream(stream); err != nil {
 		return err
 	}
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	resp, err := c.etcd.Delete(ctx, c.keys.pin(stream))
-	if err != nil {
-		return mapErr(err)
+	pinKey := c.keys.pin(stream)
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		resp, err := c.etcd.Get(ctx, pinKey)
+		if err != nil {
+			return mapErr(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("pin of %s: %w", stream, ErrNotFound)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(pinKey)}
+		var p Pin
+		if err := decode(pinKey, resp.Kvs[0].Value, &p); err == nil && checkOriginID(p.OriginID) == nil {
+			ops = append(ops, clientv3.OpDelete(c.keys.originPin(p.OriginID, stream)))
+		}
+		tx, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(pinKey), "=", resp.Kvs[0].ModRevision)).
+			Then(ops...).Commit()
+		if err != nil {
+			return mapErr(err)
+		}
+		if tx.Succeeded {
+			return nil
+		}
 	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("pin of %s: %w", stream, ErrNotFound)
-	}
-	return nil
+	return fmt.Errorf("%w: pin of %s kept changing", ErrConflict, stream)
 }
 
 // origins returns the origin cache, starting it on first use.

@@ -3,9 +3,12 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
@@ -47,10 +50,19 @@ func TestOriginRegistrationLifecycle(t *testing.T) {
 	if err != nil || !got.RegisterTime.Equal(stored.RegisterTime) {
 		t.Fatalf("get: %+v %v (register time must survive a refresh)", got, err)
 	}
-	// The cache sees it.
+	// The cache sees it, and an update of it.
 	eventually(t, 5*time.Second, "origin in cache", func() bool {
 		os, err := c.Origins(ctx)
 		return err == nil && len(os) == 1
+	})
+	moved := o
+	moved.Zone = "us"
+	if _, created, err := c.RegisterOrigin(ctx, moved); err != nil || created {
+		t.Fatalf("update: created=%v err=%v", created, err)
+	}
+	eventually(t, 5*time.Second, "origin update in cache", func() bool {
+		os, err := c.Origins(ctx)
+		return err == nil && len(os) == 1 && os[0].Zone == "us"
 	})
 
 	// Without heartbeats it disappears within TTL + 1s.
@@ -59,7 +71,9 @@ func TestOriginRegistrationLifecycle(t *testing.T) {
 		_, err := c.GetOrigin(ctx, "srs-1")
 		return errors.Is(err, registry.ErrNotFound)
 	})
-	if d := time.Since(start); d > o.TTL+time.Second {
+	d := time.Since(start)
+	t.Logf("origin with a %s TTL gone %s after its last heartbeat", o.TTL, d)
+	if d > o.TTL+time.Second {
 		t.Errorf("origin expired after %s, want within TTL+1s = %s", d, o.TTL+time.Second)
 	}
 	eventually(t, 5*time.Second, "origin removed from cache", func() bool {
@@ -217,6 +231,35 @@ func TestDeadOriginPinReplaced(t *testing.T) {
 	if len(pins) != 1 || pins[0].OriginID != "second" {
 		t.Fatalf("pins = %+v", pins)
 	}
+	// The per-origin pin index moved with the pin.
+	indexed := func() []string {
+		resp, err := c.Etcd().Get(ctx, "/", withPrefixKeysOnly()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, kv := range resp.Kvs {
+			if k := string(kv.Key); strings.Contains(k, "/originpins/") {
+				out = append(out, k[strings.Index(k, "/originpins/")+len("/originpins/"):])
+			}
+		}
+		return out
+	}
+	if got := indexed(); len(got) != 1 || got[0] != "second/v/app/s" {
+		t.Errorf("pin index = %q, want [second/v/app/s]", got)
+	}
+	if err := c.Unpin(ctx, "v/app/s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unpin(ctx, "v/app/s"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("second unpin: %v, want ErrNotFound", err)
+	}
+	if pins, err := c.ListPins(ctx); err != nil || len(pins) != 0 {
+		t.Errorf("pins after unpin: %+v %v", pins, err)
+	}
+	if got := indexed(); len(got) != 0 {
+		t.Errorf("pin index after unpin: %q", got)
+	}
 }
 
 func TestRelayRegistrationAndPick(t *testing.T) {
@@ -302,7 +345,9 @@ func TestRelayLeaseExpiry(t *testing.T) {
 		_, err := observer.GetRelay(t.Context(), "r-dies")
 		return errors.Is(err, registry.ErrNotFound)
 	})
-	if d := time.Since(start); d > ttl+time.Second {
+	d := time.Since(start)
+	t.Logf("relay with a %s TTL gone %s after its process died", ttl, d)
+	if d > ttl+time.Second {
 		t.Errorf("relay expired after %s, want within %s", d, ttl+time.Second)
 	}
 	eventually(t, 5*time.Second, "cache sees the removal", func() bool {
@@ -341,7 +386,8 @@ func TestSessions(t *testing.T) {
 			}
 		})
 	}
-	for _, s := range []registry.Session{session("s2", "r1", "v/live/b", "orig2", "cli2"), session("s3", "r2", "v/live/ab", "orig3", "cli3")} {
+	for _, s := range []registry.Session{session("s2", "r1", "v/live/b", "orig2", "cli2"), session("s3", "r2", "v/live/ab", "orig3", "cli3"),
+		session("s4", "r3", "v/live/a/nested", "orig4", "cli4")} {
 		if err := c.CreateSession(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -364,9 +410,12 @@ func TestSessions(t *testing.T) {
 		t.Errorf("by relay r1: %q", got)
 	}
 	if got := ids(c.ListSessionsByStream(ctx, "v/live/a")); got != "s1 " {
-		t.Errorf("by stream v/live/a: %q (a prefix of another stream must not match)", got)
+		t.Errorf("by stream v/live/a: %q (neither v/live/ab nor the nested v/live/a/nested may match)", got)
 	}
-	if got := ids(c.ListSessions(ctx)); got != "s1 s2 s3 " {
+	if got := ids(c.ListSessionsByStream(ctx, "v/live/a/nested")); got != "s4 " {
+		t.Errorf("by stream v/live/a/nested: %q", got)
+	}
+	if got := ids(c.ListSessions(ctx)); got != "s1 s2 s3 s4 " {
 		t.Errorf("all: %q", got)
 	}
 
@@ -446,5 +495,230 @@ func TestSessionValidation(t *testing.T) {
 				t.Errorf("err = %v, want ErrInvalid", err)
 			}
 		})
+	}
+}
+
+func TestGetSessionByUfragValidation(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	tests := []struct {
+		name     string
+		username string
+		want     error
+	}{
+		{name: "empty", username: "", want: registry.ErrInvalid},
+		{name: "no colon", username: "abcd", want: registry.ErrInvalid},
+		{name: "empty origin ufrag", username: ":abcd", want: registry.ErrInvalid},
+		{name: "empty client ufrag", username: "abcd:", want: registry.ErrInvalid},
+		{name: "two colons", username: "a:b:c", want: registry.ErrInvalid},
+		{name: "too long", username: strings.Repeat("a", 300) + ":b", want: registry.ErrInvalid},
+		{name: "NUL", username: "a\x00:b", want: registry.ErrInvalid},
+		{name: "unknown", username: "abcd:efgh", want: registry.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := c.GetSessionByUfrag(t.Context(), tc.username); !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestOriginRefreshFromAnotherInstance shows that any signaling instance can
+// take an origin's next heartbeat: it keeps the stored key's lease alive
+// and the registration time.
+func TestOriginRefreshFromAnotherInstance(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	prefix := "/rtcedge-shared/" + t.Name() + "/"
+	newClient := func() *registry.Client {
+		c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	a, b := newClient(), newClient()
+	ctx := t.Context()
+	key := prefix + "origins/srs-1"
+	lease := func() clientv3.LeaseID {
+		t.Helper()
+		r, err := a.Etcd().Get(ctx, key)
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("origin key: %v %v", r, err)
+		}
+		return clientv3.LeaseID(r.Kvs[0].Lease)
+	}
+
+	o := origin("srs-1", "eu", 0)
+	first, created, err := a.RegisterOrigin(ctx, o)
+	if err != nil || !created {
+		t.Fatalf("register on a: created=%v err=%v", created, err)
+	}
+	l1 := lease()
+	refreshed, created, err := b.RegisterOrigin(ctx, o)
+	if err != nil || created {
+		t.Fatalf("refresh on b: created=%v err=%v", created, err)
+	}
+	if !refreshed.RegisterTime.Equal(first.RegisterTime) || refreshed.HeartbeatTime.Before(first.HeartbeatTime) {
+		t.Errorf("refresh: register %v heartbeat %v; first register %v heartbeat %v", refreshed.RegisterTime,
+			refreshed.HeartbeatTime, first.RegisterTime, first.HeartbeatTime)
+	}
+	if l := lease(); l != l1 {
+		t.Errorf("refresh changed the lease %x -> %x; it must keep the stored key's lease alive", l1, l)
+	}
+
+	// A TTL change moves the key to a new lease and revokes the old one.
+	o.TTL = 7 * time.Second
+	if _, created, err := b.RegisterOrigin(ctx, o); err != nil || created {
+		t.Fatalf("ttl change: created=%v err=%v", created, err)
+	}
+	l2 := lease()
+	if l2 == l1 {
+		t.Fatal("ttl change kept the old lease")
+	}
+	if ttl, err := a.Etcd().TimeToLive(ctx, l1); err != nil || ttl.TTL != -1 {
+		t.Errorf("old lease after a ttl change: %+v %v, want revoked (TTL -1)", ttl, err)
+	}
+	if ttl, err := a.Etcd().TimeToLive(ctx, l2); err != nil || ttl.GrantedTTL != 7 {
+		t.Errorf("new lease: %+v %v, want a granted TTL of 7s", ttl, err)
+	}
+
+	// The lease is gone (as after an expiry): the next heartbeat registers
+	// afresh under a new lease.
+	if _, err := a.Etcd().Revoke(ctx, l2); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := a.RegisterOrigin(ctx, o); err != nil || !created {
+		t.Fatalf("heartbeat after expiry: created=%v err=%v, want created", created, err)
+	}
+	if l := lease(); l == l2 || l == 0 {
+		t.Errorf("lease after re-registration %x", l)
+	}
+}
+
+// TestNewerRecordVersionRejected shows that a reader refuses a record
+// written by a newer encoding rather than misreading it.
+func TestNewerRecordVersionRejected(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	prefix := "/rtcedge-shared/" + t.Name() + "/"
+	c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := t.Context()
+	if _, err := c.Etcd().Put(ctx, prefix+"origins/future", `{"v":2,"id":"future","kind":"whip"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.RegisterOrigin(ctx, origin("current", "", 0)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetOrigin(ctx, "future")
+	if err == nil || errors.Is(err, registry.ErrNotFound) || !strings.Contains(err.Error(), "newer") {
+		t.Errorf("GetOrigin of a v2 record: %v, want a version error", err)
+	}
+	os, err := c.ListOrigins(ctx)
+	if err != nil || len(os) != 1 || os[0].ID != "current" {
+		t.Errorf("ListOrigins: %+v %v, want only the readable record", os, err)
+	}
+}
+
+func TestPickRelayPolicy(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	relay := func(id, zone string, sessions, max int, draining bool) registry.Relay {
+		return registry.Relay{ID: id, Zone: zone, Sessions: sessions, MaxSessions: max, Draining: draining,
+			GRPCAddress: "127.0.0.1:1", PublicAddresses: []string{"127.0.0.1:3478"}}
+	}
+	tests := []struct {
+		name    string
+		relays  []registry.Relay
+		zone    string
+		want    string
+		wantErr error
+	}{
+		{name: "none", wantErr: registry.ErrNoRelay},
+		{name: "least sessions", relays: []registry.Relay{relay("a", "", 5, 0, false), relay("b", "", 2, 0, false)}, want: "b"},
+		{name: "load is relative to capacity", relays: []registry.Relay{relay("a", "", 50, 100, false), relay("b", "", 20, 25, false)}, want: "a"},
+		{name: "zone preferred over load", relays: []registry.Relay{relay("a", "eu", 9, 0, false), relay("b", "us", 1, 0, false)}, zone: "eu", want: "a"},
+		{name: "other zone when the local one is draining", relays: []registry.Relay{relay("a", "eu", 0, 0, true), relay("b", "us", 1, 0, false)}, zone: "eu", want: "b"},
+		{name: "full relay skipped", relays: []registry.Relay{relay("a", "", 10, 10, false), relay("b", "", 30, 0, false)}, want: "b"},
+		{name: "only draining", relays: []registry.Relay{relay("a", "", 0, 0, true)}, wantErr: registry.ErrNoRelay},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := embedetcd.NewClientForTest(t, srv)
+			ctx := t.Context()
+			for _, r := range tc.relays {
+				reg, err := c.RegisterRelay(ctx, r, 10*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = reg.Close(context.Background()) })
+			}
+			eventually(t, 5*time.Second, "cache filled", func() bool {
+				rs, err := c.Relays(ctx)
+				return err == nil && len(rs) == len(tc.relays)
+			})
+			r, err := c.PickRelay(ctx, tc.zone)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || r.ID != tc.want {
+				t.Fatalf("picked %q (%v), want %q", r.ID, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestConcurrentFirstHeartbeats: an origin's first heartbeats reaching
+// several signaling instances at once create exactly one registration, and
+// the losers' leases do not linger.
+func TestConcurrentFirstHeartbeats(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	prefix := "/rtcedge-shared/" + t.Name() + "/"
+	var clients []*registry.Client
+	for range 2 {
+		c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		clients = append(clients, c)
+	}
+	ctx := t.Context()
+	const callers = 20
+	var wg sync.WaitGroup
+	created := make([]bool, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, created[i], errs[i] = clients[i%2].RegisterOrigin(ctx, origin("srs-1", "", 0))
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if created[i] {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d callers saw created=true, want exactly 1", n)
+	}
+	leases, err := clients[0].Etcd().Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 1 {
+		t.Errorf("%d leases left, want the registration's only", len(leases.Leases))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,26 +15,38 @@ import (
 // DefaultRelayTTL is the relay lease TTL RegisterRelay uses for ttl <= 0.
 const DefaultRelayTTL = 10 * time.Second
 
+// MinRelayTTL is the shortest relay lease TTL RegisterRelay accepts.
+const MinRelayTTL = 2 * time.Second
+
 // RelayRegistration keeps a relay's key alive under its own lease until
-// Close. When etcd was unreachable long enough for the lease to expire, it
-// grants a new lease and puts the record again by itself.
+// Close. The lease is kept alive through the etcd client's KeepAlive
+// channel; when etcd was unreachable long enough for the lease to expire
+// (the channel closes), it grants a new lease and puts the record again by
+// itself, retrying with backoff until etcd answers.
 type RelayRegistration struct {
-	c   *Client
-	key string
-	ttl time.Duration
+	c    *Client
+	key  string
+	ttl  time.Duration
+	id   string
+	stop context.CancelFunc
+	done chan struct{} // closed when the loop has returned
+	kick chan struct{} // asks the loop to write a changed record now
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	kick   chan struct{} // asks the loop to put the record now
+	putMu sync.Mutex // serialises puts so that a newer record is never overwritten by an older one
 
-	mu    sync.Mutex // guards the following
-	relay Relay
-	lease clientv3.LeaseID
+	mu      sync.Mutex // guards the following
+	relay   Relay
+	gen     uint64 // incremented by every Update
+	putGen  uint64 // gen of the last record written
+	lease   clientv3.LeaseID
+	closing bool
 }
 
-// RegisterRelay puts r under a new lease of ttl and keeps it alive in the
-// background. The first put must succeed: an error is returned when etcd is
-// unreachable now.
+// RegisterRelay puts r under a new lease of ttl (DefaultRelayTTL when
+// ttl <= 0, at least MinRelayTTL) and keeps it alive in the background.
+// The first put must succeed: an error is returned when etcd is
+// unreachable now. An existing key of the same id (a previous incarnation
+// whose lease has not run out yet) is overwritten.
 func (c *Client) RegisterRelay(ctx context.Context, r Relay, ttl time.Duration) (*RelayRegistration, error) {
 	if err := checkRelayID(r.ID); err != nil {
 		return nil, err
@@ -41,28 +54,34 @@ func (c *Client) RegisterRelay(ctx context.Context, r Relay, ttl time.Duration) 
 	if ttl <= 0 {
 		ttl = DefaultRelayTTL
 	}
-	if ttl < 2*time.Second {
-		return nil, fmt.Errorf("%w: relay ttl %s: want at least 2s", ErrInvalid, ttl)
+	if ttl < MinRelayTTL {
+		return nil, fmt.Errorf("%w: relay ttl %s: want at least %s", ErrInvalid, ttl, MinRelayTTL)
 	}
 	r.V = recordVersion
-	lctx, cancel := context.WithCancel(c.ctx)
-	reg := &RelayRegistration{c: c, key: c.keys.relay(r.ID), ttl: ttl, relay: r, cancel: cancel,
+	reg := &RelayRegistration{c: c, key: c.keys.relay(r.ID), ttl: ttl, id: r.ID, relay: r,
 		done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if err := reg.put(ctx); err != nil {
-		cancel()
 		return nil, err
 	}
-	go reg.loop(lctx)
+	lctx, stop := context.WithCancel(c.ctx)
+	reg.stop = stop
+	if !c.goroutine(func() { reg.loop(lctx) }) {
+		stop()
+		reg.revoke(ctx)
+		return nil, ErrClosed
+	}
 	return reg, nil
 }
 
-// put writes the record under the current lease, granting one when needed.
+// put writes the current record under the current lease, granting a lease
+// when there is none.
 func (r *RelayRegistration) put(ctx context.Context) error {
+	r.putMu.Lock()
+	defer r.putMu.Unlock()
 	ctx, cancel := r.c.call(ctx)
 	defer cancel()
 	r.mu.Lock()
-	lease := r.lease
-	rec := r.relay
+	lease, rec, gen := r.lease, r.relay, r.gen
 	r.mu.Unlock()
 	if lease == 0 {
 		g, err := r.c.etcd.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
@@ -78,67 +97,114 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 	}
 	if _, err := r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease)); err != nil {
 		if isLeaseNotFound(err) {
-			r.mu.Lock()
-			r.lease = 0
-			r.mu.Unlock()
+			r.dropLease(lease)
 		}
 		return mapErr(err)
 	}
 	r.mu.Lock()
 	r.lease = lease
+	r.putGen = max(r.putGen, gen)
 	r.mu.Unlock()
 	return nil
 }
 
-// loop refreshes the lease every ttl/3 and re-puts after updates or a lost
-// lease.
+// dropLease forgets lease if it is still the current one.
+func (r *RelayRegistration) dropLease(lease clientv3.LeaseID) {
+	r.mu.Lock()
+	if r.lease == lease {
+		r.lease = 0
+	}
+	r.mu.Unlock()
+}
+
+func (r *RelayRegistration) state() (lease clientv3.LeaseID, dirty bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease, r.putGen < r.gen
+}
+
+// loop keeps the lease alive and re-registers after losing it.
 func (r *RelayRegistration) loop(ctx context.Context) {
 	defer close(r.done)
-	tick := time.NewTicker(r.ttl / 3)
-	defer tick.Stop()
+	const minBackoff = 200 * time.Millisecond
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		lease, _ := r.state()
+		if lease == 0 {
+			if err := r.put(ctx); err != nil {
+				r.c.log.Debug("registry: relay registration failed, retrying", "relay", r.id, "err", err, "backoff", backoff)
+				if !sleep(ctx, backoff) {
+					return
+				}
+				backoff = min(2*backoff, r.ttl/2)
+				continue
+			}
+			r.c.log.Info("registry: relay registered again under a new lease", "relay", r.id)
+			lease, _ = r.state()
+		}
+		backoff = minBackoff
+		r.keepAlive(ctx, lease)
+		if ctx.Err() != nil {
+			return
+		}
+		r.c.log.Warn("registry: relay lease lost, registering again", "relay", r.id)
+		r.dropLease(lease)
+	}
+}
+
+// keepAlive consumes lease's KeepAlive channel until it closes (the lease
+// expired or was revoked, or etcd was unreachable past its TTL) or ctx
+// ends, writing changed records meanwhile.
+func (r *RelayRegistration) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.c.etcd.KeepAlive(kctx, lease)
+	if err != nil {
+		r.c.log.Debug("registry: relay keepalive failed", "relay", r.id, "err", err)
+		return
+	}
+	retry := time.NewTicker(max(r.ttl/4, 500*time.Millisecond))
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			r.mu.Lock()
-			lease := r.lease
-			r.mu.Unlock()
-			if lease != 0 {
-				kctx, cancel := r.c.call(ctx)
-				_, err := r.c.etcd.KeepAliveOnce(kctx, lease)
-				cancel()
-				if err == nil {
-					continue
-				}
-				if isLeaseNotFound(err) {
-					r.c.log.Info("registry: relay lease expired, registering again", "relay", r.relay.ID)
-					r.mu.Lock()
-					r.lease = 0
-					r.mu.Unlock()
-				} else {
-					r.c.log.Debug("registry: relay keepalive failed", "relay", r.relay.ID, "err", err)
-					continue
-				}
+		case _, ok := <-ch:
+			if !ok {
+				return
 			}
+			continue
 		case <-r.kick:
+		case <-retry.C:
 		}
-		if err := r.put(ctx); err != nil && ctx.Err() == nil {
-			r.c.log.Debug("registry: relay put failed", "relay", r.relay.ID, "err", err)
+		cur, dirty := r.state()
+		if cur != lease {
+			return
+		}
+		if dirty {
+			if err := r.put(ctx); err != nil && ctx.Err() == nil {
+				r.c.log.Debug("registry: relay update failed, retrying", "relay", r.id, "err", err)
+			}
 		}
 	}
 }
 
-// Update applies fn to the record (load, draining) and writes it now.
+// Update applies fn to the record (load, draining) and writes it now. When
+// the write fails (etcd unreachable) the error is returned and the
+// registration keeps retrying in the background; the latest record wins.
+// fn must not change the id.
 func (r *RelayRegistration) Update(ctx context.Context, fn func(*Relay)) error {
 	r.mu.Lock()
-	id := r.relay.ID
+	if r.closing {
+		r.mu.Unlock()
+		return fmt.Errorf("relay %s: registration closed: %w", r.id, ErrClosed)
+	}
 	fn(&r.relay)
-	r.relay.ID, r.relay.V = id, recordVersion
+	r.relay.ID, r.relay.V = r.id, recordVersion
+	r.gen++
 	r.mu.Unlock()
 	err := r.put(ctx)
 	if err != nil {
-		// The loop retries on its next tick.
 		select {
 		case r.kick <- struct{}{}:
 		default:
@@ -154,10 +220,24 @@ func (r *RelayRegistration) Relay() Relay {
 	return r.relay
 }
 
-// Close stops the keepalive and revokes the lease, which deletes the key.
+// Close stops the keepalive and revokes the lease, which deletes the key at
+// once. Calling it again does nothing.
 func (r *RelayRegistration) Close(ctx context.Context) error {
-	r.cancel()
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closing = true
+	r.mu.Unlock()
+	r.stop()
 	<-r.done
+	return r.revoke(ctx)
+}
+
+func (r *RelayRegistration) revoke(ctx context.Context) error {
+	r.putMu.Lock()
+	defer r.putMu.Unlock()
 	r.mu.Lock()
 	lease := r.lease
 	r.lease = 0
@@ -175,6 +255,9 @@ func (r *RelayRegistration) Close(ctx context.Context) error {
 
 // GetRelay reads one relay registration from etcd.
 func (c *Client) GetRelay(ctx context.Context, id string) (Relay, error) {
+	if err := checkRelayID(id); err != nil {
+		return Relay{}, err
+	}
 	var r Relay
 	err := c.getJSON(ctx, c.keys.relay(id), &r)
 	if errors.Is(err, ErrNotFound) {
@@ -189,6 +272,7 @@ func (c *Client) ListRelays(ctx context.Context) ([]Relay, error) {
 }
 
 // Relays returns the live relays from the watch-fed cache, ordered by id.
+// The records share their slices with the cache: treat them as read-only.
 func (c *Client) Relays(ctx context.Context) ([]Relay, error) {
 	k := c.relays()
 	if err := k.wait(ctx); err != nil {
@@ -204,21 +288,27 @@ func (c *Client) PickRelay(ctx context.Context, zone string) (Relay, error) {
 	if err := k.wait(ctx); err != nil {
 		return Relay{}, err
 	}
-	var best Relay
-	found, bestLocal := false, false
-	for _, r := range k.snapshot() {
+	var best *Relay
+	var bestLocal bool
+	var bestLoad float64
+	k.scan(func(_ string, r *Relay) {
 		if r.Draining || r.MaxSessions > 0 && r.Sessions >= r.MaxSessions {
-			continue
+			return
 		}
-		local := zone != "" && r.Zone == zone
-		if !found || local && !bestLocal || local == bestLocal && r.Load() < best.Load() {
-			best, found, bestLocal = r, true, local
+		local, load := zone != "" && r.Zone == zone, r.Load()
+		// Prefer the zone, then the lower load, then the smaller id (ties
+		// are decided the same way by every signaling instance).
+		if best == nil || local && !bestLocal ||
+			local == bestLocal && (load < bestLoad || load == bestLoad && r.ID < best.ID) {
+			best, bestLocal, bestLoad = r, local, load
 		}
-	}
-	if !found {
+	})
+	if best == nil {
 		return Relay{}, ErrNoRelay
 	}
-	return best, nil
+	out := *best
+	out.PublicAddresses = slices.Clone(out.PublicAddresses)
+	return out, nil
 }
 
 // RelayAlive reports from the cache whether relay id has a live

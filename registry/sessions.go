@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -99,8 +100,8 @@ func (c *Client) getSession(ctx context.Context, id string) (Session, int64, err
 // GetSessionByUfrag finds a session by its STUN USERNAME,
 // "<origin-ufrag>:<client-ufrag>".
 func (c *Client) GetSessionByUfrag(ctx context.Context, username string) (Session, error) {
-	if username == "" || len(username) > 513 {
-		return Session{}, fmt.Errorf("%w: username of %d bytes", ErrInvalid, len(username))
+	if err := CheckUsername(username); err != nil {
+		return Session{}, err
 	}
 	ctx, cancel := c.call(ctx)
 	defer cancel()
@@ -111,9 +112,17 @@ func (c *Client) GetSessionByUfrag(ctx context.Context, username string) (Sessio
 	if len(resp.Kvs) == 0 {
 		return Session{}, fmt.Errorf("ufrag %s: %w", username, ErrNotFound)
 	}
-	// Read the record at the index's revision or later; a session deleted
-	// in between is not found.
-	return c.GetSession(ctx, string(resp.Kvs[0].Value))
+	// The record is read at a later revision than the index: a session
+	// deleted in between is not found, and one rekeyed in between no longer
+	// answers to this username (the rekey moved the index atomically).
+	s, err := c.GetSession(ctx, string(resp.Kvs[0].Value))
+	if err != nil {
+		return Session{}, err
+	}
+	if s.UfragKey() != username {
+		return Session{}, fmt.Errorf("ufrag %s: session %s was rekeyed: %w", username, s.ID, ErrNotFound)
+	}
+	return s, nil
 }
 
 // UpdateSession applies fn to the stored session and writes it back with a
@@ -122,6 +131,8 @@ func (c *Client) GetSessionByUfrag(ctx context.Context, username string) (Sessio
 // the ICE credentials (RekeySession does that): ErrInvalid if it does. An
 // error from fn aborts the update and is returned.
 func (c *Client) UpdateSession(ctx context.Context, id string, fn func(*Session) error) (Session, error) {
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		s, rev, err := c.getSession(ctx, id)
 		if err != nil {
@@ -171,6 +182,8 @@ func (c *Client) casSession(ctx context.Context, s Session, rev int64, extra ...
 // index; originAddrs != nil replaces its origin addresses.
 func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originICE ICECredentials,
 	originAddrs []string, relayID string) (Session, error) {
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		s, rev, err := c.getSession(ctx, id)
 		if err != nil {
@@ -221,6 +234,8 @@ func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originI
 
 // DeleteSession removes a session and every index entry of it.
 func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		s, rev, err := c.getSession(ctx, id)
 		if err != nil {
@@ -277,6 +292,16 @@ func (c *Client) listIndexed(ctx context.Context, prefix string) ([]Session, err
 	if err != nil {
 		return nil, mapErr(err)
 	}
+	// A stream index prefix "streamsessions/a/" also covers the entries of
+	// the nested stream "a/b" ("streamsessions/a/b/<id>"): keep only direct
+	// children (session ids contain no "/").
+	kvs := resp.Kvs[:0:0]
+	for _, kv := range resp.Kvs {
+		if rest := strings.TrimPrefix(string(kv.Key), prefix); rest != "" && !strings.Contains(rest, "/") {
+			kvs = append(kvs, kv)
+		}
+	}
+	resp.Kvs = kvs
 	out := make([]Session, 0, len(resp.Kvs))
 	// etcd limits operations per transaction (128 by default): read in chunks.
 	for start := 0; start < len(resp.Kvs); start += 100 {

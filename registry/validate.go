@@ -62,3 +62,16 @@ func checkUfrag(side, u string) error {
 	}
 	return nil
 }
+
+// CheckUsername validates a STUN USERNAME used as a ufrag-index key:
+// "<origin-ufrag>:<client-ufrag>", both parts valid ufrags.
+func CheckUsername(username string) error {
+	o, c, ok := strings.Cut(username, ":")
+	if !ok {
+		return fmt.Errorf("%w: username %q: want <origin-ufrag>:<client-ufrag>", ErrInvalid, username)
+	}
+	if err := checkUfrag("origin", o); err != nil {
+		return err
+	}
+	return checkUfrag("client", c)
+}

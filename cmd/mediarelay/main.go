@@ -28,7 +28,6 @@ import (
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/mediarelay"
-	"github.com/rtcedge/rtcedge/registry"
 )
 
 var version = "dev"
@@ -51,12 +50,7 @@ type config struct {
 	grpcListen    string
 	grpcAdvertise string
 	httpListen    string
-	etcd          cli.StringList
-	etcdCA        string
-	etcdCert      string
-	etcdKey       string
-	etcdUser      string
-	etcdPassword  string
+	etcd          cli.EtcdFlags
 	relayID       string
 	zone          string
 	idleTimeout   time.Duration
@@ -77,12 +71,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":9090", "gRPC admin API address")
 	fs.StringVar(&c.grpcAdvertise, "grpc-advertise", "", "host:port signaling dials for the gRPC API; default: -grpc-listen with this host's address")
 	fs.StringVar(&c.httpListen, "http-listen", ":9091", "HTTP address for REST, /metrics, /healthz, /readyz")
-	fs.Var(&c.etcd, "etcd-endpoints", "etcd endpoints, comma-separated (required)")
-	fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA file verifying etcd's certificate (enables TLS)")
-	fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate file for etcd")
-	fs.StringVar(&c.etcdKey, "etcd-key", "", "client key file for etcd")
-	fs.StringVar(&c.etcdUser, "etcd-username", "", "etcd user name")
-	fs.StringVar(&c.etcdPassword, "etcd-password", "", "etcd password")
+	c.etcd.Register(fs)
 	fs.StringVar(&c.relayID, "relay-id", sanitize(host), "relay id in the registry: 1-64 of [A-Za-z0-9._-]; keep it across restarts to resume sessions")
 	fs.StringVar(&c.zone, "zone", "", "zone label; signaling prefers relays of its own zone")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", mediarelay.DefaultIdleTimeout, "release a session after this long without packets from its client")
@@ -96,8 +85,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	switch {
-	case len(c.etcd) == 0:
-		return c, errors.New("-etcd-endpoints is required")
+	case c.etcd.Validate() != nil:
+		return c, c.etcd.Validate()
 	case c.sockets < 1 || c.sockets > 64:
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
 	case c.idleTimeout < time.Second:
@@ -178,13 +167,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 
-	regCfg := registry.Config{Endpoints: cfg.etcd, Username: cfg.etcdUser, Password: cfg.etcdPassword, Logger: log}
-	if cfg.etcdCA != "" || cfg.etcdCert != "" {
-		if regCfg.TLS, err = registry.LoadTLS(cfg.etcdCA, cfg.etcdCert, cfg.etcdKey); err != nil {
-			return err
-		}
-	}
-	reg, err := registry.New(regCfg)
+	reg, err := cfg.etcd.Client(log)
 	if err != nil {
 		return err
 	}
@@ -236,18 +219,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		"public", addrs, "grpc", grpcLis.Addr().String(), "grpc_advertise", advertise, "http", httpLis.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return relay.Serve(gctx, conns...) })
-	g.Go(func() error {
-		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })
+	g.Go(func() error { return cli.ServeHTTP(hs, httpLis) })
 	if ready != nil {
 		ready <- [2]string{grpcLis.Addr().String(), httpLis.Addr().String()}
 	}
@@ -256,13 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shutdown)
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-shutdown.Done():
-		gs.Stop()
-	}
+	cli.StopGRPC(shutdown, gs)
 	_ = relay.Close()
 	return g.Wait()
 }

@@ -194,11 +194,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return relay.Serve(gctx, udpConns...) })
-	g.Go(func() error { return serveGRPC(relayGRPC, lis.relayGRPC) })
-	g.Go(func() error { return serveGRPC(sigGRPC, lis.sigGRPC) })
-	g.Go(func() error { return serveHTTP(sigHTTP, lis.sigHTTP) })
-	g.Go(func() error { return serveHTTP(relayHTTP, lis.relayHTTP) })
-	g.Go(func() error { return serveHTTP(originHTTP, lis.originHTTP) })
+	g.Go(func() error { return cli.ServeGRPC(relayGRPC, lis.relayGRPC) })
+	g.Go(func() error { return cli.ServeGRPC(sigGRPC, lis.sigGRPC) })
+	g.Go(func() error { return cli.ServeHTTP(sigHTTP, lis.sigHTTP) })
+	g.Go(func() error { return cli.ServeHTTP(relayHTTP, lis.relayHTTP) })
+	g.Go(func() error { return cli.ServeHTTP(originHTTP, lis.originHTTP) })
 	g.Go(func() error { return hb.Run(gctx) })
 
 	ep := endpoints{
@@ -231,8 +231,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	_ = sigHTTP.Shutdown(shutdownCtx)
 	_ = relayHTTP.Shutdown(shutdownCtx)
 	_ = originHTTP.Shutdown(shutdownCtx)
-	stopGRPC(shutdownCtx, sigGRPC)
-	stopGRPC(shutdownCtx, relayGRPC)
+	cli.StopGRPC(shutdownCtx, sigGRPC)
+	cli.StopGRPC(shutdownCtx, relayGRPC)
 	_ = relay.Close()
 	_ = origin.Close()
 	sig.Close()
@@ -240,30 +240,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	return nil
-}
-
-func serveHTTP(s *http.Server, l net.Listener) error {
-	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-func serveGRPC(s *grpc.Server, l net.Listener) error {
-	if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return err
-	}
-	return nil
-}
-
-// stopGRPC stops s gracefully, forcing it when ctx ends first.
-func stopGRPC(ctx context.Context, s *grpc.Server) {
-	done := make(chan struct{})
-	go func() { s.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.Stop()
-		<-done
-	}
 }

@@ -27,7 +27,6 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/rtcedge/rtcedge/internal/cli"
-	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/signaling"
 	"github.com/rtcedge/rtcedge/web"
 )
@@ -52,11 +51,7 @@ type config struct {
 	grpcListen        string
 	grpcCert, grpcKey string
 	relayCA           string
-	etcd              cli.StringList
-	etcdCA            string
-	etcdCert, etcdKey string
-	etcdUser          string
-	etcdPassword      string
+	etcd              cli.EtcdFlags
 	zone              string
 	iceServers        cli.StringList
 	tokens            cli.StringList
@@ -86,12 +81,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.grpcCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.grpcKey, "grpc-tls-key", "", "key file for -grpc-tls-cert")
 	fs.StringVar(&c.relayCA, "relay-ca", "", "CA file verifying the relays' gRPC certificates (enables TLS toward relays)")
-	fs.Var(&c.etcd, "etcd-endpoints", "etcd endpoints, comma-separated (required)")
-	fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA file verifying etcd's certificate (enables TLS)")
-	fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate file for etcd")
-	fs.StringVar(&c.etcdKey, "etcd-key", "", "client key file for etcd")
-	fs.StringVar(&c.etcdUser, "etcd-username", "", "etcd user name")
-	fs.StringVar(&c.etcdPassword, "etcd-password", "", "etcd password")
+	c.etcd.Register(fs)
 	fs.StringVar(&c.zone, "zone", "", "zone label: origins and relays of this zone are preferred")
 	fs.Var(&c.iceServers, "ice-server", "ICE server advertised in Link headers: stun:host:port or turn:user:pass@host:port; repeatable")
 	fs.Var(&c.tokens, "auth-token", "static WHIP/WHEP bearer token; repeatable; none and no -auth-hmac-key disables auth")
@@ -113,8 +103,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	switch {
-	case len(c.etcd) == 0:
-		return c, errors.New("-etcd-endpoints is required")
+	case c.etcd.Validate() != nil:
+		return c, c.etcd.Validate()
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
 	case (c.grpcCert == "") != (c.grpcKey == ""):
@@ -158,13 +148,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	regCfg := registry.Config{Endpoints: cfg.etcd, Username: cfg.etcdUser, Password: cfg.etcdPassword, Logger: log}
-	if cfg.etcdCA != "" || cfg.etcdCert != "" {
-		if regCfg.TLS, err = registry.LoadTLS(cfg.etcdCA, cfg.etcdCert, cfg.etcdKey); err != nil {
-			return err
-		}
-	}
-	reg, err := registry.New(regCfg)
+	reg, err := cfg.etcd.Client(log)
 	if err != nil {
 		return err
 	}
@@ -232,12 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		}
 		return nil
 	})
-	g.Go(func() error {
-		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })
 	if ready != nil {
 		ready <- [2]string{httpLis.Addr().String(), grpcLis.Addr().String()}
 	}
@@ -246,12 +225,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	shutdown, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutdown)
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-shutdown.Done():
-		gs.Stop()
-	}
+	cli.StopGRPC(shutdown, gs)
 	return g.Wait()
 }

@@ -119,7 +119,7 @@ func TestEnvFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.etcd) != 2 || c.etcd[1] != "10.0.0.2:2379" || c.zone != "us" || c.bodyLimit != 4096 {
+	if len(c.etcd.Endpoints) != 2 || c.etcd.Endpoints[1] != "10.0.0.2:2379" || c.zone != "us" || c.bodyLimit != 4096 {
 		t.Fatalf("%+v", c)
 	}
 }

@@ -1,7 +1,3 @@
-// Package embedetcd runs a single-member etcd server in-process, on loopback
-// ports, for the all-in-one binary and for tests that need a real etcd. It
-// is a separate package so the service binaries link the etcd server only
-// when they use it.
 package embedetcd
 
 import (
@@ -12,11 +8,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // Config configures Start.
@@ -28,11 +25,18 @@ type Config struct {
 	ClientURL string
 	// PeerURL is the peer listen URL; empty picks a free loopback port.
 	PeerURL string
-	// Logger receives start/stop logs; etcd's own logs are discarded.
+	// Logger receives start/stop logs and etcd's own error-level logs
+	// (without the harmless "mux: server closed"-style shutdown noise); nil
+	// uses slog.Default().
 	Logger *slog.Logger
 	// StartTimeout bounds how long Start waits for etcd to serve; default
 	// 30s.
 	StartTimeout time.Duration
+	// UnsafeNoFsync skips etcd's fsyncs. The data still reaches the OS, so
+	// it survives Stop/Restart within one machine's uptime but not a power
+	// loss: for tests (StartForTest sets it), where fsync latency on a
+	// shared disk would only add noise.
+	UnsafeNoFsync bool
 }
 
 // Server is a running (or stopped) embedded etcd.
@@ -55,13 +59,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.StartTimeout = 30 * time.Second
 	}
 	s := &Server{cfg: cfg}
-	var err error
-	if s.clientURL, err = pickURL(cfg.ClientURL); err != nil {
-		return nil, fmt.Errorf("embedetcd: client url: %w", err)
-	}
-	if s.peerURL, err = pickURL(cfg.PeerURL); err != nil {
-		return nil, fmt.Errorf("embedetcd: peer url: %w", err)
-	}
 	if s.cfg.Dir == "" {
 		dir, err := os.MkdirTemp("", "rtcedge-etcd-")
 		if err != nil {
@@ -69,7 +66,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.cfg.Dir, s.tempDir = dir, true
 	}
-	if err := s.start(ctx); err != nil {
+	// A free port is picked by listening on port 0 and closing the listener;
+	// another process may take it before etcd binds it. Then pick again.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if s.clientURL, err = pickURL(cfg.ClientURL); err != nil {
+			err = fmt.Errorf("embedetcd: client url: %w", err)
+			break
+		}
+		if s.peerURL, err = pickURL(cfg.PeerURL); err != nil {
+			err = fmt.Errorf("embedetcd: peer url: %w", err)
+			break
+		}
+		err = s.start(ctx)
+		if err == nil || cfg.ClientURL != "" && cfg.PeerURL != "" || !addrInUse(err) {
+			break
+		}
+	}
+	if err != nil {
 		if s.tempDir {
 			_ = os.RemoveAll(s.cfg.Dir)
 		}
@@ -105,8 +119,9 @@ func (s *Server) start(ctx context.Context) error {
 	ec.ListenPeerUrls = []url.URL{s.peerURL}
 	ec.AdvertisePeerUrls = []url.URL{s.peerURL}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(s.cfg.Logger))
 	ec.LogLevel = "error"
+	ec.UnsafeNoFsync = s.cfg.UnsafeNoFsync
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return fmt.Errorf("embedetcd: start: %w", err)
@@ -135,7 +150,9 @@ func (s *Server) start(ctx context.Context) error {
 // Endpoints returns the client endpoints, e.g. ["127.0.0.1:23791"].
 func (s *Server) Endpoints() []string { return []string{s.clientURL.Host} }
 
-// Stop stops etcd, keeping its data directory and ports for Restart.
+// Stop stops etcd, keeping its data directory and ports for Restart. While
+// clients hold watch streams open it takes etcd's request timeout (about
+// 7s) before etcd cuts them.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	e := s.etcd
@@ -170,4 +187,9 @@ func (s *Server) Close() error {
 		return os.RemoveAll(s.cfg.Dir)
 	}
 	return nil
+}
+
+// addrInUse reports whether err is a listen failure on a taken port.
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }

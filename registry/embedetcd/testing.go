@@ -11,10 +11,12 @@ import (
 )
 
 // StartForTest starts an embedded etcd for a test and closes it at cleanup;
-// it fails the test when etcd does not start.
+// it fails the test when etcd does not start. It runs without fsync
+// (Config.UnsafeNoFsync): Stop/Restart keep the data, and tests are not
+// slowed down by a disk shared with other jobs.
 func StartForTest(t testing.TB) *Server {
 	t.Helper()
-	s, err := Start(t.Context(), Config{})
+	s, err := Start(t.Context(), Config{UnsafeNoFsync: true})
 	if err != nil {
 		t.Fatalf("embedded etcd: %v", err)
 	}
