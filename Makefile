@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 E2E_PKGS := ./test/...
 GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)proto/**/*.swagger.json'
 
-.PHONY: all build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
+.PHONY: all bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
 
 ## ci: everything CI runs (the README's test command)
 ci: check-generate lint test e2e fuzz-short
@@ -45,6 +45,10 @@ fuzz:
 		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+## bench: the benchmarks (hot path, registry, signaling); figures go to docs/PERFORMANCE.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./mediarelay/... ./registry/ ./signaling/... ./internal/demoorigin/
 
 ## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
 run:
