@@ -249,3 +249,11 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func webrtcConfig() webrtc.Configuration { return webrtc.Configuration{} }
+
+func videoKind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeVideo }
+
+func sendonly() webrtc.RTPTransceiverInit {
+	return webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}
+}

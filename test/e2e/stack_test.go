@@ -119,6 +119,7 @@ func startOrigin(t *testing.T, registerVia string) *originNode {
 // stack is the edge of scenario (a): two signaling instances and two relays
 // in zones a and b, one demo origin, one etcd.
 type stack struct {
+	etcd           *embedetcd.Server
 	reg            *registry.Client
 	sigA, sigB     *signalingNode
 	relay1, relay2 *relayNode
@@ -129,7 +130,7 @@ func startStack(t *testing.T) *stack {
 	t.Helper()
 	etcd := embedetcd.StartForTest(t)
 	reg := embedetcd.NewClientForTest(t, etcd)
-	s := &stack{reg: reg}
+	s := &stack{etcd: etcd, reg: reg}
 	s.relay1 = startRelay(t, reg, "relay-1", "a")
 	s.relay2 = startRelay(t, reg, "relay-2", "b")
 	s.sigA = startSignaling(t, reg, "a")
