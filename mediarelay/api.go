@@ -208,9 +208,16 @@ func (r *Relay) Allocate(ctx context.Context, req *relayv1.AllocateSessionReques
 // deleteRecord removes a session's registry record, logging failures (the
 // record then names a relay that no longer has the session; signaling's
 // reaper finds it).
+//
+// A record that names another relay is left alone: the session was moved
+// there (an ICE restart while this relay was unreachable).
 func (r *Relay) deleteRecord(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Registry.RequestTimeout())
 	defer cancel()
+	if rs, err := r.cfg.Registry.GetSession(ctx, id); err == nil && rs.RelayID != r.cfg.RelayID {
+		r.log.Info("relay: session moved to another relay; keeping its record", "session", id, "relay", rs.RelayID)
+		return
+	}
 	if err := r.cfg.Registry.DeleteSession(ctx, id); err != nil && !errors.Is(err, registry.ErrNotFound) {
 		r.log.Warn("relay: removing the session record failed", "session", id, "err", err)
 	}

@@ -528,9 +528,14 @@ func (r *Relay) sweepLoop() {
 // candidates returns the relay's ICE candidates, one per public address,
 // component 1, highest priority first (RFC 8445 section 5.1.2.1: host type
 // preference 126, local preference falling with the address's rank).
-func (r *Relay) candidates() []*relayv1.Candidate {
-	out := make([]*relayv1.Candidate, 0, len(r.cfg.PublicAddrs))
-	for i, a := range r.cfg.PublicAddrs {
+func (r *Relay) candidates() []*relayv1.Candidate { return Candidates(r.cfg.PublicAddrs) }
+
+// Candidates returns the ICE candidates of a relay advertising addrs, as
+// AllocateSession returns them; signaling uses it for a relay it moves a
+// session to.
+func Candidates(addrs []netip.AddrPort) []*relayv1.Candidate {
+	out := make([]*relayv1.Candidate, 0, len(addrs))
+	for i, a := range addrs {
 		out = append(out, &relayv1.Candidate{
 			Foundation: foundation(a.Addr()),
 			Component:  1,

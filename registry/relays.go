@@ -284,6 +284,12 @@ func (c *Client) Relays(ctx context.Context) ([]Relay, error) {
 // PickRelay returns the least-loaded alive, non-draining relay, preferring
 // zone, from the watch-fed cache: no etcd round trip once the cache is warm.
 func (c *Client) PickRelay(ctx context.Context, zone string) (Relay, error) {
+	return c.PickRelayExcept(ctx, zone)
+}
+
+// PickRelayExcept is PickRelay skipping the relays in exclude (one that
+// just failed, when a session moves off it).
+func (c *Client) PickRelayExcept(ctx context.Context, zone string, exclude ...string) (Relay, error) {
 	k := c.relays()
 	if err := k.wait(ctx); err != nil {
 		return Relay{}, err
@@ -292,7 +298,7 @@ func (c *Client) PickRelay(ctx context.Context, zone string) (Relay, error) {
 	var bestLocal bool
 	var bestLoad float64
 	k.scan(func(_ string, r *Relay) {
-		if r.Draining || r.MaxSessions > 0 && r.Sessions >= r.MaxSessions {
+		if r.Draining || r.MaxSessions > 0 && r.Sessions >= r.MaxSessions || slices.Contains(exclude, r.ID) {
 			return
 		}
 		local, load := zone != "" && r.Zone == zone, r.Load()

@@ -14,6 +14,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	setup        prometheus.Histogram
 	originErrors *prometheus.CounterVec
+	rehomed      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -29,13 +30,16 @@ func newMetrics() *metrics {
 		originErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_origin_errors_total", Help: "Failed origin calls by kind.",
 		}, []string{"kind"}),
+		rehomed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_sessions_rehomed_total", Help: "Sessions moved to another relay by an ICE restart because theirs was gone.",
+		}),
 	}
 	// Export every kind from the start, so that rates work from zero.
 	for _, kind := range []string{"transport", "rejected", "status", "no_location", "bad_answer",
 		"no_media_address", "config", "delete", "restart"} {
 		m.originErrors.WithLabelValues(kind)
 	}
-	m.registry.MustRegister(m.requests, m.setup, m.originErrors,
+	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

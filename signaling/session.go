@@ -7,11 +7,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rtcedge/rtcedge/mediarelay"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/signaling/internal/sdpx"
@@ -188,28 +190,21 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 			}
 		}
 	}
-	relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID)
+	originAddrs = originAddrs[:min(len(originAddrs), 8)]
+	clientICE := registry.ICECredentials{Ufrag: frag.ICE.Ufrag, Pwd: frag.ICE.Pwd}
+	originICE := registry.ICECredentials{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd}
+	relayCands, err := s.restartOnRelay(ctx, rs, clientICE, originICE, originAddrs)
+	if errors.Is(err, errRelayGone) {
+		// The session's relay is dead or has lost the session: move the
+		// session to another relay, which adopts it from the registry on
+		// the client's first verified STUN.
+		relayCands, err = s.rehome(ctx, rs, clientICE, originICE, originAddrs)
+	}
 	if err != nil {
-		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true,
-			detail: fmt.Sprintf("relay %s: %v", rs.RelayID, err)})
+		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true, detail: err.Error()})
 		return
 	}
-	rc, err := s.relayClient(relay.GRPCAddress)
-	if err != nil {
-		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()})
-		return
-	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
-	restarted, err := rc.RestartSession(rctx, &relayv1.RestartSessionRequest{Id: rs.ID,
-		ClientIce:       &relayv1.IceCredentials{Ufrag: frag.ICE.Ufrag, Pwd: frag.ICE.Pwd},
-		OriginIce:       &relayv1.IceCredentials{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd},
-		OriginAddresses: originAddrs[:min(len(originAddrs), 8)]})
-	cancel()
-	if err != nil {
-		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true, detail: status.Convert(err).Message()})
-		return
-	}
-	cands, err := relayCandidates(restarted.GetCandidates())
+	cands, err := relayCandidates(relayCands)
 	if err != nil {
 		problem(w, http.StatusBadGateway, "relay error", err.Error())
 		return
@@ -268,4 +263,65 @@ func (s *Server) counterOfferAnswer(w http.ResponseWriter, r *http.Request, rs r
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// errRelayGone says a session's relay has no registration, cannot be
+// reached, or no longer has the session.
+var errRelayGone = errors.New("the session's relay is gone")
+
+// restartOnRelay moves the session to new ICE credentials on its relay.
+func (s *Server) restartOnRelay(ctx context.Context, rs registry.Session, client, origin registry.ICECredentials,
+	originAddrs []string) ([]*relayv1.Candidate, error) {
+	relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, fmt.Errorf("relay %s has no registration: %w", rs.RelayID, errRelayGone)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc, err := s.relayClient(relay.GRPCAddress)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
+	defer cancel()
+	restarted, err := rc.RestartSession(rctx, &relayv1.RestartSessionRequest{Id: rs.ID,
+		ClientIce:       &relayv1.IceCredentials{Ufrag: client.Ufrag, Pwd: client.Pwd},
+		OriginIce:       &relayv1.IceCredentials{Ufrag: origin.Ufrag, Pwd: origin.Pwd},
+		OriginAddresses: originAddrs})
+	switch status.Code(err) {
+	case codes.OK:
+		return restarted.GetCandidates(), nil
+	case codes.Unavailable, codes.NotFound, codes.DeadlineExceeded:
+		return nil, fmt.Errorf("relay %s: %s: %w", rs.RelayID, status.Convert(err).Message(), errRelayGone)
+	}
+	return nil, fmt.Errorf("relay %s: %s", rs.RelayID, status.Convert(err).Message())
+}
+
+// rehome assigns the session, with its new ICE credentials, to another live
+// relay in one registry transaction and returns that relay's candidates.
+func (s *Server) rehome(ctx context.Context, rs registry.Session, client, origin registry.ICECredentials,
+	originAddrs []string) ([]*relayv1.Candidate, error) {
+	relay, err := s.cfg.Registry.PickRelayExcept(ctx, s.cfg.Zone, rs.RelayID)
+	if err != nil {
+		return nil, fmt.Errorf("moving the session off relay %s: %w", rs.RelayID, err)
+	}
+	var addrs []netip.AddrPort
+	for _, a := range relay.PublicAddresses {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			addrs = append(addrs, ap)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("relay %s advertises no address", relay.ID)
+	}
+	if originAddrs == nil {
+		originAddrs = rs.OriginAddresses
+	}
+	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, client, origin, originAddrs, relay.ID); err != nil {
+		return nil, fmt.Errorf("moving the session to relay %s: %w", relay.ID, err)
+	}
+	s.metrics.rehomed.Inc()
+	s.log.Info("signaling: session moved to another relay", "session", rs.ID, "from", rs.RelayID, "to", relay.ID)
+	return mediarelay.Candidates(addrs), nil
 }

@@ -2,10 +2,15 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 )
 
 // TestEtcdOutageKeepsLiveSessions stops etcd under live sessions: media
@@ -83,4 +88,119 @@ func offerSDP(t *testing.T, ctx context.Context) string {
 		t.Fatal(err)
 	}
 	return pc.LocalDescription().SDP
+}
+
+// iceRestart performs a client ICE restart the WHIP/WHEP way: a new offer
+// with fresh credentials, a PATCH with them, and the answer rebuilt from the
+// previous one with the credentials and candidates of the 200 reply.
+func iceRestart(t *testing.T, ctx context.Context, pc *webrtc.PeerConnection, res whepResource, prevAnswer string) string {
+	t.Helper()
+	offer, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	var ufrag, pwd, mid string
+	for _, l := range strings.Split(pc.LocalDescription().SDP, "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "a=ice-ufrag:") && ufrag == "":
+			ufrag = l
+		case strings.HasPrefix(l, "a=ice-pwd:") && pwd == "":
+			pwd = l
+		case strings.HasPrefix(l, "a=mid:") && mid == "":
+			mid = l
+		}
+	}
+	frag := ufrag + "\r\n" + pwd + "\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" + mid + "\r\n"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, res.Location, strings.NewReader(frag))
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	req.Header.Set("If-Match", "*")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") == "" {
+		t.Fatalf("ICE restart PATCH: %d %s", resp.StatusCode, body)
+	}
+	var newCreds, cands []string
+	for _, l := range strings.Split(string(body), "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "a=ice-ufrag:"), strings.HasPrefix(l, "a=ice-pwd:"):
+			newCreds = append(newCreds, l)
+		case strings.HasPrefix(l, "a=candidate:"):
+			cands = append(cands, l)
+		}
+	}
+	if len(newCreds) != 2 || len(cands) == 0 {
+		t.Fatalf("restart reply lacks credentials or candidates: %s", body)
+	}
+	var out []string
+	candsDone := false
+	for _, l := range strings.Split(prevAnswer, "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "a=ice-ufrag:"):
+			out = append(out, newCreds[0])
+		case strings.HasPrefix(l, "a=ice-pwd:"):
+			out = append(out, newCreds[1])
+		case strings.HasPrefix(l, "a=candidate:"):
+			if !candsDone {
+				out = append(out, cands...)
+				candsDone = true
+			}
+		default:
+			out = append(out, l)
+		}
+	}
+	answer := strings.Join(out, "\r\n")
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatalf("restart answer: %v", err)
+	}
+	return answer
+}
+
+// TestRelayDeathRecoveredByICERestart kills the publisher's relay for good:
+// its session is left assigned to a dead relay, and the client's ICE
+// restart (PATCH) moves it onto the other relay, where media flows again.
+func TestRelayDeathRecoveredByICERestart(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	pub := publish(t, ctx, s.sigA.url+"/whip/live/rehome")
+	waitFor(t, 15*time.Second, "media at the origin", func() bool { return s.origin.origin.Stats().PacketsForwarded > 0 })
+
+	s.relay1.stop()
+	waitFor(t, 15*time.Second, "relay 1's registration gone", func() bool {
+		rs, err := s.reg.Relays(ctx)
+		return err == nil && len(rs) == 1
+	})
+	recs, err := s.reg.ListSessionsByRelay(ctx, "relay-1")
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("the dead relay's session should stay listed under it: %v %v", recs, err)
+	}
+	// The restart goes through the other signaling instance, to show it
+	// needs no state of the first.
+	pub.res.Location = strings.Replace(pub.res.Location, s.sigA.url, s.sigB.url, 1)
+	iceRestart(t, ctx, pub.pc, pub.res, pub.answer)
+
+	rec, err := s.reg.GetSession(ctx, recs[0].ID)
+	if err != nil || rec.RelayID != "relay-2" {
+		t.Fatalf("session after the restart: %+v %v", rec, err)
+	}
+	before := s.origin.origin.Stats().PacketsForwarded
+	waitFor(t, 20*time.Second, "media through relay 2", func() bool {
+		return s.origin.origin.Stats().PacketsForwarded > before+20
+	})
+	st, err := s.relay2.admin.ListSessions(ctx, &relayv1.ListSessionsRequest{})
+	if err != nil || len(st.Sessions) != 1 || st.Sessions[0].State != relayv1.SessionState_SESSION_STATE_CONNECTED {
+		t.Fatalf("relay 2 sessions: %v %v", st, err)
+	}
+	if got := selectedRemote(pub.pc); got != s.relay2.public.String() {
+		t.Errorf("publisher's selected remote %s, want relay 2 at %s", got, s.relay2.public)
+	}
 }

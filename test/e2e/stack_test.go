@@ -27,6 +27,7 @@ type relayNode struct {
 	relay  *mediarelay.Relay
 	public netip.AddrPort
 	admin  relayv1.RelayServiceClient
+	stop   func() // kills the relay: its sockets close and its registration goes
 }
 
 func startRelay(t *testing.T, reg *registry.Client, id, zone string) *relayNode {
@@ -56,8 +57,10 @@ func startRelay(t *testing.T, reg *registry.Client, id, zone string) *relayNode 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); cancel(); wg.Wait() })
-	return &relayNode{relay: r, public: public, admin: relayv1.NewRelayServiceClient(cc)}
+	var once sync.Once
+	stop := func() { once.Do(func() { _ = cc.Close(); gs.Stop(); cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return &relayNode{relay: r, public: public, admin: relayv1.NewRelayServiceClient(cc), stop: stop}
 }
 
 // signalingNode is a signaling instance with HTTP and gRPC on loopback.
