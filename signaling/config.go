@@ -67,6 +67,11 @@ type Config struct {
 	// session Locations absolute; otherwise they are relative paths
 	// "/sessions/{id}".
 	PublicBaseURL string
+	// RateLimit is the requests per second each client IP may make with
+	// POST, PATCH and DELETE (RFC 9725 section 5), with bursts of
+	// RateBurst; 0 disables the limit.
+	RateLimit float64
+	RateBurst int
 	// Page, when set, serves the demo page (and anything else not routed)
 	// at "/".
 	Page http.Handler

@@ -36,6 +36,8 @@ type Server struct {
 	// nil is plaintext.
 	relayCreds credentials.TransportCredentials
 
+	limiter *limiter // nil when unlimited
+
 	mu     sync.Mutex // guards the following
 	relays map[string]*grpc.ClientConn
 	closed bool
@@ -51,7 +53,8 @@ func New(cfg Config) (*Server, error) {
 		origins: &originadapter.Client{HTTP: cfg.HTTPClient},
 		relays:  map[string]*grpc.ClientConn{},
 	}
-	s.handler = s.routes()
+	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst)
+	s.handler = s.limit(s.routes())
 	return s, nil
 }
 

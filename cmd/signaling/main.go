@@ -63,6 +63,8 @@ type config struct {
 	originTimeout     time.Duration
 	relayTimeout      time.Duration
 	noPage            bool
+	rateLimit         float64
+	rateBurst         int
 	publicBaseURL     string
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
@@ -98,6 +100,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.idleTimeout, "http-idle-timeout", 2*time.Minute, "HTTP keep-alive idle timeout")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests at shutdown")
 	fs.BoolVar(&c.noPage, "no-demo-page", false, "do not serve the demo page at /")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 20, "POST/PATCH/DELETE requests per second per client IP; 0 disables")
+	fs.IntVar(&c.rateBurst, "rate-burst", 40, "burst allowed above -rate-limit")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -109,6 +113,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-tls-cert and -tls-key go together")
 	case (c.grpcCert == "") != (c.grpcKey == ""):
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
+	case c.rateLimit < 0 || c.rateBurst < 1:
+		return c, errors.New("-rate-limit must be >= 0 and -rate-burst >= 1")
 	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
 		return c, fmt.Errorf("-body-limit %d: want 1 KiB to 16 MiB", c.bodyLimit)
 	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
@@ -162,7 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		page = web.Handler()
 	}
 	sig, err := signaling.New(signaling.Config{
-		Page:     page,
+		Page: page, RateLimit: cfg.rateLimit, RateBurst: cfg.rateBurst,
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
