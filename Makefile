@@ -31,12 +31,17 @@ e2e: images
 	RTCEDGE_E2E_COMPOSE=1 RTCEDGE_E2E_BROWSER=1 $(GO) test -race -count=1 -timeout 15m $(E2E_PKGS)
 
 # Fuzz targets: package and function.
-FUZZ_TARGETS := ./mediarelay:FuzzDecideClientPacket ./signaling/internal/sdpx:FuzzOfferAndAnswer
+FUZZ_TARGETS := \
+	./mediarelay:FuzzDecideClientPacket ./mediarelay:FuzzHandleClientPacket \
+	./signaling/internal/sdpx:FuzzOfferAndAnswer ./signaling:FuzzAuthCheck \
+	./signaling:FuzzSRSRegistration ./signaling:FuzzLegacyEnvelope \
+	./registry:FuzzCheckUsername ./registry:FuzzCheckStream ./registry:FuzzDecode \
+	./internal/demoorigin:FuzzParseFrag
 FUZZTIME ?= 5m
 
-## fuzz-short: every fuzz target for 15 s (CI)
+## fuzz-short: every fuzz target for 10 s (CI)
 fuzz-short:
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=15s
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 ## fuzz: every fuzz target for FUZZTIME (default 5m)
 fuzz:

@@ -238,6 +238,40 @@ func srsPort(v string) (string, int, error) {
 	return host, p, nil
 }
 
+// parseSRSRegistration turns SRS's heartbeat body into an origin
+// registration.
+func parseSRSRegistration(body []byte) (registry.Origin, error) {
+	var req srsRegistration
+	if err := json.Unmarshal(body, &req); err != nil {
+		return registry.Origin{}, fmt.Errorf("want SRS's register JSON: %w", err)
+	}
+	id := req.DeviceID
+	if id == "" {
+		id = req.Server
+	}
+	ip, err := netip.ParseAddr(req.IP)
+	if err != nil || id == "" || len(req.API) == 0 {
+		return registry.Origin{}, errors.New("device_id (or server), ip and api are required")
+	}
+	_, apiPort, err := srsPort(req.API[0])
+	if err != nil {
+		return registry.Origin{}, fmt.Errorf("api: %w", err)
+	}
+	o := registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(), TTL: 30 * time.Second}
+	for _, rtc := range req.RTC[:min(len(req.RTC), 8)] {
+		host, port, err := srsPort(rtc)
+		if err != nil {
+			continue
+		}
+		a := ip
+		if h, err := netip.ParseAddr(host); err == nil && !h.IsUnspecified() {
+			a = h
+		}
+		o.MediaAddresses = append(o.MediaAddresses, netip.AddrPortFrom(a, uint16(port)).String())
+	}
+	return o, nil
+}
+
 // srsRegister handles SRS's POST /api/v1/srs/register heartbeat.
 func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 	reply := func(status, code int, msg string) {
@@ -261,36 +295,10 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 		reply(herr.status, herr.status, herr.detail)
 		return
 	}
-	var req srsRegistration
-	if err := json.Unmarshal(body, &req); err != nil {
-		reply(http.StatusBadRequest, http.StatusBadRequest, "want SRS's register JSON: "+err.Error())
-		return
-	}
-	id := req.DeviceID
-	if id == "" {
-		id = req.Server
-	}
-	ip, err := netip.ParseAddr(req.IP)
-	if err != nil || id == "" || len(req.API) == 0 {
-		reply(http.StatusBadRequest, http.StatusBadRequest, "device_id (or server), ip and api are required")
-		return
-	}
-	_, apiPort, err := srsPort(req.API[0])
+	o, err := parseSRSRegistration(body)
 	if err != nil {
-		reply(http.StatusBadRequest, http.StatusBadRequest, "api: "+err.Error())
+		reply(http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
-	}
-	o := registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(), TTL: 30 * time.Second}
-	for _, rtc := range req.RTC[:min(len(req.RTC), 8)] {
-		host, port, err := srsPort(rtc)
-		if err != nil {
-			continue
-		}
-		a := ip
-		if h, err := netip.ParseAddr(host); err == nil && !h.IsUnspecified() {
-			a = h
-		}
-		o.MediaAddresses = append(o.MediaAddresses, netip.AddrPortFrom(a, uint16(port)).String())
 	}
 	if _, _, err := s.cfg.Registry.RegisterOrigin(r.Context(), o); err != nil {
 		st := http.StatusInternalServerError

@@ -418,6 +418,33 @@ func snippet(b []byte) string {
 	return s
 }
 
+// parseLegacy reads SRS's legacy JSON envelope {"sdp", "streamurl"} and
+// returns the offer and the normalised stream key of
+// webrtc://host/app/stream.
+func parseLegacy(body []byte) (offer, key string, err error) {
+	var req struct {
+		SDP       string `json:"sdp"`
+		StreamURL string `json:"streamurl"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.SDP == "" || req.StreamURL == "" {
+		return "", "", errors.New(`want JSON {"sdp": ..., "streamurl": "webrtc://host/app/stream"}`)
+	}
+	path, ok := strings.CutPrefix(req.StreamURL, "webrtc://")
+	i := strings.IndexByte(path, '/')
+	if !ok || i < 0 {
+		return "", "", errors.New("streamurl must be webrtc://host/app/stream")
+	}
+	path = path[i+1:]
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	key, _, err = NormalizeStream(path)
+	if err != nil {
+		return "", "", err
+	}
+	return req.SDP, key, nil
+}
+
 // legacy serves SRS's JSON API: {"sdp", "streamurl"} in, {"code", "sdp",
 // "sessionid"} out.
 func (s *Server) legacy(dir Dir) http.HandlerFunc {
@@ -443,25 +470,7 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 			reply(herr.status, herr.status, map[string]any{"msg": herr.detail})
 			return
 		}
-		var req struct {
-			SDP       string `json:"sdp"`
-			StreamURL string `json:"streamurl"`
-		}
-		if err := json.Unmarshal(body, &req); err != nil || req.SDP == "" || req.StreamURL == "" {
-			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": "want JSON {\"sdp\": ..., \"streamurl\": \"webrtc://host/app/stream\"}"})
-			return
-		}
-		path, ok := strings.CutPrefix(req.StreamURL, "webrtc://")
-		if i := strings.IndexByte(path, '/'); ok && i >= 0 {
-			path = path[i+1:]
-		} else {
-			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": "streamurl must be webrtc://host/app/stream"})
-			return
-		}
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		key, _, err := NormalizeStream(path)
+		offerSDP, key, err := parseLegacy(body)
 		if err != nil {
 			reply(http.StatusBadRequest, http.StatusBadRequest, map[string]any{"msg": err.Error()})
 			return
@@ -470,7 +479,7 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 			reply(http.StatusUnauthorized, http.StatusUnauthorized, map[string]any{"msg": "unauthorized"})
 			return
 		}
-		res, herr := s.setup(r.Context(), dir, key, req.SDP, r.Header.Get("Authorization"))
+		res, herr := s.setup(r.Context(), dir, key, offerSDP, r.Header.Get("Authorization"))
 		if herr != nil {
 			if herr.retry {
 				w.Header().Set("Retry-After", fmt.Sprint(int(s.cfg.RetryAfter/time.Second)))
