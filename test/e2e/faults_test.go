@@ -2,15 +2,20 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/rtcedge/rtcedge/internal/demoorigin"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
 )
 
 // TestEtcdOutageKeepsLiveSessions stops etcd under live sessions: media
@@ -203,4 +208,48 @@ func TestRelayDeathRecoveredByICERestart(t *testing.T) {
 	if got := selectedRemote(pub.pc); got != s.relay2.public.String() {
 		t.Errorf("publisher's selected remote %s, want relay 2 at %s", got, s.relay2.public)
 	}
+}
+
+// TestOriginFailover: an origin that stops heartbeating disappears when its
+// lease runs out; its stream is re-pinned and new sessions go to the live
+// origin.
+func TestOriginFailover(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	// A second origin that registers once, with the shortest lease, and
+	// never heartbeats again; its id sorts first so the stream pins to it.
+	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dying, err := demoorigin.New(demoorigin.Config{MediaConn: media})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dying.Close()
+	hs := httptest.NewServer(dying.Handler())
+	defer hs.Close()
+	reg := demoorigin.NewRegistration("a-dying-origin", hs.URL, []string{dying.MediaAddr().String()}, 5*time.Second)
+	if _, _, err := s.reg.RegisterOrigin(ctx, registry.Origin{ID: reg.Id, Kind: registry.OriginKindWHIP,
+		WHIPURLTemplate: reg.WhipUrlTemplate, WHEPURLTemplate: reg.WhepUrlTemplate, MediaAddresses: reg.MediaAddresses,
+		TTL: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	first := publish(t, ctx, s.sigA.url+"/whip/live/failover")
+	waitFor(t, 15*time.Second, "media at the first origin", func() bool { return dying.Stats().PacketsForwarded > 0 })
+	first.close()
+
+	// No heartbeat: the lease runs out and the origin is gone.
+	waitFor(t, 15*time.Second, "the silent origin's lease expiry", func() bool {
+		_, err := s.reg.GetOrigin(ctx, "a-dying-origin")
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	second := publish(t, ctx, s.sigA.url+"/whip/live/failover")
+	waitFor(t, 15*time.Second, "media at the live origin", func() bool { return s.origin.origin.Stats().PacketsForwarded > 0 })
+	pins, err := s.reg.ListPins(ctx)
+	if err != nil || len(pins) != 1 || pins[0].OriginID != "demo-origin" {
+		t.Fatalf("pins after failover: %+v %v", pins, err)
+	}
+	second.close()
 }
