@@ -22,8 +22,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -36,18 +34,9 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
-		os.Exit(code)
-	}
-	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "demo-origin:", err)
-		os.Exit(1)
-	}
+	cli.Main("demo-origin", func(ctx context.Context, args []string, getenv func(string) string) error {
+		return run(ctx, args, getenv, nil)
+	})
 }
 
 type config struct {

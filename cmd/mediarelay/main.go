@@ -17,9 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -33,15 +31,9 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
-		os.Exit(code)
-	}
-	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "mediarelay:", err)
-		os.Exit(1)
-	}
+	cli.Main("mediarelay", func(ctx context.Context, args []string, getenv func(string) string) error {
+		return run(ctx, args, getenv, nil)
+	})
 }
 
 type config struct {

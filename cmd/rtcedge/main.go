@@ -19,8 +19,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -40,15 +38,9 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
-		os.Exit(code)
-	}
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "rtcedge:", err)
-		os.Exit(1)
-	}
+	cli.Main("rtcedge", func(ctx context.Context, args []string, getenv func(string) string) error {
+		return run(ctx, args, getenv, os.Stdout, nil)
+	})
 }
 
 // config is the all-in-one binary's configuration.

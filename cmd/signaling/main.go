@@ -17,9 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -34,15 +32,9 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if handled, code := cli.RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
-		os.Exit(code)
-	}
-	if err := run(ctx, os.Args[1:], os.Getenv, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "signaling:", err)
-		os.Exit(1)
-	}
+	cli.Main("signaling", func(ctx context.Context, args []string, getenv func(string) string) error {
+		return run(ctx, args, getenv, nil)
+	})
 }
 
 type config struct {

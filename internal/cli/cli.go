@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -102,4 +105,22 @@ func RunHealthcheck(ctx context.Context, args []string, stderr io.Writer) (handl
 		return true, 1
 	}
 	return true, 0
+}
+
+// Main is the main function of every rtcedge binary: it cancels the context
+// on SIGINT or SIGTERM, answers the `healthcheck URL` subcommand, and
+// otherwise runs run with the command line and the environment, exiting 1
+// with the error prefixed by name.
+func Main(name string, run func(ctx context.Context, args []string, getenv func(string) string) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if handled, code := RunHealthcheck(ctx, os.Args[1:], os.Stderr); handled {
+		stop()
+		os.Exit(code)
+	}
+	err := run(ctx, os.Args[1:], os.Getenv)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }
