@@ -72,6 +72,12 @@ type Config struct {
 	// RateBurst; 0 disables the limit.
 	RateLimit float64
 	RateBurst int
+	// ReapInterval is how often RunReaper looks for orphaned sessions;
+	// default DefaultReapInterval.
+	ReapInterval time.Duration
+	// OrphanGrace is how long a session may stay on a dead relay before the
+	// reaper removes it; default DefaultOrphanGrace.
+	OrphanGrace time.Duration
 	// Page, when set, serves the demo page (and anything else not routed)
 	// at "/".
 	Page http.Handler
@@ -92,6 +98,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RelayCallTimeout <= 0 {
 		c.RelayCallTimeout = DefaultRelayCallTimeout
+	}
+	if c.ReapInterval <= 0 {
+		c.ReapInterval = DefaultReapInterval
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = DefaultOrphanGrace
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = DefaultRetryAfter

@@ -15,6 +15,8 @@ type metrics struct {
 	setup        prometheus.Histogram
 	originErrors *prometheus.CounterVec
 	rehomed      prometheus.Counter
+	reaped       prometheus.Counter
+	orphaned     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -30,6 +32,12 @@ func newMetrics() *metrics {
 		originErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_origin_errors_total", Help: "Failed origin calls by kind.",
 		}, []string{"kind"}),
+		reaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_sessions_reaped_total", Help: "Orphaned sessions (relay dead past the grace period) removed by the reaper.",
+		}),
+		orphaned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rtcedge_signaling_orphaned_sessions", Help: "Sessions assigned to a relay with no registration, at the reaper's last pass.",
+		}),
 		rehomed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_sessions_rehomed_total", Help: "Sessions moved to another relay by an ICE restart because theirs was gone.",
 		}),
@@ -39,7 +47,7 @@ func newMetrics() *metrics {
 		"no_media_address", "config", "delete", "restart"} {
 		m.originErrors.WithLabelValues(kind)
 	}
-	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed,
+	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.orphaned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -192,6 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	g.Go(func() error { return cli.ServeHTTP(relayHTTP, lis.relayHTTP) })
 	g.Go(func() error { return cli.ServeHTTP(originHTTP, lis.originHTTP) })
 	g.Go(func() error { return hb.Run(gctx) })
+	g.Go(func() error { sig.RunReaper(gctx); return nil })
 
 	ep := endpoints{
 		Signaling:   "http://" + lis.sigHTTP.Addr().String(),

@@ -57,6 +57,8 @@ type config struct {
 	noPage            bool
 	rateLimit         float64
 	rateBurst         int
+	reapInterval      time.Duration
+	orphanGrace       time.Duration
 	publicBaseURL     string
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
@@ -94,6 +96,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.noPage, "no-demo-page", false, "do not serve the demo page at /")
 	fs.Float64Var(&c.rateLimit, "rate-limit", 20, "POST/PATCH/DELETE requests per second per client IP; 0 disables")
 	fs.IntVar(&c.rateBurst, "rate-burst", 40, "burst allowed above -rate-limit")
+	fs.DurationVar(&c.reapInterval, "reap-interval", signaling.DefaultReapInterval, "how often to look for sessions orphaned on dead relays")
+	fs.DurationVar(&c.orphanGrace, "orphan-grace", signaling.DefaultOrphanGrace, "how long a session may stay on a dead relay (for an ICE restart to move it) before it is removed")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -105,6 +109,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-tls-cert and -tls-key go together")
 	case (c.grpcCert == "") != (c.grpcKey == ""):
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
+	case c.reapInterval < time.Second || c.orphanGrace < time.Second:
+		return c, errors.New("-reap-interval and -orphan-grace must be at least 1s")
 	case c.rateLimit < 0 || c.rateBurst < 1:
 		return c, errors.New("-rate-limit must be >= 0 and -rate-burst >= 1")
 	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
@@ -160,7 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		page = web.Handler()
 	}
 	sig, err := signaling.New(signaling.Config{
-		Page: page, RateLimit: cfg.rateLimit, RateBurst: cfg.rateBurst,
+		Page: page, RateLimit: cfg.rateLimit, RateBurst: cfg.rateBurst, ReapInterval: cfg.reapInterval, OrphanGrace: cfg.orphanGrace,
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
@@ -215,6 +221,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return nil
 	})
 	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })
+	g.Go(func() error { sig.RunReaper(gctx); return nil })
 	if ready != nil {
 		ready <- [2]string{httpLis.Addr().String(), grpcLis.Addr().String()}
 	}
