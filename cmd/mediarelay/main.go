@@ -22,7 +22,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/mediarelay"
@@ -51,6 +50,7 @@ type config struct {
 	sockets       int
 	tlsCert       string
 	tlsKey        string
+	clientCA      string
 	logLevel      slog.Level
 }
 
@@ -72,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each (Linux); 1 disables")
 	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
+	fs.StringVar(&c.clientCA, "grpc-client-ca", "", "CA file: gRPC clients (signaling, operators) must present a certificate it signed (mTLS)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -83,6 +84,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("-idle-timeout %s: want at least 1s", c.idleTimeout)
+	case c.clientCA != "" && c.tlsCert == "":
+		return c, errors.New("-grpc-client-ca needs -grpc-tls-cert")
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
 	}
@@ -197,7 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	var opts []grpc.ServerOption
 	if cfg.tlsCert != "" {
-		creds, err := credentials.NewServerTLSFromFile(cfg.tlsCert, cfg.tlsKey)
+		creds, err := cli.ServerTLS(cfg.tlsCert, cfg.tlsKey, cfg.clientCA)
 		if err != nil {
 			return fmt.Errorf("gRPC TLS: %w", err)
 		}

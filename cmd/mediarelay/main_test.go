@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/internal/testcerts"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
@@ -121,5 +124,62 @@ func TestRun(t *testing.T) {
 		if code != 200 {
 			t.Errorf("GET %s = %d", path, code)
 		}
+	}
+}
+
+// TestRunMTLS: with -grpc-client-ca the admin API takes only clients with a
+// certificate the CA signed.
+func TestRunMTLS(t *testing.T) {
+	certs := testcerts.Write(t)
+	etcd := embedetcd.StartForTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+			"-public-addr", "127.0.0.1", "-relay-id", "tls-relay", "-log-level", "warn", "-etcd-endpoints", etcd.Endpoints()[0],
+			"-grpc-tls-cert", certs.ServerCert, "-grpc-tls-key", certs.ServerKey, "-grpc-client-ca", certs.CA}, func(string) string { return "" }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	defer func() { cancel(); <-done }()
+
+	withCert, err := cli.ClientTLS(certs.CA, certs.ClientCert, certs.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutCert, err := cli.ClientTLS(certs.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		creds credentials.TransportCredentials
+		ok    bool
+	}{
+		{name: "client certificate", creds: withCert, ok: true},
+		{name: "no client certificate", creds: withoutCert},
+		{name: "plaintext", creds: insecure.NewCredentials()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(tc.creds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err = relayv1.NewRelayServiceClient(conn).GetStatus(cctx, &relayv1.GetStatusRequest{})
+			if (err == nil) != tc.ok {
+				t.Fatalf("GetStatus err = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }

@@ -22,7 +22,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/signaling"
@@ -43,6 +42,9 @@ type config struct {
 	grpcListen        string
 	grpcCert, grpcKey string
 	relayCA           string
+	relayCert         string
+	relayKey          string
+	grpcClientCA      string
 	etcd              cli.EtcdFlags
 	zone              string
 	iceServers        cli.StringList
@@ -77,6 +79,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.grpcCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.grpcKey, "grpc-tls-key", "", "key file for -grpc-tls-cert")
 	fs.StringVar(&c.relayCA, "relay-ca", "", "CA file verifying the relays' gRPC certificates (enables TLS toward relays)")
+	fs.StringVar(&c.relayCert, "relay-cert", "", "client certificate presented to relays (mTLS; with -relay-ca)")
+	fs.StringVar(&c.relayKey, "relay-key", "", "key file for -relay-cert")
+	fs.StringVar(&c.grpcClientCA, "grpc-client-ca", "", "CA file: gRPC clients (origins) must present a certificate it signed (mTLS)")
 	c.etcd.Register(fs)
 	fs.StringVar(&c.zone, "zone", "", "zone label: origins and relays of this zone are preferred")
 	fs.Var(&c.iceServers, "ice-server", "ICE server advertised in Link headers: stun:host:port or turn:user:pass@host:port; repeatable")
@@ -107,6 +112,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, c.etcd.Validate()
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
+	case (c.relayCert == "") != (c.relayKey == ""), c.relayCert != "" && c.relayCA == "":
+		return c, errors.New("-relay-cert and -relay-key go together, with -relay-ca")
+	case c.grpcClientCA != "" && c.grpcCert == "":
+		return c, errors.New("-grpc-client-ca needs -grpc-tls-cert")
 	case (c.grpcCert == "") != (c.grpcKey == ""):
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
 	case c.reapInterval < time.Second || c.orphanGrace < time.Second:
@@ -177,7 +186,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	defer sig.Close()
 	if cfg.relayCA != "" {
-		creds, err := credentials.NewClientTLSFromFile(cfg.relayCA, "")
+		creds, err := cli.ClientTLS(cfg.relayCA, cfg.relayCert, cfg.relayKey)
 		if err != nil {
 			return fmt.Errorf("-relay-ca: %w", err)
 		}
@@ -193,7 +202,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	var opts []grpc.ServerOption
 	if cfg.grpcCert != "" {
-		creds, err := credentials.NewServerTLSFromFile(cfg.grpcCert, cfg.grpcKey)
+		creds, err := cli.ServerTLS(cfg.grpcCert, cfg.grpcKey, cfg.grpcClientCA)
 		if err != nil {
 			return fmt.Errorf("gRPC TLS: %w", err)
 		}

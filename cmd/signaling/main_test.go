@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rtcedge/rtcedge/internal/testcerts"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
@@ -121,5 +125,50 @@ func TestEnvFallback(t *testing.T) {
 	}
 	if len(c.etcd.Endpoints) != 2 || c.etcd.Endpoints[1] != "10.0.0.2:2379" || c.zone != "us" || c.bodyLimit != 4096 {
 		t.Fatalf("%+v", c)
+	}
+}
+
+// TestRunHTTPS serves WHIP/WHEP over TLS with -tls-cert/-tls-key.
+func TestRunHTTPS(t *testing.T) {
+	certs := testcerts.Write(t)
+	etcd := embedetcd.StartForTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+			"-tls-cert", certs.ServerCert, "-tls-key", certs.ServerKey, "-log-level", "warn"}, func(string) string { return "" }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	defer func() { cancel(); <-done }()
+	pem, err := os.ReadFile(certs.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + addrs[0] + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("HTTPS /healthz: %d tls=%v", resp.StatusCode, resp.TLS != nil)
+	}
+	plain, err := http.Get("http://" + addrs[0] + "/healthz")
+	if err == nil {
+		plain.Body.Close()
+		if plain.StatusCode == http.StatusOK {
+			t.Fatal("plain HTTP served on the TLS port")
+		}
 	}
 }
