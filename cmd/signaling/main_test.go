@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -169,6 +171,61 @@ func TestRunHTTPS(t *testing.T) {
 		plain.Body.Close()
 		if plain.StatusCode == http.StatusOK {
 			t.Fatal("plain HTTP served on the TLS port")
+		}
+	}
+}
+
+// TestSlowClientsAreCut: a client that trickles its request headers (a
+// slowloris) is disconnected by the server's read timeout instead of
+// holding the connection.
+func TestSlowClientsAreCut(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+			"-http-read-timeout", "1s", "-log-level", "error"}, func(string) string { return "" }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	defer func() { cancel(); <-done }()
+	conn, err := net.Dial("tcp", addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST /whip/live/slow HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Keep trickling a header byte every 200 ms; the server must hang up.
+	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+	closed := false
+	for i := 0; i < 60 && !closed; i++ {
+		time.Sleep(200 * time.Millisecond)
+		if _, err := conn.Write([]byte("X")); err != nil {
+			closed = true
+		}
+	}
+	if !closed {
+		// Writes may still succeed into a half-closed socket: reading tells.
+		// The server may answer (408) before it closes; a read deadline means
+		// it never hung up.
+		buf := make([]byte, 512)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("the slow client still holds its connection")
+				}
+				break
+			}
 		}
 	}
 }
