@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 E2E_PKGS := ./test/...
 GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)proto/**/*.swagger.json'
 
-.PHONY: all bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
+.PHONY: all soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
 
 ## ci: everything CI runs (the README's test command)
 ci: check-generate lint test e2e fuzz-short
@@ -54,6 +54,10 @@ fuzz:
 ## bench: the benchmarks (hot path, registry, signaling); figures go to docs/PERFORMANCE.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s ./mediarelay/... ./registry/ ./signaling/... ./internal/demoorigin/
+
+## soak: 10 minutes of session churn with media through the whole edge; fails on goroutine or RSS growth
+soak:
+	RTCEDGE_SOAK=$${RTCEDGE_SOAK:-10m} $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v $(E2E_PKGS)
 
 ## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
 run:

@@ -122,6 +122,10 @@ func (s *Server) start(ctx context.Context) error {
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(s.cfg.Logger))
 	ec.LogLevel = "error"
 	ec.UnsafeNoFsync = s.cfg.UnsafeNoFsync
+	// Keep five minutes of history: watchers resume within that, and the
+	// store does not grow with every session ever made.
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "5m"
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return fmt.Errorf("embedetcd: start: %w", err)
