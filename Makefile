@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 E2E_PKGS := ./test/...
 GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)proto/**/*.swagger.json'
 
-.PHONY: all soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
+.PHONY: all abuse soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
 
 ## ci: everything CI runs (the README's test command)
 ci: check-generate lint test e2e fuzz-short
@@ -58,6 +58,10 @@ bench:
 ## soak: 10 minutes of session churn with media through the whole edge; fails on goroutine or RSS growth
 soak:
 	RTCEDGE_SOAK=$${RTCEDGE_SOAK:-10m} $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v $(E2E_PKGS)
+
+## abuse: the random-ufrag STUN flood against live sessions (needs the CPU to itself; no race detector)
+abuse:
+	RTCEDGE_FLOOD=1 $(GO) test -count=1 -run '^TestRandomUfragFlood$$' -v ./mediarelay/
 
 ## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
 run:
