@@ -14,6 +14,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/internal/clitest"
 	"github.com/rtcedge/rtcedge/internal/testcerts"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
@@ -55,28 +56,12 @@ func contains(s, sub string) bool {
 // and GetStatus; plus REST and readiness on the HTTP port.
 func TestRun(t *testing.T) {
 	etcd := embedetcd.StartForTest(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
+	ctx := t.Context()
 	env := map[string]string{"RTCEDGE_ETCD_ENDPOINTS": etcd.Endpoints()[0]}
-	go func() {
-		done <- run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
 			"-public-addr", "127.0.0.1", "-relay-id", "test-relay", "-log-level", "warn"}, func(k string) string { return env[k] }, ready)
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	})
 
 	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -132,23 +117,12 @@ func TestRun(t *testing.T) {
 func TestRunMTLS(t *testing.T) {
 	certs := testcerts.Write(t)
 	etcd := embedetcd.StartForTest(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+	ctx := t.Context()
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
 			"-public-addr", "127.0.0.1", "-relay-id", "tls-relay", "-log-level", "warn", "-etcd-endpoints", etcd.Endpoints()[0],
 			"-grpc-tls-cert", certs.ServerCert, "-grpc-tls-key", certs.ServerKey, "-grpc-client-ca", certs.CA}, func(string) string { return "" }, ready)
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	defer func() { cancel(); <-done }()
+	})
 
 	withCert, err := cli.ClientTLS(certs.CA, certs.ClientCert, certs.ClientKey)
 	if err != nil {

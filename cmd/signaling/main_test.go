@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rtcedge/rtcedge/internal/clitest"
 	"github.com/rtcedge/rtcedge/internal/testcerts"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
@@ -60,27 +61,11 @@ func TestICEServers(t *testing.T) {
 // an origin over gRPC with and without the registration token.
 func TestRunRegistrationToken(t *testing.T) {
 	etcd := embedetcd.StartForTest(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+	ctx := t.Context()
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
 			"-registration-token", "s3cret", "-log-level", "warn"}, func(string) string { return "" }, ready)
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	})
 	conn, err := grpc.NewClient(addrs[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -134,22 +119,10 @@ func TestEnvFallback(t *testing.T) {
 func TestRunHTTPS(t *testing.T) {
 	certs := testcerts.Write(t)
 	etcd := embedetcd.StartForTest(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
 			"-tls-cert", certs.ServerCert, "-tls-key", certs.ServerKey, "-log-level", "warn"}, func(string) string { return "" }, ready)
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	defer func() { cancel(); <-done }()
+	})
 	pem, err := os.ReadFile(certs.CA)
 	if err != nil {
 		t.Fatal(err)
@@ -180,22 +153,10 @@ func TestRunHTTPS(t *testing.T) {
 // holding the connection.
 func TestSlowClientsAreCut(t *testing.T) {
 	etcd := embedetcd.StartForTest(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-etcd-endpoints", etcd.Endpoints()[0],
 			"-http-read-timeout", "1s", "-log-level", "error"}, func(string) string { return "" }, ready)
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	defer func() { cancel(); <-done }()
+	})
 	conn, err := net.Dial("tcp", addrs[0])
 	if err != nil {
 		t.Fatal(err)
