@@ -448,27 +448,17 @@ func indexOf(s, sub string) int {
 }
 
 func TestReleaseAndIdleCleanUp(t *testing.T) {
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	relay := startRelay(t, reg, "relay-a", "127.0.0.1:0", func(c *mediarelay.Config) { c.IdleTimeout = time.Second })
-	origin := startEcho(t)
+	f := connectedSession(t, func(c *mediarelay.Config) { c.IdleTimeout = time.Second })
+	reg, relay, origin, client := f.reg, f.relay, f.origin, f.client
 	ctx := t.Context()
-
-	cr := newCreds("1")
-	resp, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", cr, origin.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := clientSocket(t)
-	connect(t, client, relay.public, cr)
-	rel, err := relay.client.ReleaseSession(ctx, &relayv1.ReleaseSessionRequest{Id: resp.Session.Id})
+	rel, err := relay.client.ReleaseSession(ctx, &relayv1.ReleaseSessionRequest{Id: f.id})
 	if err != nil || rel.Session.State != relayv1.SessionState_SESSION_STATE_CLOSED {
 		t.Fatalf("release: %v %v", rel, err)
 	}
-	if _, err := reg.GetSession(ctx, resp.Session.Id); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := reg.GetSession(ctx, f.id); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("registry record after release: %v", err)
 	}
-	if _, err := relay.client.ReleaseSession(ctx, &relayv1.ReleaseSessionRequest{Id: resp.Session.Id}); status.Code(err) != codes.NotFound {
+	if _, err := relay.client.ReleaseSession(ctx, &relayv1.ReleaseSessionRequest{Id: f.id}); status.Code(err) != codes.NotFound {
 		t.Errorf("second release: %v", err)
 	}
 	// Its packets go nowhere now.
@@ -507,17 +497,8 @@ func TestReleaseAndIdleCleanUp(t *testing.T) {
 }
 
 func TestRestartReloadsSessions(t *testing.T) {
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	relay := startRelay(t, reg, "relay-a", "127.0.0.1:0")
-	origin := startEcho(t)
-	ctx := t.Context()
-	cr := newCreds("1")
-	if _, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", cr, origin.addr)); err != nil {
-		t.Fatal(err)
-	}
-	client := clientSocket(t)
-	connect(t, client, relay.public, cr)
+	f := connectedSession(t)
+	reg, relay, cr, client := f.reg, f.relay, f.cr, f.client
 
 	// The relay process goes away; a new one with the same id and port
 	// takes over.
@@ -557,18 +538,9 @@ func TestAdoptFromRegistry(t *testing.T) {
 }
 
 func TestDrain(t *testing.T) {
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	relay := startRelay(t, reg, "relay-a", "127.0.0.1:0")
-	origin := startEcho(t)
+	f := connectedSession(t)
+	reg, relay, origin, cr, client := f.reg, f.relay, f.origin, f.cr, f.client
 	ctx := t.Context()
-	cr := newCreds("1")
-	resp, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", cr, origin.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := clientSocket(t)
-	connect(t, client, relay.public, cr)
 	if _, err := relay.client.Drain(ctx, &relayv1.DrainRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +565,7 @@ func TestDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		_, err := relay.client.GetSession(ctx, &relayv1.GetSessionRequest{Id: resp.Session.Id})
+		_, err := relay.client.GetSession(ctx, &relayv1.GetSessionRequest{Id: f.id})
 		if status.Code(err) == codes.NotFound {
 			break
 		}
@@ -605,20 +577,11 @@ func TestDrain(t *testing.T) {
 }
 
 func TestRestartSession(t *testing.T) {
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	relay := startRelay(t, reg, "relay-a", "127.0.0.1:0")
-	origin := startEcho(t)
+	f := connectedSession(t)
+	reg, relay, cr := f.reg, f.relay, f.cr
 	ctx := t.Context()
-	cr := newCreds("1")
-	resp, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", cr, origin.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := clientSocket(t)
-	connect(t, client, relay.public, cr)
 	next := newCreds("2")
-	if _, err := relay.client.RestartSession(ctx, &relayv1.RestartSessionRequest{Id: resp.Session.Id,
+	if _, err := relay.client.RestartSession(ctx, &relayv1.RestartSessionRequest{Id: f.id,
 		ClientIce: &relayv1.IceCredentials{Ufrag: next.cu, Pwd: next.cp},
 		OriginIce: &relayv1.IceCredentials{Ufrag: next.ou, Pwd: next.op}}); err != nil {
 		t.Fatal(err)
@@ -637,4 +600,30 @@ func TestRestartSession(t *testing.T) {
 	if _, _, err := stale.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
 		t.Error("old credentials still bind")
 	}
+}
+
+// fixture is a relay on real etcd with an echo origin and one session
+// whose client has bound its address with a verified STUN.
+type fixture struct {
+	reg    *registry.Client
+	relay  *testRelay
+	origin *echoOrigin
+	cr     creds
+	id     string
+	client *net.UDPConn
+}
+
+func connectedSession(t *testing.T, tweak ...func(*mediarelay.Config)) *fixture {
+	t.Helper()
+	etcd := embedetcd.StartForTest(t)
+	f := &fixture{reg: embedetcd.NewClientForTest(t, etcd), origin: startEcho(t), cr: newCreds("1")}
+	f.relay = startRelay(t, f.reg, "relay-a", "127.0.0.1:0", tweak...)
+	resp, err := f.relay.client.AllocateSession(t.Context(), allocReq("v/live/a", f.cr, f.origin.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.id = resp.Session.Id
+	f.client = clientSocket(t)
+	connect(t, f.client, f.relay.public, f.cr)
+	return f
 }
