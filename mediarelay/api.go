@@ -266,7 +266,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		req.GetOriginIce().GetUfrag(), req.GetOriginIce().GetPwd())
 	old := s.creds.Load()
 	if creds.username != old.username {
-		if other := r.tabs.Load().byUfrag[creds.username]; other != nil {
+		if other := r.tabs.byUfrag(creds.username); other != nil {
 			return nil, fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, creds.username)
 		}
 	}
@@ -288,7 +288,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	var newUp *upstream
 	if origins != nil && !slices.Contains(origins, s.up.Load().origin) {
 		var err error
-		if newUp, err = r.openFirstUpstream(origins); err != nil {
+		if newUp, err = r.openUpstream(s, origins); err != nil {
 			return nil, err
 		}
 	}
@@ -296,22 +296,20 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	if s.closed.Load() {
 		r.mu.Unlock()
 		if newUp != nil {
-			_ = newUp.conn.Close()
+			newUp.close()
 		}
 		return nil, fmt.Errorf("%w: %s", ErrSessionNotFound, req.GetId())
 	}
-	if other := r.tabs.Load().byUfrag[creds.username]; other != nil && other != s {
+	if other := r.tabs.byUfrag(creds.username); other != nil && other != s {
 		r.mu.Unlock()
 		if newUp != nil {
-			_ = newUp.conn.Close()
+			newUp.close()
 		}
 		return nil, fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, creds.username)
 	}
 	s.creds.Store(creds)
-	r.publishLocked(func(t *tables) {
-		delete(t.byUfrag, old.username)
-		t.byUfrag[creds.username] = s
-	})
+	r.tabs.setUfragLocked(old.username, nil)
+	r.tabs.setUfragLocked(creds.username, s)
 	if origins != nil {
 		s.originAddr = origins
 	}
@@ -322,8 +320,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	}
 	r.mu.Unlock()
 	if oldUp != nil {
-		_ = oldUp.conn.Close()
-		<-oldUp.done
+		oldUp.close()
 	}
 	r.log.Info("relay: session restarted", "session", s.id)
 	r.emit(relayv1.SessionEventType_SESSION_EVENT_TYPE_RESTARTED, s)

@@ -54,6 +54,10 @@ type Config struct {
 	// LookupRate bounds registry lookups for unknown USERNAMEs per second;
 	// default 20.
 	LookupRate int
+
+	// goroutineUpstreams gives every session socket its own reader
+	// goroutine instead of the Linux poller (the portable path), for tests.
+	goroutineUpstreams bool
 }
 
 var relayIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -2,14 +2,18 @@ package mediarelay
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v2"
 
+	"github.com/rtcedge/rtcedge/mediarelay/internal/udpbatch"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 )
 
@@ -21,7 +25,18 @@ type loopbackRelay struct {
 	public netip.AddrPort
 }
 
-func startLoopbackRelay(tb testing.TB) *loopbackRelay {
+// upstreamModes are the relay's two origin-side paths.
+var upstreamModes = []struct {
+	name       string
+	goroutines bool
+}{
+	{name: "poller", goroutines: false},
+	{name: "goroutine per session", goroutines: true},
+}
+
+func startLoopbackRelay(tb testing.TB) *loopbackRelay { return startLoopbackRelayMode(tb, false) }
+
+func startLoopbackRelayMode(tb testing.TB, goroutines bool) *loopbackRelay {
 	tb.Helper()
 	conns, err := ListenUDP(context.Background(), "udp4", "127.0.0.1:0", 1, 4<<20)
 	if err != nil {
@@ -29,7 +44,8 @@ func startLoopbackRelay(tb testing.TB) *loopbackRelay {
 	}
 	pub := conns[0].(*net.UDPConn)
 	public := pub.LocalAddr().(*net.UDPAddr).AddrPort()
-	r, err := New(Config{PublicAddrs: []netip.AddrPort{public}, SocketBuffer: 4 << 20, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(Config{PublicAddrs: []netip.AddrPort{public}, SocketBuffer: 4 << 20, Logger: slog.New(slog.DiscardHandler),
+		goroutineUpstreams: goroutines})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,10 +84,14 @@ func udpSink(tb testing.TB, echo bool) *net.UDPConn {
 }
 
 func (l *loopbackRelay) allocate(tb testing.TB, origin netip.AddrPort) *session {
+	return l.allocateUfrag(tb, origin, "cliu")
+}
+
+func (l *loopbackRelay) allocateUfrag(tb testing.TB, origin netip.AddrPort, clientUfrag string) *session {
 	tb.Helper()
 	resp, err := l.r.Allocate(context.Background(), &relayv1.AllocateSessionRequest{
 		Stream: "bench/live", Direction: relayv1.Direction_DIRECTION_PUBLISH,
-		ClientIce:       &relayv1.IceCredentials{Ufrag: "cliu", Pwd: "clientpasswordclientpw"},
+		ClientIce:       &relayv1.IceCredentials{Ufrag: clientUfrag, Pwd: "clientpasswordclientpw"},
 		OriginIce:       &relayv1.IceCredentials{Ufrag: "orgu", Pwd: "originpasswordoriginpw"},
 		OriginAddresses: []string{origin.String()},
 	})
@@ -98,12 +118,21 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 	pkt := make([]byte, 1200)
 	pkt[0] = 0x80
 	var msg stun.Message
+	// The poller's handler, driven directly: a round of 8 datagrams of one
+	// session, queued and flushed with sendmmsg.
+	h := &upstreamHandler{r: l.r}
+	conn := &udpbatch.Conn[*session]{Value: s}
+	round := make([]udpbatch.Message, 8)
+	for i := range round {
+		round[i] = udpbatch.Message{Buf: pkt, N: len(pkt)}
+	}
 	tests := []struct {
 		name string
 		fn   func()
 	}{
 		{name: "client to origin", fn: func() { l.r.handleClientPacket(l.pub, pkt, clientAddr, &msg) }},
-		{name: "origin to client", fn: func() { l.r.toClient(s, pkt) }},
+		{name: "origin to client, direct", fn: func() { l.r.toClient(s, pkt) }},
+		{name: "origin to client, poller round", fn: func() { h.Packets(conn, round); h.EndBatch() }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +151,13 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 // One op is one packet's round trip; packets go in bursts of 32, then the
 // client reads the burst back.
 func BenchmarkForwardLoopback(b *testing.B) {
-	l := startLoopbackRelay(b)
+	for _, m := range upstreamModes {
+		b.Run(m.name, func(b *testing.B) { benchmarkForwardLoopback(b, m.goroutines) })
+	}
+}
+
+func benchmarkForwardLoopback(b *testing.B, goroutines bool) {
+	l := startLoopbackRelayMode(b, goroutines)
 	origin := udpSink(b, true)
 	l.allocate(b, origin.LocalAddr().(*net.UDPAddr).AddrPort())
 	client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -199,4 +234,104 @@ func FuzzHandleClientPacket(f *testing.F) {
 			t.Fatalf("client binding moved to %v", b)
 		}
 	})
+}
+
+// TestEchoThroughBothUpstreamPaths sends RTP from many clients through the
+// relay to an echo origin and back, on the poller and on the goroutine
+// path: every packet returns to the client that sent it, and releasing the
+// sessions closes their sockets.
+func TestEchoThroughBothUpstreamPaths(t *testing.T) {
+	const sessions, perSession = 20, 100
+	for _, m := range upstreamModes {
+		t.Run(m.name, func(t *testing.T) {
+			l := startLoopbackRelayMode(t, m.goroutines)
+			origin := udpSink(t, true)
+			clients := make([]*net.UDPConn, sessions)
+			ids := make([]string, sessions)
+			for i := range clients {
+				ufrag := fmt.Sprintf("cli%d", i)
+				ids[i] = l.allocateUfrag(t, origin.LocalAddr().(*net.UDPAddr).AddrPort(), ufrag).id
+				c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				_ = c.SetReadBuffer(1 << 20)
+				clients[i] = c
+				req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("orgu:"+ufrag),
+					stun.NewShortTermIntegrity("originpasswordoriginpw"), stun.Fingerprint)
+				if _, err := c.WriteToUDPAddrPort(req.Raw, l.public); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 2048)
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatalf("session %d: no STUN echo: %v", i, err)
+				}
+			}
+			pkt := make([]byte, 1200)
+			pkt[0] = 0x80
+			for j := range perSession {
+				for i, c := range clients {
+					binary.BigEndian.PutUint32(pkt[4:], uint32(i))
+					binary.BigEndian.PutUint32(pkt[8:], uint32(j))
+					if _, err := c.WriteToUDPAddrPort(pkt, l.public); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if j%10 == 9 {
+					time.Sleep(time.Millisecond) // stay within the socket buffers
+				}
+			}
+			buf := make([]byte, 2048)
+			for i, c := range clients {
+				seen := map[uint32]bool{}
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for len(seen) < perSession {
+					n, _, err := c.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						t.Fatalf("session %d: %d of %d packets back: %v", i, len(seen), perSession, err)
+					}
+					if n != len(pkt) || binary.BigEndian.Uint32(buf[4:]) != uint32(i) {
+						t.Fatalf("session %d got another session's packet (%d bytes, session %d)", i, n, binary.BigEndian.Uint32(buf[4:]))
+					}
+					seen[binary.BigEndian.Uint32(buf[8:])] = true
+				}
+			}
+			for i, id := range ids {
+				snap, err := l.r.Release(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if snap.OriginToClient.Packets != perSession+1 || snap.ClientToOrigin.Packets != perSession+1 {
+					t.Errorf("session %d counters: c2o %d o2c %d, want %d each", i,
+						snap.ClientToOrigin.Packets, snap.OriginToClient.Packets, perSession+1)
+				}
+			}
+			if l.r.poller != nil && l.r.poller.Len() != 0 {
+				t.Errorf("poller holds %d sockets after release", l.r.poller.Len())
+			}
+		})
+	}
+}
+
+// BenchmarkSessionMemory allocates b.N bound sessions on the poller path
+// and reports the Go heap they hold per session (socket kernel memory is
+// not user space and not counted).
+func BenchmarkSessionMemory(b *testing.B) {
+	l := startLoopbackRelay(b)
+	origin := udpSink(b, false)
+	dst := origin.LocalAddr().(*net.UDPAddr).AddrPort()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range b.N {
+		s := l.allocateUfrag(b, dst, fmt.Sprintf("cl%05d", i))
+		l.r.bind(s, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, byte(i >> 8), byte(i)}), uint16(10000+i%50000)), l.pub)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(b.N), "heap-B/session")
 }

@@ -67,21 +67,13 @@ const (
 	maxUsernameLength = 513 // two 256-byte ufrags and ":"
 )
 
-// tables are the relay's lookup tables. They are immutable once published:
-// writers copy them (see Relay.publishLocked), so the socket loops read
-// them without locks.
-type tables struct {
-	byAddr  map[netip.AddrPort]*session
-	byUfrag map[string]*session // by STUN USERNAME "<origin-ufrag>:<client-ufrag>"
-}
-
 // decideClientPacket decides what to do with packet b that arrived from src
 // on the public port. It is a pure function of its inputs apart from the
 // session's transaction-id memory; msg is scratch space reused across calls.
 // It returns the session the verdict concerns, if any.
 func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Message) (verdict, *session) {
 	class := classify(b)
-	if s := t.byAddr[src]; s != nil {
+	if s := t.byAddr(src); s != nil {
 		switch class {
 		case classOther:
 			return verdictDropUnclassified, s
@@ -112,7 +104,7 @@ func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Messa
 	if err != nil || len(user) == 0 || len(user) > maxUsernameLength {
 		return verdictDropMalformed, nil
 	}
-	s := t.byUfrag[string(user)]
+	s := t.byUsername(user)
 	if s == nil {
 		return verdictLookup, nil
 	}

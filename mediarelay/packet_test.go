@@ -12,10 +12,10 @@ func testTables(t testing.TB) (*tables, *session, netip.AddrPort) {
 	s := &session{id: "s1"}
 	s.creds.Store(newCredentials("cliu", "clientpasswordclientpw", "orgu", "originpasswordoriginpw"))
 	bound := netip.MustParseAddrPort("127.0.0.1:5000")
-	return &tables{
-		byAddr:  map[netip.AddrPort]*session{bound: s},
-		byUfrag: map[string]*session{"orgu:cliu": s},
-	}, s, bound
+	tabs := newTables()
+	tabs.setAddrLocked(bound, s)
+	tabs.setUfragLocked("orgu:cliu", s)
+	return tabs, s, bound
 }
 
 func build(t testing.TB, setters ...stun.Setter) []byte {

@@ -31,7 +31,8 @@ type Relay struct {
 	metrics *metrics
 	started time.Time
 
-	tabs      atomic.Pointer[tables]
+	poller    *udpbatch.Poller[*session] // nil: a reader goroutine per session
+	tabs      *tables
 	clock     atomic.Int64 // coarse unix nanos, advanced by the sweeper
 	lookups   chan string  // unknown USERNAMEs for the registry lookup worker
 	closing   chan struct{}
@@ -50,6 +51,7 @@ type Relay struct {
 	draining   bool
 	drainTimer *time.Timer
 	pubs       []*net.UDPConn
+	outs       []*pubWriter // per pub, with the poller; used by its goroutine
 	reg        *registry.RelayRegistration
 	subs       map[*subscriber]struct{}
 	closed     bool
@@ -69,8 +71,17 @@ func New(cfg Config) (*Relay, error) {
 		sessions: map[string]*session{},
 		subs:     map[*subscriber]struct{}{},
 	}
+	if !cfg.goroutineUpstreams {
+		p, err := udpbatch.NewPoller[*session](upstreamBatch, MaxPacketSize+1)
+		switch {
+		case err == nil:
+			r.poller = p
+		case !errors.Is(err, udpbatch.ErrPollerUnsupported):
+			cfg.Logger.Warn("relay: upstream poller unavailable, a reader goroutine per session instead", "err", err)
+		}
+	}
 	r.metrics = newMetrics(r)
-	r.tabs.Store(&tables{byAddr: map[netip.AddrPort]*session{}, byUfrag: map[string]*session{}})
+	r.tabs = newTables()
 	r.clock.Store(time.Now().UnixNano())
 	return r, nil
 }
@@ -102,6 +113,17 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		return errors.New("mediarelay: Serve called twice")
 	}
 	r.pubs = pubs
+	if r.poller != nil {
+		for _, pub := range pubs {
+			w, err := udpbatch.NewWriter(pub, upstreamBatch)
+			if err != nil {
+				r.log.Warn("relay: batch writes unavailable, writing one datagram at a time", "err", err)
+				r.outs = nil
+				break
+			}
+			r.outs = append(r.outs, &pubWriter{w: w})
+		}
+	}
 	r.mu.Unlock()
 
 	if r.cfg.Registry != nil {
@@ -112,6 +134,15 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		go func() {
 			defer r.wg.Done()
 			r.readPublic(pub)
+		}()
+	}
+	if r.poller != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.poller.Run(&upstreamHandler{r: r}); err != nil {
+				r.log.Error("relay: upstream poller stopped", "err", err)
+			}
 		}()
 	}
 	r.wg.Add(2)
@@ -152,7 +183,7 @@ func (r *Relay) Close() error {
 		pubs := r.pubs
 		sessions := slices.Collect(maps.Values(r.sessions))
 		r.sessions = map[string]*session{}
-		r.publishLocked(func(t *tables) { clear(t.byAddr); clear(t.byUfrag) })
+		r.tabs.clearLocked()
 		for sub := range r.subs {
 			close(sub.ch)
 			delete(r.subs, sub)
@@ -163,6 +194,9 @@ func (r *Relay) Close() error {
 		}
 		for _, s := range sessions {
 			r.closeSession(s)
+		}
+		if r.poller != nil {
+			_ = r.poller.Close()
 		}
 		r.wg.Wait()
 		r.mu.Lock()
@@ -178,15 +212,6 @@ func (r *Relay) Close() error {
 		}
 	})
 	return nil
-}
-
-// publishLocked applies mutate to a copy of the lookup tables and publishes
-// the copy. The socket loops keep reading the old tables until then.
-func (r *Relay) publishLocked(mutate func(*tables)) {
-	old := r.tabs.Load()
-	t := &tables{byAddr: maps.Clone(old.byAddr), byUfrag: maps.Clone(old.byUfrag)}
-	mutate(t)
-	r.tabs.Store(t)
 }
 
 // readPublic is the loop of one public socket. It reads in batches
@@ -221,7 +246,7 @@ func (r *Relay) readPublic(pub *net.UDPConn) {
 // handleClientPacket acts on decideClientPacket's verdict.
 func (r *Relay) handleClientPacket(pub *net.UDPConn, b []byte, src netip.AddrPort, msg *stun.Message) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	v, s := decideClientPacket(b, src, r.tabs.Load(), msg)
+	v, s := decideClientPacket(b, src, r.tabs, msg)
 	switch v {
 	case verdictForward:
 		r.forward(s, b)
@@ -250,7 +275,7 @@ func (r *Relay) forward(s *session, b []byte) {
 		s.dropWrite.Add(1)
 		return
 	}
-	if _, err := up.conn.Write(b); err != nil {
+	if err := up.write(b); err != nil {
 		s.dropWrite.Add(1)
 		return
 	}
@@ -270,7 +295,7 @@ func (r *Relay) bind(s *session, src netip.AddrPort, pub *net.UDPConn) {
 		r.mu.Unlock()
 		return
 	}
-	s.client.Store(&binding{addr: src, pub: pub})
+	s.client.Store(&binding{addr: src, pub: pub, out: r.writerFor(pub)})
 	typ := relayv1.SessionEventType_SESSION_EVENT_TYPE_CONNECTED
 	if old == nil {
 		s.connectTime.Store(time.Now().UnixNano())
@@ -278,98 +303,18 @@ func (r *Relay) bind(s *session, src netip.AddrPort, pub *net.UDPConn) {
 		s.addressChanges.Add(1)
 		typ = relayv1.SessionEventType_SESSION_EVENT_TYPE_ADDRESS_CHANGED
 	}
-	r.publishLocked(func(t *tables) {
-		if old != nil {
-			delete(t.byAddr, old.addr)
-		}
-		if prev := t.byAddr[src]; prev != nil && prev != s {
-			// The address moved to another session: the previous one no
-			// longer has a client there.
-			prev.client.Store(nil)
-		}
-		t.byAddr[src] = s
-	})
+	if old != nil {
+		r.tabs.setAddrLocked(old.addr, nil)
+	}
+	if prev := r.tabs.byAddr(src); prev != nil && prev != s {
+		// The address moved to another session: the previous one no
+		// longer has a client there.
+		prev.client.Store(nil)
+	}
+	r.tabs.setAddrLocked(src, s)
 	r.mu.Unlock()
 	r.log.Debug("relay: client bound", "session", s.id, "addr", src, "moved", old != nil)
 	r.emit(typ, s)
-}
-
-// readUpstream forwards what the origin sends on one session socket to the
-// session's client, from the public port.
-func (r *Relay) readUpstream(s *session, up *upstream) {
-	defer close(up.done)
-	buf := make([]byte, MaxPacketSize+1)
-	for {
-		n, err := up.conn.Read(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A connected UDP socket reports ICMP errors (the origin's port
-			// is closed) on the next read; keep going.
-			continue
-		}
-		if n > MaxPacketSize {
-			s.dropForeign.Add(1)
-			continue
-		}
-		r.toClient(s, buf[:n])
-	}
-}
-
-// toClient writes an origin packet to the session's current client address
-// from the public socket the client's verified STUN arrived on.
-func (r *Relay) toClient(s *session, p []byte) {
-	b := s.client.Load()
-	if b == nil {
-		s.dropUnbound.Add(1)
-		return
-	}
-	if _, err := b.pub.WriteToUDPAddrPort(p, b.addr); err != nil {
-		s.dropWrite.Add(1)
-		return
-	}
-	s.o2cPackets.Add(1)
-	s.o2cBytes.Add(uint64(len(p)))
-}
-
-// openUpstream opens a session's socket toward the first origin address.
-func (r *Relay) openUpstream(origin netip.AddrPort) (*upstream, error) {
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(origin))
-	if err != nil {
-		return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
-	}
-	if r.cfg.SocketBuffer > 0 {
-		_ = conn.SetReadBuffer(r.cfg.SocketBuffer)
-		_ = conn.SetWriteBuffer(r.cfg.SocketBuffer)
-	}
-	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), done: make(chan struct{})}, nil
-}
-
-// openFirstUpstream opens a socket toward the first origin address the
-// relay can reach (an IPv6 origin fails fast on a host without IPv6 routes,
-// and the next address is tried).
-func (r *Relay) openFirstUpstream(origins []netip.AddrPort) (*upstream, error) {
-	var errs []error
-	for _, o := range origins {
-		up, err := r.openUpstream(o)
-		if err == nil {
-			return up, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-// startUpstream installs up as the session's socket and starts its reader.
-func (r *Relay) startUpstream(s *session, up *upstream) {
-	s.up.Store(up)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.readUpstream(s, up)
-	}()
 }
 
 // closeSession closes a session's socket and waits for its reader; the
@@ -377,8 +322,7 @@ func (r *Relay) startUpstream(s *session, up *upstream) {
 func (r *Relay) closeSession(s *session) {
 	s.closed.Store(true)
 	if up := s.up.Load(); up != nil {
-		_ = up.conn.Close()
-		<-up.done
+		up.close()
 	}
 	r.totals.c2oPackets.Add(s.c2oPackets.Load())
 	r.totals.c2oBytes.Add(s.c2oBytes.Load())
@@ -407,20 +351,20 @@ func (r *Relay) addSession(s *session, checkAdmission bool) error {
 	if err != nil {
 		return err
 	}
-	up, err := r.openFirstUpstream(s.originAddr)
+	up, err := r.openUpstream(s, s.originAddr)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.admitLocked(s, checkAdmission); err != nil {
-		_ = up.conn.Close()
+		up.close()
 		return err
 	}
 	s.lastActive.Store(time.Now().UnixNano())
 	r.sessions[s.id] = s
 	username := s.creds.Load().username
-	r.publishLocked(func(t *tables) { t.byUfrag[username] = s })
+	r.tabs.setUfragLocked(username, s)
 	r.startUpstream(s, up)
 	return nil
 }
@@ -435,7 +379,7 @@ func (r *Relay) admitLocked(s *session, checkAdmission bool) error {
 		return fmt.Errorf("%w (%d)", ErrFull, r.cfg.MaxSessions)
 	case r.sessions[s.id] != nil:
 		return fmt.Errorf("%w: id %s", ErrSessionExists, s.id)
-	case r.tabs.Load().byUfrag[s.creds.Load().username] != nil:
+	case r.tabs.byUfrag(s.creds.Load().username) != nil:
 		return fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, s.creds.Load().username)
 	}
 	return nil
@@ -452,12 +396,10 @@ func (r *Relay) removeSession(id string) *session {
 	delete(r.sessions, id)
 	username := s.creds.Load().username
 	client := s.client.Load()
-	r.publishLocked(func(t *tables) {
-		delete(t.byUfrag, username)
-		if client != nil && t.byAddr[client.addr] == s {
-			delete(t.byAddr, client.addr)
-		}
-	})
+	r.tabs.setUfragLocked(username, nil)
+	if client != nil && r.tabs.byAddr(client.addr) == s {
+		r.tabs.setAddrLocked(client.addr, nil)
+	}
 	s.closed.Store(true)
 	return s
 }

@@ -1,7 +1,6 @@
 package mediarelay
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -27,21 +26,6 @@ func newCredentials(clientUfrag, clientPwd, originUfrag, originPwd string) *cred
 		username:  originUfrag + ":" + clientUfrag,
 		integrity: stun.NewShortTermIntegrity(originPwd),
 	}
-}
-
-// binding is where a session's client is: its address and the public
-// socket its verified STUN arrived on (replies leave from that socket).
-type binding struct {
-	addr netip.AddrPort
-	pub  *net.UDPConn
-}
-
-// upstream is a session's socket toward its origin.
-type upstream struct {
-	conn   *net.UDPConn // connected to origin
-	origin netip.AddrPort
-	local  netip.AddrPort
-	done   chan struct{} // closed when its reader returns
 }
 
 // counters are a session's traffic counters.

@@ -1,0 +1,322 @@
+//go:build linux
+
+package udpbatch
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder is a Handler that copies what it receives, by conn value.
+type recorder struct {
+	mu      sync.Mutex
+	got     map[int][]uint32 // conn value -> sequence numbers received
+	batches int
+	// writer, when set, echoes each datagram to to from inside the round
+	// (exercising the buffers-valid-until-EndBatch contract).
+	writer *Writer
+	to     netip.AddrPort
+}
+
+func (r *recorder) Packets(c *Conn[int], msgs []Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range msgs {
+		if m.N < 4 {
+			continue
+		}
+		r.got[c.Value] = append(r.got[c.Value], binary.BigEndian.Uint32(m.Buf))
+		if r.writer != nil {
+			if full, _ := r.writer.Add(m.Buf[:m.N], r.to); full {
+				r.writer.Flush()
+			}
+		}
+	}
+}
+
+func (r *recorder) EndBatch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches++
+	if r.writer != nil {
+		r.writer.Flush()
+	}
+}
+
+func (r *recorder) count(v int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got[v])
+}
+
+// echoServer sends every datagram back to its source.
+func echoServer(t *testing.T, network, addr string) *net.UDPConn {
+	t.Helper()
+	c := listen(t, network, addr)
+	_ = c.SetReadBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, src, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDPAddrPort(buf[:n], src)
+		}
+	}()
+	t.Cleanup(func() { _ = c.Close(); <-done })
+	return c
+}
+
+func startPoller(t *testing.T, h Handler[int], batch int) *Poller[int] {
+	t.Helper()
+	p, err := NewPoller[int](batch, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(h) }()
+	t.Cleanup(func() {
+		_ = p.Close()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after Close")
+		}
+	})
+	return p
+}
+
+func waitCount(t *testing.T, r *recorder, v, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.count(v) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("conn %d: %d datagrams, want %d", v, r.count(v), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func seq(i uint32) []byte {
+	b := make([]byte, 100)
+	binary.BigEndian.PutUint32(b, i)
+	return b
+}
+
+func TestPollerDeliversPerConn(t *testing.T) {
+	for _, tc := range []struct {
+		name, network, addr string
+		conns, perConn      int
+		batch               int
+	}{
+		{name: "ipv4 many conns", network: "udp4", addr: "127.0.0.1:0", conns: 50, perConn: 40, batch: 16},
+		{name: "ipv4 batch of one", network: "udp4", addr: "127.0.0.1:0", conns: 3, perConn: 20, batch: 1},
+		{name: "ipv6", network: "udp6", addr: "[::1]:0", conns: 5, perConn: 20, batch: 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			echo := echoServer(t, tc.network, tc.addr)
+			rec := &recorder{got: map[int][]uint32{}}
+			p := startPoller(t, rec, tc.batch)
+			conns := make([]*Conn[int], tc.conns)
+			for i := range conns {
+				c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), 1<<20, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Remote != echo.LocalAddr().(*net.UDPAddr).AddrPort() || !c.Local.IsValid() || c.Local.Port() == 0 {
+					t.Fatalf("conn info %+v", c.ConnInfo)
+				}
+				conns[i] = c
+			}
+			for j := range tc.perConn {
+				for _, c := range conns {
+					if err := c.Write(seq(uint32(j))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for i := range conns {
+				waitCount(t, rec, i, tc.perConn)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for i := range conns {
+				seen := map[uint32]bool{}
+				for _, s := range rec.got[i] {
+					if seen[s] || s >= uint32(tc.perConn) {
+						t.Fatalf("conn %d: duplicate or foreign sequence %d", i, s)
+					}
+					seen[s] = true
+				}
+			}
+			if rec.batches == 0 {
+				t.Fatal("EndBatch never called")
+			}
+		})
+	}
+}
+
+func TestPollerCloseStopsDelivery(t *testing.T) {
+	echo := echoServer(t, "udp4", "127.0.0.1:0")
+	rec := &recorder{got: map[int][]uint32{}}
+	p := startPoller(t, rec, 8)
+	dst := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	a, err := p.Dial(dst, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Write(seq(1)); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, rec, 1, 1)
+	_ = a.Close()
+	_ = a.Close() // idempotent
+	if err := a.Write(seq(2)); err == nil {
+		t.Fatal("write on a closed conn succeeded")
+	}
+	if p.Len() != 0 {
+		t.Fatalf("Len %d after Close, want 0", p.Len())
+	}
+	// A new conn takes the freed slot; stale readiness of the old one
+	// must not be delivered as the new one's.
+	b, err := p.Dial(dst, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Write(seq(3)); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, rec, 2, 1)
+	if n := rec.count(1); n != 1 {
+		t.Fatalf("closed conn delivered %d datagrams, want 1", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Dial(dst, 0, 3); err == nil {
+		t.Fatal("Dial on a closed poller succeeded")
+	}
+}
+
+func TestWriterSendsToManyDestinations(t *testing.T) {
+	for _, tc := range []struct {
+		name, network, addr string
+		dstNetwork, dstAddr string
+	}{
+		{name: "ipv4 socket", network: "udp4", addr: "127.0.0.1:0", dstNetwork: "udp4", dstAddr: "127.0.0.1:0"},
+		{name: "dual-stack socket to ipv4", network: "udp", addr: "[::]:0", dstNetwork: "udp4", dstAddr: "127.0.0.1:0"},
+		{name: "ipv6 socket", network: "udp6", addr: "[::1]:0", dstNetwork: "udp6", dstAddr: "[::1]:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := listen(t, tc.network, tc.addr)
+			w, err := NewWriter(src, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dsts := []*net.UDPConn{listen(t, tc.dstNetwork, tc.dstAddr), listen(t, tc.dstNetwork, tc.dstAddr)}
+			const n = 10
+			bufs := make([][]byte, 0, n*len(dsts))
+			sent := 0
+			for i := range n {
+				for _, d := range dsts {
+					b := seq(uint32(i))
+					bufs = append(bufs, b)
+					to := d.LocalAddr().(*net.UDPAddr).AddrPort()
+					if tc.network == "udp" {
+						to = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), to.Port())
+					}
+					full, ok := w.Add(b, to)
+					if !ok {
+						t.Fatalf("Add refused %v", to)
+					}
+					if full {
+						s, dropped := w.Flush()
+						sent += s
+						if dropped != 0 {
+							t.Fatalf("%d dropped", dropped)
+						}
+					}
+				}
+			}
+			s, dropped := w.Flush()
+			sent += s
+			if sent != n*len(dsts) || dropped != 0 {
+				t.Fatalf("sent %d dropped %d, want %d, 0", sent, dropped, n*len(dsts))
+			}
+			buf := make([]byte, 200)
+			for _, d := range dsts {
+				_ = d.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for i := range n {
+					k, _, err := d.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						t.Fatalf("datagram %d: %v", i, err)
+					}
+					if k != 100 || binary.BigEndian.Uint32(buf) != uint32(i) {
+						t.Fatalf("datagram %d: %d bytes, seq %d", i, k, binary.BigEndian.Uint32(buf))
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestWriterRefusesUnreachableFamily(t *testing.T) {
+	src := listen(t, "udp4", "127.0.0.1:0")
+	w, err := NewWriter(src, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.Add(seq(1), netip.MustParseAddrPort("[::1]:9")); ok {
+		t.Fatal("an IPv4 socket queued an IPv6 destination")
+	}
+	if w.Queued() != 0 {
+		t.Fatalf("queued %d", w.Queued())
+	}
+}
+
+// TestPollerEchoPathDoesNotAllocate pins a whole round (recvmmsg on a conn,
+// sendmmsg from a public socket) at zero allocations.
+func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
+	echo := echoServer(t, "udp4", "127.0.0.1:0")
+	pub := listen(t, "udp4", "127.0.0.1:0")
+	sink := listen(t, "udp4", "127.0.0.1:0")
+	_ = sink.SetReadBuffer(4 << 20)
+	w, err := NewWriter(pub, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{got: map[int][]uint32{}, writer: w, to: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
+	p := startPoller(t, rec, 16)
+	c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), 1<<20, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := seq(1)
+	buf := make([]byte, 200)
+	_ = sink.SetReadDeadline(time.Now().Add(30 * time.Second))
+	// Reserve the recorder's slice so that appends do not count.
+	rec.mu.Lock()
+	rec.got[7] = make([]uint32, 0, 4096)
+	rec.mu.Unlock()
+	allocs := testing.AllocsPerRun(300, func() {
+		if err := c.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := sink.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per echoed datagram, want 0", allocs)
+	}
+}

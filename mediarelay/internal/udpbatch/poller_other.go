@@ -1,0 +1,38 @@
+//go:build !linux
+
+package udpbatch
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Poller is Linux-only; NewPoller fails elsewhere.
+type Poller[T any] struct{}
+
+// Conn is a socket of a Poller.
+type Conn[T any] struct {
+	Value T
+	ConnInfo
+}
+
+// NewPoller returns ErrPollerUnsupported off Linux.
+func NewPoller[T any](batch, size int) (*Poller[T], error) { return nil, ErrPollerUnsupported }
+
+// Dial is unreachable off Linux.
+func (p *Poller[T]) Dial(netip.AddrPort, int, T) (*Conn[T], error) { return nil, ErrPollerUnsupported }
+
+// Run is unreachable off Linux.
+func (p *Poller[T]) Run(Handler[T]) error { return ErrPollerUnsupported }
+
+// Close is unreachable off Linux.
+func (p *Poller[T]) Close() error { return nil }
+
+// Len is unreachable off Linux.
+func (p *Poller[T]) Len() int { return 0 }
+
+// Write is unreachable off Linux.
+func (c *Conn[T]) Write([]byte) error { return net.ErrClosed }
+
+// Close is unreachable off Linux.
+func (c *Conn[T]) Close() error { return nil }

@@ -1,0 +1,261 @@
+package mediarelay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/rtcedge/rtcedge/mediarelay/internal/udpbatch"
+)
+
+// The origin side of the data plane. Each session has its own socket
+// connected to its origin (the origin tells sessions apart by source
+// address). On Linux one poller goroutine reads all of them (epoll and
+// recvmmsg) and sends what they receive to the clients in sendmmsg batches
+// across sessions, from the public socket each client's verified STUN
+// arrived on. Elsewhere, or when Config asks for it, each session socket
+// has its own reader goroutine and packets go out one write at a time.
+
+// upstreamBatch is how many datagrams one poller round reads, across
+// sessions, before it flushes them to the clients.
+const upstreamBatch = 64
+
+// binding is where a session's client is: its address and the public
+// socket its verified STUN arrived on (replies leave from that socket,
+// through out when the poller runs).
+type binding struct {
+	addr netip.AddrPort
+	pub  *net.UDPConn
+	out  *pubWriter // nil: write directly
+}
+
+// upstream is a session's socket toward its origin: a poller conn, or a
+// net.UDPConn with its own reader goroutine.
+type upstream struct {
+	origin netip.AddrPort
+	local  netip.AddrPort
+	pc     *udpbatch.Conn[*session]
+	conn   *net.UDPConn
+	done   chan struct{} // conn only: closed when its reader returns
+}
+
+// write sends a client packet to the origin.
+func (u *upstream) write(b []byte) error {
+	if u.pc != nil {
+		return u.pc.Write(b)
+	}
+	_, err := u.conn.Write(b)
+	return err
+}
+
+// close closes the socket; once it returns nothing more is delivered from
+// it.
+func (u *upstream) close() {
+	if u.pc != nil {
+		_ = u.pc.Close()
+		return
+	}
+	_ = u.conn.Close()
+	if u.done != nil {
+		<-u.done
+	}
+}
+
+// openUpstream opens a socket toward the first origin address the relay
+// can reach (an IPv6 origin fails fast on a host without IPv6 routes, and
+// the next address is tried).
+func (r *Relay) openUpstream(s *session, origins []netip.AddrPort) (*upstream, error) {
+	var errs []error
+	for _, o := range origins {
+		up, err := r.dialUpstream(s, o)
+		if err == nil {
+			return up, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%w: no origin address", ErrInvalid)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (r *Relay) dialUpstream(s *session, origin netip.AddrPort) (*upstream, error) {
+	if r.poller != nil {
+		pc, err := r.poller.Dial(origin, r.cfg.SocketBuffer, s)
+		if err != nil {
+			return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
+		}
+		return &upstream{pc: pc, origin: pc.Remote, local: pc.Local}, nil
+	}
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(origin))
+	if err != nil {
+		return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
+	}
+	if r.cfg.SocketBuffer > 0 {
+		_ = conn.SetReadBuffer(r.cfg.SocketBuffer)
+		_ = conn.SetWriteBuffer(r.cfg.SocketBuffer)
+	}
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), done: make(chan struct{})}, nil
+}
+
+// startUpstream installs up as the session's socket and, without the
+// poller, starts its reader.
+func (r *Relay) startUpstream(s *session, up *upstream) {
+	s.up.Store(up)
+	if up.conn == nil {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.readUpstream(s, up)
+	}()
+}
+
+// readUpstream forwards what the origin sends on one session socket to the
+// session's client, from the public port (the path without the poller).
+func (r *Relay) readUpstream(s *session, up *upstream) {
+	defer close(up.done)
+	buf := make([]byte, MaxPacketSize+1)
+	for {
+		n, err := up.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A connected UDP socket reports ICMP errors (the origin's port
+			// is closed) on the next read; keep going.
+			continue
+		}
+		if n > MaxPacketSize {
+			s.dropForeign.Add(1)
+			continue
+		}
+		r.toClient(s, buf[:n])
+	}
+}
+
+// toClient writes an origin packet to the session's current client address
+// from the public socket the client's verified STUN arrived on.
+func (r *Relay) toClient(s *session, p []byte) {
+	b := s.client.Load()
+	if b == nil {
+		s.dropUnbound.Add(1)
+		return
+	}
+	if _, err := b.pub.WriteToUDPAddrPort(p, b.addr); err != nil {
+		s.dropWrite.Add(1)
+		return
+	}
+	s.o2cPackets.Add(1)
+	s.o2cBytes.Add(uint64(len(p)))
+}
+
+// pubWriter batches origin packets leaving one public socket. It belongs
+// to the poller goroutine.
+type pubWriter struct {
+	w    *udpbatch.Writer
+	sess []*session // the session of each queued datagram
+	lens []int
+}
+
+// writerFor returns pub's batch writer; nil without the poller.
+func (r *Relay) writerFor(pub *net.UDPConn) *pubWriter {
+	for i, p := range r.pubs {
+		if p == pub && i < len(r.outs) {
+			return r.outs[i]
+		}
+	}
+	return nil
+}
+
+// upstreamHandler is the poller's udpbatch.Handler: it queues what the
+// session sockets received for the clients and flushes at the end of each
+// round (or when a batch fills).
+type upstreamHandler struct {
+	r       *Relay
+	pending []*pubWriter // writers with queued datagrams
+}
+
+// Packets implements udpbatch.Handler.
+func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Message) {
+	s := c.Value
+	b := s.client.Load()
+	if b == nil {
+		s.dropUnbound.Add(uint64(len(msgs)))
+		return
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.N > MaxPacketSize {
+			s.dropForeign.Add(1)
+			continue
+		}
+		if b.out == nil {
+			h.r.toClient(s, m.Buf[:m.N])
+			continue
+		}
+		h.queue(b, s, m.Buf[:m.N])
+	}
+}
+
+func (h *upstreamHandler) queue(b *binding, s *session, p []byte) {
+	o := b.out
+	full, ok := o.w.Add(p, b.addr)
+	if !ok {
+		s.dropWrite.Add(1)
+		return
+	}
+	if len(o.sess) == 0 {
+		h.pending = append(h.pending, o)
+	}
+	o.sess = append(o.sess, s)
+	o.lens = append(o.lens, len(p))
+	if full {
+		h.flush(o)
+	}
+}
+
+// EndBatch implements udpbatch.Handler.
+func (h *upstreamHandler) EndBatch() {
+	for _, o := range h.pending {
+		h.flush(o)
+	}
+	clear(h.pending)
+	h.pending = h.pending[:0]
+}
+
+// flush sends o's queue and counts the outcome per session, one atomic
+// update per run of datagrams of the same session.
+func (h *upstreamHandler) flush(o *pubWriter) {
+	if len(o.sess) == 0 {
+		return
+	}
+	o.w.Flush()
+	var (
+		cur            *session
+		packets, bytes uint64
+	)
+	for i, s := range o.sess {
+		if s != cur {
+			if cur != nil {
+				cur.o2cPackets.Add(packets)
+				cur.o2cBytes.Add(bytes)
+			}
+			cur, packets, bytes = s, 0, 0
+		}
+		if o.w.Failed(i) {
+			s.dropWrite.Add(1)
+			continue
+		}
+		packets++
+		bytes += uint64(o.lens[i])
+	}
+	cur.o2cPackets.Add(packets)
+	cur.o2cBytes.Add(bytes)
+	clear(o.sess)
+	o.sess = o.sess[:0]
+	o.lens = o.lens[:0]
+}
