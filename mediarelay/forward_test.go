@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -334,4 +335,27 @@ func BenchmarkSessionMemory(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(b.N), "heap-B/session")
+}
+
+// TestListenUDPSocketBuffers checks that ListenUDP's buffers are what was
+// asked for, beyond net.core.rmem_max when the process may force them.
+func TestListenUDPSocketBuffers(t *testing.T) {
+	const want = 8 << 20
+	conns, err := ListenUDP(context.Background(), "udp4", "127.0.0.1:0", 2, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		defer c.Close()
+		got := ReceiveBuffer(c)
+		switch {
+		case runtime.GOOS != "linux":
+			t.Skip("the granted size is read back on Linux only")
+		case got >= want:
+		case os.Geteuid() == 0:
+			t.Errorf("socket %d: receive buffer %d, want %d (root may exceed rmem_max)", i, got, want)
+		default:
+			t.Skipf("socket %d: receive buffer %d: capped by net.core.rmem_max without CAP_NET_ADMIN", i, got)
+		}
+	}
 }

@@ -3,6 +3,7 @@
 package mediarelay
 
 import (
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -18,4 +19,35 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// setSocketBuffers sets SO_RCVBUF and SO_SNDBUF to n bytes. It tries the
+// FORCE variants first, which pass net.core.rmem_max/wmem_max with
+// CAP_NET_ADMIN.
+func setSocketBuffers(c *net.UDPConn, n int) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+		}
+	})
+}
+
+// receiveBuffer reads SO_RCVBUF back (the kernel reports twice the usable
+// size).
+func receiveBuffer(c *net.UDPConn) (n int) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	_ = rc.Control(func(fd uintptr) {
+		n, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return n / 2
 }

@@ -172,6 +172,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	if err != nil {
 		return err
 	}
+	if got := mediarelay.ReceiveBuffer(conns[0]); cfg.socketBuffer > 0 && got > 0 && got < cfg.socketBuffer {
+		log.Warn("mediarelay: the kernel granted a smaller UDP receive buffer than -socket-buffer; bursts may overflow it: raise net.core.rmem_max and net.core.wmem_max, or grant CAP_NET_ADMIN",
+			"asked", cfg.socketBuffer, "granted", got)
+	}
 	port := conns[0].LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	addrs, err := publicAddrs(cfg.publicAddrs, port)
 	if err != nil {

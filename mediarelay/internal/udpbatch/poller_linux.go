@@ -120,8 +120,13 @@ func (p *Poller[T]) Dial(remote netip.AddrPort, sockBuf int, v T) (*Conn[T], err
 		return nil, fmt.Errorf("udpbatch: socket toward %s: %w", remote, err)
 	}
 	if sockBuf > 0 {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, sockBuf)
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sockBuf)
+		// The FORCE variants pass net.core.rmem_max with CAP_NET_ADMIN.
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, sockBuf)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sockBuf)
+		}
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		_ = unix.Close(fd)
