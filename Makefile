@@ -30,21 +30,19 @@ test:
 e2e: images
 	RTCEDGE_E2E_COMPOSE=1 RTCEDGE_E2E_BROWSER=1 $(GO) test -race -count=1 -timeout 15m $(E2E_PKGS)
 
-# Fuzz targets: package and function.
-FUZZ_TARGETS := \
-	./mediarelay:FuzzDecideClientPacket ./mediarelay:FuzzHandleClientPacket \
-	./signaling/internal/sdpx:FuzzOfferAndAnswer ./signaling:FuzzAuthCheck \
-	./signaling:FuzzSRSRegistration ./signaling:FuzzLegacyEnvelope \
-	./registry:FuzzCheckUsername ./registry:FuzzCheckStream ./registry:FuzzDecode \
-	./internal/demoorigin:FuzzParseFrag
+# Fuzz targets, package:function, found in the test files (tools/ holds
+# separate modules).
+FUZZ_TARGETS = $(shell grep -rH --include='*_test.go' --exclude-dir=tools -o '^func Fuzz[A-Za-z0-9_]*' . | \
+	sed -E 's|^(.*)/[^/]*_test\.go:func (Fuzz.*)$$|\1:\2|' | sort -u)
 FUZZTIME ?= 5m
 
-## fuzz-short: every fuzz target for 10 s (CI)
+## fuzz-short: every fuzz target for 20 s (CI)
 fuzz-short:
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=20s
 
 ## fuzz: every fuzz target for FUZZTIME (default 5m)
 fuzz:
+	@test -n "$(FUZZ_TARGETS)" || { echo "no fuzz targets found"; exit 1; }
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
