@@ -145,7 +145,11 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 			}
 		}()
 	}
-	r.wg.Add(2)
+	r.wg.Add(3)
+	go func() {
+		defer r.wg.Done()
+		r.clockLoop()
+	}()
 	go func() {
 		defer r.wg.Done()
 		r.sweepLoop()
@@ -441,28 +445,42 @@ func (r *Relay) expireIdle(ctx context.Context, now time.Time) {
 	}
 }
 
-// sweepLoop advances the coarse clock, expires idle sessions and refreshes
+// sweepLoop expires idle sessions and refreshes
 // the registration's load.
 func (r *Relay) sweepLoop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastLoad time.Time
+	for {
+		select {
+		case <-r.closing:
+			return
+		case now := <-tick.C:
+			// Registry calls below may block for their timeout while etcd
+			// is away; the clock goes on in clockLoop meanwhile, so a slow
+			// sweep never makes live sessions look idle.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r.expireIdle(ctx, now)
+			cancel()
+			if now.Sub(lastLoad) >= 5*time.Second {
+				lastLoad = now
+				r.updateRegistration()
+			}
+		}
+	}
+}
+
+// clockLoop advances the coarse clock the data path stamps activity with.
+// It does nothing else, so nothing can hold it up.
+func (r *Relay) clockLoop() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var lastSweep, lastLoad time.Time
 	for {
 		select {
 		case <-r.closing:
 			return
 		case now := <-tick.C:
 			r.clock.Store(now.UnixNano())
-			if now.Sub(lastSweep) >= time.Second {
-				lastSweep = now
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r.expireIdle(ctx, now)
-				cancel()
-			}
-			if now.Sub(lastLoad) >= 5*time.Second {
-				lastLoad = now
-				r.updateRegistration()
-			}
 		}
 	}
 }

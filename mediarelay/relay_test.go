@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -634,4 +635,75 @@ func connectedSession(t *testing.T, tweak ...func(*mediarelay.Config)) *fixture 
 	f.client = clientSocket(t)
 	connect(t, f.client, f.relay.public, f.cr)
 	return f
+}
+
+// TestEtcdOutageDoesNotExpireLiveSessions: while etcd is away, releasing
+// idle sessions blocks the sweeper on registry calls for their timeout.
+// Live sessions must keep their activity (the data path's clock must not
+// stop with the sweeper) and survive every sweep of the outage.
+func TestEtcdOutageDoesNotExpireLiveSessions(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	origin := startEcho(t)
+	relay := startRelay(t, reg, "relay-a", "127.0.0.1:0", func(c *mediarelay.Config) { c.IdleTimeout = 2 * time.Second })
+	ctx := t.Context()
+	// Allocate once the relay has reloaded and registered (as signaling
+	// does: it only picks registered relays).
+	for i := 0; ; i++ {
+		if _, err := reg.GetRelay(ctx, "relay-a"); err == nil {
+			break
+		} else if i == 100 {
+			t.Fatalf("relay not registered: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	live := newCreds("live")
+	resp, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", live, origin.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := clientSocket(t)
+	connect(t, client, relay.public, live)
+	// Sessions whose clients never come: each expiry during the outage
+	// waits for a registry timeout.
+	for i := range 4 {
+		if _, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", newCreds(fmt.Sprint("idle", i)), origin.addr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Media flows from before the outage (stopping etcd takes seconds) to
+	// its end.
+	done := make(chan int)
+	stop := make(chan struct{})
+	go func() {
+		buf := make([]byte, 2048)
+		lost := 0
+		for seq := uint32(0); seq < 600; seq++ { // at most 60 s at 10 packets/s
+			select {
+			case <-stop:
+				done <- lost
+				return
+			default:
+			}
+			if _, err := client.WriteToUDPAddrPort(rtp(seq, 200), relay.public); err != nil {
+				lost++
+			}
+			_ = client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+				lost++
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		done <- lost
+	}()
+	etcd.Stop()
+	time.Sleep(8 * time.Second) // four expiries at a registry timeout each
+	close(stop)
+	lost := <-done
+	if _, err := relay.client.GetSession(ctx, &relayv1.GetSessionRequest{Id: resp.Session.Id}); err != nil {
+		t.Fatalf("the live session was released during the outage: %v", err)
+	}
+	if lost > 0 {
+		t.Errorf("%d echoes lost during the outage", lost)
+	}
 }
