@@ -118,3 +118,8 @@ clean:
 
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
+
+## bench-load: relay vs C forwarder, CPU per forwarded packet (rtcedge-load compare; about a minute, needs gcc)
+.PHONY: bench-load
+bench-load:
+	$(GO) run ./cmd/rtcedge-load compare -sessions-list $${SESSIONS:-1,100,1000} -total-rate $${RATE:-30000} -duration 5s -warmup 2s

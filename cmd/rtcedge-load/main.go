@@ -1,0 +1,228 @@
+//go:build linux
+
+// Command rtcedge-load measures the media relay's CPU time per forwarded
+// packet against a minimal C forwarder (test/cforward). Subcommands:
+//
+//	rtcedge-load echo    -listen 127.0.0.1:0 [-http-listen 127.0.0.1:0]
+//	rtcedge-load run     -target relay|cforward|direct [-sessions N -rate R | -window W] ...
+//	rtcedge-load compare [-sessions-list 1,100,1000] [-total-rate 30000] ...
+//
+// `echo` runs the echo origin alone. `run` loads one target (with an
+// in-process echo origin unless -origin names one) and reports loss, round
+// trip times and, with -pid, the target's CPU per packet and memory per
+// session. `compare` builds and starts the C forwarder and the relay as
+// pinned child processes for each session count, with an embedded etcd and
+// the echo origin in-process, and prints one table. Every flag has an
+// environment fallback named RTCEDGE_<FLAG>.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rtcedge/rtcedge/internal/cli"
+	"github.com/rtcedge/rtcedge/internal/loadgen"
+)
+
+const usage = `usage: rtcedge-load <echo|run|compare> [flags]   (-h after a subcommand lists its flags)`
+
+func main() {
+	cli.Main("rtcedge-load", run)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "echo":
+		return runEcho(ctx, args[1:], getenv)
+	case "run":
+		return runLoad(ctx, args[1:], getenv)
+	case "compare":
+		return runCompare(ctx, args[1:], getenv)
+	}
+	return fmt.Errorf("unknown subcommand %q; %s", args[0], usage)
+}
+
+func newLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func runEcho(ctx context.Context, args []string, getenv func(string) string) error {
+	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "UDP address of the echo origin")
+	httpListen := fs.String("http-listen", "", "TCP address of its WHIP endpoint; empty serves none")
+	ufrag := fs.String("ufrag", loadgen.DefaultEchoUfrag, "the origin's ICE ufrag")
+	pwd := fs.String("pwd", loadgen.DefaultEchoPwd, "the origin's ICE pwd")
+	buf := fs.Int("socket-buffer", 8<<20, "SO_RCVBUF/SO_SNDBUF bytes")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	log := newLogger(level)
+	e, err := loadgen.NewEcho(loadgen.EchoConfig{Listen: *listen, HTTPListen: *httpListen, Ufrag: *ufrag, Pwd: *pwd,
+		Buffer: *buf, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("echo origin serving", "udp", e.Addr().String(), "http", e.HTTPAddr(), "ufrag", e.Ufrag())
+	fmt.Printf("echo udp=%s http=%s\n", e.Addr(), e.HTTPAddr())
+	<-ctx.Done()
+	err = e.Close()
+	log.Info("echo origin stopped", "stats", e.Stats())
+	return err
+}
+
+// loadFlags are the traffic flags run and compare share.
+type loadFlags struct {
+	rate     float64
+	window   int
+	duration time.Duration
+	warmup   time.Duration
+	size     int
+	jsonFile string
+	level    slog.Level
+}
+
+func (l *loadFlags) register(fs *flag.FlagSet) {
+	fs.Float64Var(&l.rate, "rate", 0, "packets per second per session (paced; run defaults to 50 without -window); 0 with -window runs closed loop")
+	fs.IntVar(&l.window, "window", 0, "packets in flight per session (closed loop, when -rate is 0)")
+	fs.DurationVar(&l.duration, "duration", 10*time.Second, "measurement window")
+	fs.DurationVar(&l.warmup, "warmup", 2*time.Second, "traffic before the measurement window")
+	fs.IntVar(&l.size, "size", 1200, "packet size in bytes")
+	fs.StringVar(&l.jsonFile, "json", "", "also write the results to this file as JSON")
+	fs.TextVar(&l.level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+}
+
+func runLoad(ctx context.Context, args []string, getenv func(string) string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var lf loadFlags
+	lf.register(fs)
+	target := fs.String("target", loadgen.TargetDirect, "relay, cforward or direct")
+	addr := fs.String("addr", "", "target UDP ip:port (cforward; direct defaults to the echo origin)")
+	relayGRPC := fs.String("relay-grpc", "127.0.0.1:9090", "the relay's gRPC address (target relay)")
+	origin := fs.String("origin", "", "UDP ip:port of an echo origin already running (rtcedge-load echo); empty starts one in-process")
+	echoListen := fs.String("echo-listen", "127.0.0.1:0", "UDP address of the in-process echo origin")
+	ufrag := fs.String("origin-ufrag", loadgen.DefaultEchoUfrag, "the echo origin's ICE ufrag")
+	pwd := fs.String("origin-pwd", loadgen.DefaultEchoPwd, "the echo origin's ICE pwd")
+	sessions := fs.Int("sessions", 10, "sessions, each with its own client socket")
+	pid := fs.Int("pid", 0, "target process to measure (CPU per packet, memory per session); 0 measures none")
+	clientBuf := fs.Int("client-buffer", 256<<10, "SO_RCVBUF/SO_SNDBUF bytes of each client socket")
+	setupTimeout := fs.Duration("setup-timeout", 30*time.Second, "bound on the sessions' STUN exchange")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if lf.rate == 0 && lf.window == 0 {
+		lf.rate = 50
+	}
+	log := newLogger(lf.level)
+	cfg := loadgen.Config{
+		Target: *target, RelayGRPC: *relayGRPC, OriginUfrag: *ufrag, OriginPwd: *pwd,
+		Sessions: *sessions, Rate: lf.rate, Window: lf.window, Warmup: lf.warmup, Duration: lf.duration,
+		Size: lf.size, PID: *pid, ClientBuffer: *clientBuf, SetupTimeout: *setupTimeout, Logger: log,
+	}
+	if *target == "whip" {
+		return errors.New("-target whip is not implemented yet: use relay, cforward or direct")
+	}
+	if *addr != "" {
+		a, err := netip.ParseAddrPort(*addr)
+		if err != nil {
+			return fmt.Errorf("-addr %q: %w", *addr, err)
+		}
+		cfg.Addr = a
+	}
+	if *origin != "" {
+		a, err := netip.ParseAddrPort(*origin)
+		if err != nil {
+			return fmt.Errorf("-origin %q: %w", *origin, err)
+		}
+		cfg.Origin = a
+	} else {
+		e, err := loadgen.NewEcho(loadgen.EchoConfig{Listen: *echoListen, Ufrag: *ufrag, Pwd: *pwd, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		cfg.Origin = e.Addr()
+		log.Info("echo origin in-process", "udp", e.Addr().String())
+	}
+	res, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return report([]*loadgen.Result{res}, lf.jsonFile)
+}
+
+func report(results []*loadgen.Result, jsonFile string) error {
+	if err := loadgen.WriteTable(os.Stdout, results); err != nil {
+		return err
+	}
+	if jsonFile != "" {
+		return loadgen.WriteJSON(jsonFile, results)
+	}
+	return nil
+}
+
+func runCompare(ctx context.Context, args []string, getenv func(string) string) error {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	var lf loadFlags
+	lf.register(fs)
+	cfBin := fs.String("cforward-bin", "", "C forwarder binary; empty compiles -cforward-src with gcc")
+	cfSrc := fs.String("cforward-src", "test/cforward/cforward.c", "C forwarder source")
+	relayBin := fs.String("relay-bin", "", "mediarelay binary; empty runs go build ./cmd/mediarelay")
+	var targets cli.StringList
+	fs.Var(&targets, "targets", "targets in order, comma-separated (default cforward,relay)")
+	var list cli.StringList
+	fs.Var(&list, "sessions-list", "session counts, comma-separated (default 1,100,1000,5000)")
+	total := fs.Float64("total-rate", 30000, "packets per second of all sessions together (paced, unless -rate or -window)")
+	cpuTool := fs.Int("cpu-tool", 0, "CPU this process is pinned to; -1 leaves it unpinned")
+	cpuTarget := fs.Int("cpu-target", 1, "CPU the targets are pinned to; -1 leaves them unpinned")
+	buf := fs.Int("socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of the targets' sockets")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		list = cli.StringList{"1", "100", "1000", "5000"}
+	}
+	var sessions []int
+	for _, s := range list {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("-sessions-list: %q is not a session count", s)
+		}
+		sessions = append(sessions, n)
+	}
+	results, err := loadgen.Compare(ctx, loadgen.CompareConfig{
+		CForwardBin: *cfBin, CForwardSrc: *cfSrc, RelayBin: *relayBin, Targets: targets,
+		SessionsList: sessions, TotalRate: *total, Rate: lf.rate, Window: lf.window,
+		Warmup: lf.warmup, Duration: lf.duration, Size: lf.size,
+		CPUTool: *cpuTool, CPUTarget: *cpuTarget, SocketBuffer: *buf, Logger: newLogger(lf.level),
+	})
+	if len(results) > 0 {
+		fmt.Printf("rate: %s\n", strings.TrimSpace(describeRate(lf, *total)))
+		if rerr := report(results, lf.jsonFile); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func describeRate(lf loadFlags, total float64) string {
+	switch {
+	case lf.rate > 0:
+		return fmt.Sprintf("%g packets/s per session", lf.rate)
+	case lf.window > 0:
+		return fmt.Sprintf("closed loop, %d in flight per session", lf.window)
+	}
+	return fmt.Sprintf("%g packets/s in total, spread over the sessions", total)
+}

@@ -1,0 +1,369 @@
+//go:build linux
+
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
+)
+
+// CompareConfig configures Compare.
+type CompareConfig struct {
+	// CForwardBin is the C forwarder binary; empty compiles CForwardSrc
+	// with gcc into a temporary directory.
+	CForwardBin, CForwardSrc string
+	// RelayBin is the mediarelay binary; empty builds ./cmd/mediarelay
+	// from RepoDir with `go build`.
+	RelayBin, RepoDir string
+	// Targets are the targets to run for each session count, in order;
+	// default cforward then relay.
+	Targets []string
+	// SessionsList are the session counts.
+	SessionsList []int
+	// TotalRate is the packets per second of all sessions together in
+	// paced mode: each session sends TotalRate/sessions. Rate, when set,
+	// is the per-session rate instead; Window > 0 with neither runs closed
+	// loop.
+	TotalRate, Rate float64
+	Window          int
+	// Warmup, Duration and Size are as in Config.
+	Warmup, Duration time.Duration
+	Size             int
+	// CPUTool and CPUTarget pin this process and the target processes;
+	// negative leaves them unpinned.
+	CPUTool, CPUTarget int
+	// SocketBuffer is the targets' SO_RCVBUF/SO_SNDBUF; default 4 MiB.
+	SocketBuffer int
+	// Logger is nil for slog.Default().
+	Logger *slog.Logger
+}
+
+// Compare runs each target as a fresh child process for each session count
+// and returns the results in order: an embedded etcd (the relay needs one)
+// and the echo origin run in this process.
+func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Targets) == 0 {
+		cfg.Targets = []string{TargetCForward, TargetRelay}
+	}
+	if cfg.SocketBuffer == 0 {
+		cfg.SocketBuffer = 4 << 20
+	}
+	if cfg.RepoDir == "" {
+		cfg.RepoDir = "."
+	}
+	log := cfg.Logger
+	if cfg.CPUTool >= 0 {
+		if err := pinProcess(0, cfg.CPUTool); err != nil {
+			return nil, err
+		}
+		// One core: more Ps would only make threads preempt each other
+		// in scheduler time slices (milliseconds of added RTT).
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	}
+	tmp, err := os.MkdirTemp("", "rtcedge-load-")
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	needs := map[string]bool{}
+	for _, t := range cfg.Targets {
+		needs[t] = true
+	}
+	if needs[TargetCForward] && cfg.CForwardBin == "" {
+		if cfg.CForwardBin, err = BuildCForward(ctx, cfg.CForwardSrc, filepath.Join(tmp, "cforward")); err != nil {
+			return nil, err
+		}
+	}
+	var etcd *embedetcd.Server
+	if needs[TargetRelay] {
+		if cfg.RelayBin == "" {
+			cfg.RelayBin = filepath.Join(tmp, "mediarelay")
+			log.Info("loadgen: building the relay", "out", cfg.RelayBin)
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", cfg.RelayBin, "./cmd/mediarelay")
+			cmd.Dir = cfg.RepoDir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("loadgen: go build ./cmd/mediarelay: %w\n%s", err, out)
+			}
+		}
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		etcd, err = embedetcd.Start(ctx, embedetcd.Config{UnsafeNoFsync: true, Logger: quiet})
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: starting etcd: %w", err)
+		}
+		defer etcd.Close()
+	}
+	echo, err := NewEcho(EchoConfig{Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer echo.Close()
+
+	var results []*Result
+	for _, n := range cfg.SessionsList {
+		for _, target := range cfg.Targets {
+			if err := ctx.Err(); err != nil {
+				return results, err
+			}
+			run := Config{
+				Target: target, Origin: echo.Addr(), OriginUfrag: echo.Ufrag(), OriginPwd: echo.Pwd(),
+				Sessions: n, Rate: cfg.Rate, Window: cfg.Window, Warmup: cfg.Warmup, Duration: cfg.Duration,
+				Size: cfg.Size, Logger: log,
+			}
+			if run.Rate == 0 && run.Window == 0 {
+				run.Rate = cfg.TotalRate / float64(n)
+			}
+			var c *child
+			switch target {
+			case TargetCForward:
+				c, run.Addr, err = startCForward(ctx, cfg, echo.Addr())
+			case TargetRelay:
+				c, run.RelayGRPC, err = startRelay(ctx, cfg, etcd.Endpoints(), n)
+			default:
+				err = fmt.Errorf("loadgen: compare cannot start target %q", target)
+			}
+			if err != nil {
+				return results, err
+			}
+			run.PID = c.pid()
+			log.Info("loadgen: running", "target", target, "sessions", n, "rate_per_session", run.Rate, "pid", run.PID)
+			res, err := Run(ctx, run)
+			stopErr := c.stop()
+			if err != nil {
+				return results, fmt.Errorf("loadgen: %s with %d sessions: %w (target stderr: %s)", target, n, err, c.stderrTail())
+			}
+			if stopErr != nil {
+				log.Warn("loadgen: target did not exit cleanly", "target", target, "err", stopErr, "stderr", c.stderrTail())
+			}
+			if tail := c.stderrTail(); tail != "" {
+				log.Debug("loadgen: target stderr", "target", target, "stderr", tail)
+			}
+			results = append(results, res)
+		}
+	}
+	return results, nil
+}
+
+// BuildCForward compiles the C forwarder src (default
+// test/cforward/cforward.c) to out with gcc.
+func BuildCForward(ctx context.Context, src, out string) (string, error) {
+	if src == "" {
+		src = filepath.Join("test", "cforward", "cforward.c")
+	}
+	cmd := exec.CommandContext(ctx, "gcc", "-O2", "-Wall", "-Wextra", "-o", out, src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("loadgen: gcc %s: %w\n%s", src, err, b)
+	}
+	return out, nil
+}
+
+// child is a target process.
+type child struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error // after done
+	mu     sync.Mutex
+	stderr []byte // its last 8 KiB
+}
+
+func (c *child) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stderr = append(c.stderr, p...)
+	if len(c.stderr) > 8<<10 {
+		c.stderr = c.stderr[len(c.stderr)-8<<10:]
+	}
+	return len(p), nil
+}
+
+func (c *child) stderrTail() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.TrimSpace(string(c.stderr))
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// startChild starts bin pinned to cpu (when >= 0) with taskset, or with
+// sched_setaffinity right after it starts when taskset is missing.
+func startChild(cpu int, stdout io.Writer, bin string, args ...string) (*child, error) {
+	name, argv := bin, args
+	taskset, lookErr := exec.LookPath("taskset")
+	if cpu >= 0 && lookErr == nil {
+		name, argv = taskset, append([]string{"-c", strconv.Itoa(cpu), bin}, args...)
+	}
+	c := &child{done: make(chan struct{})}
+	c.cmd = exec.Command(name, argv...)
+	c.cmd.Stdout = stdout
+	c.cmd.Stderr = c
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("loadgen: starting %s: %w", bin, err)
+	}
+	if cpu >= 0 && lookErr != nil {
+		_ = pinProcess(c.pid(), cpu)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// stop sends SIGTERM and waits up to 15s before killing.
+func (c *child) stop() error {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.err
+	case <-t.C:
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		return errors.New("loadgen: killed after 15s")
+	}
+}
+
+// freePort returns a loopback port free at the time of the call.
+func freePort(network string) (uint16, error) {
+	switch network {
+	case "udp":
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("loadgen: picking a port: %w", err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).AddrPort().Port(), nil
+	default:
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("loadgen: picking a port: %w", err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).AddrPort().Port(), nil
+	}
+}
+
+// startCForward starts the C forwarder toward origin, pinned to
+// cfg.CPUTarget, and returns once it listens, with its address.
+func startCForward(ctx context.Context, cfg CompareConfig, origin netip.AddrPort) (*child, netip.AddrPort, error) {
+	port, err := freePort("udp")
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	pr, pw := io.Pipe()
+	c, err := startChild(cfg.CPUTarget, pw, cfg.CForwardBin,
+		"-l", fmt.Sprintf("127.0.0.1:%d", port), "-o", origin.String(), "-b", strconv.Itoa(cfg.SocketBuffer))
+	if err != nil {
+		_ = pw.Close()
+		return nil, netip.AddrPort{}, err
+	}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		first := true
+		for sc.Scan() {
+			if first {
+				lines <- sc.Text()
+				first = false
+			}
+		}
+	}()
+	go func() {
+		<-c.done
+		_ = pw.Close()
+	}()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case l := <-lines:
+		a, ok := strings.CutPrefix(l, "cforward listening on ")
+		ap, err := netip.ParseAddrPort(a)
+		if !ok || err != nil {
+			_ = c.stop()
+			return nil, netip.AddrPort{}, fmt.Errorf("loadgen: cforward said %q", l)
+		}
+		return c, ap, nil
+	case <-c.done:
+		return nil, netip.AddrPort{}, fmt.Errorf("loadgen: cforward exited: %v: %s", c.err, c.stderrTail())
+	case <-t.C:
+		_ = c.stop()
+		return nil, netip.AddrPort{}, errors.New("loadgen: cforward did not start in 10s")
+	case <-ctx.Done():
+		_ = c.stop()
+		return nil, netip.AddrPort{}, ctx.Err()
+	}
+}
+
+// startRelay starts the relay binary, pinned, and returns once its /readyz
+// answers, with its gRPC address.
+func startRelay(ctx context.Context, cfg CompareConfig, etcd []string, n int) (*child, string, error) {
+	udp, err := freePort("udp")
+	if err != nil {
+		return nil, "", err
+	}
+	grpcPort, err := freePort("tcp")
+	if err != nil {
+		return nil, "", err
+	}
+	httpPort, err := freePort("tcp")
+	if err != nil {
+		return nil, "", err
+	}
+	pub := fmt.Sprintf("127.0.0.1:%d", udp)
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", grpcPort)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	c, err := startChild(cfg.CPUTarget, io.Discard, cfg.RelayBin,
+		"-udp-listen", pub, "-public-addr", pub, "-grpc-listen", grpcAddr, "-http-listen", httpAddr,
+		"-etcd-endpoints", strings.Join(etcd, ","), "-relay-id", "load-"+strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36),
+		"-socket-buffer", strconv.Itoa(cfg.SocketBuffer), "-log-level", "warn")
+	if err != nil {
+		return nil, "", err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return nil, "", fmt.Errorf("loadgen: the relay exited: %v: %s", c.err, c.stderrTail())
+		case <-ctx.Done():
+			_ = c.stop()
+			return nil, "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			if cfg.CPUTarget >= 0 {
+				_ = pinProcess(c.pid(), cfg.CPUTarget)
+			}
+			return c, grpcAddr, nil
+		}
+	}
+	_ = c.stop()
+	return nil, "", fmt.Errorf("loadgen: the relay was not ready in 20s: %s", c.stderrTail())
+}

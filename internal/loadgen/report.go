@@ -1,0 +1,65 @@
+//go:build linux
+
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+)
+
+// WriteTable writes results as an aligned table. Rows are compared with the
+// latest cforward row of the same session count: ratio is the row's CPU
+// per packet over the C forwarder's.
+func WriteTable(w io.Writer, results []*Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "sessions\ttarget\tmode\tsent pps\techo pps\tloss %\tRTT p50 µs\tp99 µs\tp99.9 µs\tCPU %\tCPU µs/pkt\tvs cforward\tRSS KiB/sess\tanon KiB/sess\trcvbuf err\tsndbuf err\tdrops cli/orig/tgt/other\ttool CPU %\t")
+	base := map[int]*Result{}
+	for _, r := range results {
+		if r.Target == TargetCForward {
+			base[r.Sessions] = r
+		}
+		mode := r.Mode
+		if r.Mode == "paced" {
+			mode = strconv.FormatFloat(r.Rate, 'f', -1, 64) + "/s"
+			if r.Rate >= 10 {
+				mode = strconv.FormatFloat(r.Rate, 'f', 0, 64) + "/s"
+			}
+		} else {
+			mode = "win " + strconv.Itoa(r.Window)
+		}
+		cpu, ratio, rss, anon := "-", "-", "-", "-"
+		if r.PID > 0 {
+			cpu = fmt.Sprintf("%.1f", r.CPUPct)
+			rss = fmt.Sprintf("%.1f", r.RSSPerSessionKiB)
+			anon = fmt.Sprintf("%.1f", r.AnonPerSessionKiB)
+			if b := base[r.Sessions]; b != nil && b.CPUPerPacketUs > 0 {
+				ratio = fmt.Sprintf("%.2fx", r.CPUPerPacketUs/b.CPUPerPacketUs)
+			}
+		}
+		cpp := "-"
+		if r.PID > 0 {
+			cpp = fmt.Sprintf("%.2f", r.CPUPerPacketUs)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f\t%.0f\t%.3f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d/%d/%d/%d\t%.0f\t\n",
+			r.Sessions, r.Target, mode, r.SentPPS, r.PPS, r.LossPct, r.RTTP50us, r.RTTP99us, r.RTTP999us,
+			cpu, cpp, ratio, rss, anon, r.UDP.RcvbufErrors, r.UDP.SndbufErrors,
+			r.Drops.Clients, r.Drops.Origin, r.Drops.Target, r.Drops.Other, r.ToolCPUPct)
+	}
+	return tw.Flush()
+}
+
+// WriteJSON writes results to file as indented JSON.
+func WriteJSON(file string, results []*Result) error {
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	return nil
+}
