@@ -251,3 +251,6 @@ func decode(key string, b []byte, v any) error {
 	}
 	return nil
 }
+
+// Prefix is the key prefix every key lives under.
+func (c *Client) Prefix() string { return c.keys.prefix }

@@ -16,6 +16,7 @@
 //	ufrags/<origin-ufrag>:<client-ufrag>       session id (the STUN USERNAME index)
 //	relaysessions/<relay-id>/<session-id>      "" (index: sessions by relay)
 //	streamsessions/<stream>/<session-id>       "" (index: sessions by stream)
+//	setups/<session-id>                        Setup: a setup in progress (not leased)
 //
 // Origin ids are 1-128 of [A-Za-z0-9._:-], relay and session ids 1-64 of
 // [A-Za-z0-9._-]; none contains "/". Stream keys (1-512 bytes, no NUL, no
@@ -48,6 +49,14 @@
 // sessions can be found (ListSessionsByRelay) and re-homed; they are removed
 // on release (DeleteSession), with every index key, in one transaction.
 //
+// A setup in progress is recorded at setups/<session-id> (BeginSetup)
+// before signaling contacts the origin, gets the origin's session URL as soon
+// as the origin answers (NoteSetupOrigin), and is deleted in the same
+// transaction that completes the session record (FinishSetup), or after a
+// failed setup was undone (DeleteSetup). It is not leased either: a record
+// past its Deadline is a setup whose signaling instance died, and a reaper
+// undoes what it recorded (ListStaleSetups, ClaimSetup, DeleteSetup).
+//
 // # Transactions
 //
 // PickOrigin pins a stream with a create-if-absent transaction (or a
@@ -57,6 +66,13 @@
 // create-if-absent transaction over the record and the ufrag index;
 // RekeySession deletes the old ufrag key and creates the new one in one
 // transaction, so a reader never sees both or neither.
+//
+// The setups/ calls after BeginSetup are compare-and-swaps on the revision
+// the caller last wrote or read (PendingSetup.Rev). FinishSetup commits the
+// session update and the setup key's deletion only if the setup record is
+// unchanged, and ClaimSetup rewrites a stale record only if it is unchanged:
+// a setup that finishes and a reaper that claims it exclude each other, and
+// of concurrent reapers exactly one claim wins.
 //
 // # Caches
 //

@@ -18,6 +18,8 @@ func (k keys) originPin(originID, stream string) string { return k.originPins(or
 func (k keys) sessions() string                         { return k.prefix + "sessions/" }
 func (k keys) session(id string) string                 { return k.sessions() + id }
 func (k keys) ufrag(username string) string             { return k.prefix + "ufrags/" + username }
+func (k keys) setups() string                           { return k.prefix + "setups/" }
+func (k keys) setup(id string) string                   { return k.setups() + id }
 func (k keys) relaySessions(relayID string) string {
 	return k.prefix + "relaysessions/" + relayID + "/"
 }

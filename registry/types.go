@@ -111,3 +111,39 @@ type Session struct {
 // UfragKey is the ufrag-index key of a session: the STUN USERNAME the client
 // sends toward the relay, "<origin-ufrag>:<client-ufrag>".
 func (s Session) UfragKey() string { return s.OriginICE.Ufrag + ":" + s.ClientICE.Ufrag }
+
+// Setup is a session setup in progress, stored at setups/<session-id> from
+// before signaling contacts the origin until the session record is complete
+// (FinishSetup deletes it in the transaction that completes the session) or
+// the setup failed and was undone. A record still there after its Deadline
+// belongs to a setup whose signaling instance died: a reaper claims it
+// (ClaimSetup), deletes the origin's session at OriginResource, releases the
+// relay session of the same id if the relay recorded one, and deletes it.
+type Setup struct {
+	V         int    `json:"v"`
+	ID        string `json:"id"` // the session id
+	Stream    string `json:"stream"`
+	Direction string `json:"direction"` // DirectionPublish or DirectionPlay
+	OriginID  string `json:"origin_id"`
+	// OriginResource is the absolute URL of the origin's session, set as
+	// soon as the origin answered (NoteSetupOrigin); empty before.
+	OriginResource string `json:"origin_resource,omitempty"`
+	OriginETag     string `json:"origin_etag,omitempty"`
+	// RelayID is the relay picked for the session, when known. The relay's
+	// session record (sessions/<id>) names it too.
+	RelayID    string    `json:"relay_id,omitempty"`
+	CreateTime time.Time `json:"create_time"`
+	// Deadline is when the setup has certainly ended, one way or the
+	// other; a claim moves it to the claim's expiry.
+	Deadline time.Time `json:"deadline"`
+	// ClaimedBy and ClaimTime name the reaper cleaning the setup up.
+	ClaimedBy string    `json:"claimed_by,omitempty"`
+	ClaimTime time.Time `json:"claim_time,omitzero"`
+}
+
+// PendingSetup is a Setup with the etcd revision it was stored or read at,
+// the condition of the compare-and-swap calls that follow.
+type PendingSetup struct {
+	Setup
+	Rev int64
+}

@@ -18,6 +18,7 @@ const (
 	DefaultOriginTimeout    = 10 * time.Second
 	DefaultRelayCallTimeout = 5 * time.Second
 	DefaultRetryAfter       = 5 * time.Second
+	DefaultSetupMargin      = 10 * time.Second
 )
 
 // ICEServer is a STUN or TURN server advertised to clients in Link headers
@@ -78,6 +79,11 @@ type Config struct {
 	// OrphanGrace is how long a session may stay on a dead relay before the
 	// reaper removes it; default DefaultOrphanGrace.
 	OrphanGrace time.Duration
+	// SetupMargin is added to OriginTimeout plus RelayCallTimeout to make a
+	// setup's deadline (it covers the registry calls around them): a setup
+	// is cut off at its deadline, and a pending setup record older than it
+	// is reaped. Default DefaultSetupMargin.
+	SetupMargin time.Duration
 	// Page, when set, serves the demo page (and anything else not routed)
 	// at "/".
 	Page http.Handler
@@ -104,6 +110,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OrphanGrace <= 0 {
 		c.OrphanGrace = DefaultOrphanGrace
+	}
+	if c.SetupMargin <= 0 {
+		c.SetupMargin = DefaultSetupMargin
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = DefaultRetryAfter

@@ -110,6 +110,9 @@ type fakeOrigin struct {
 	media *net.UDPConn
 	ufrag string
 	pwd   string
+	// answerSDP is the captured answer, read once (handlers must not use
+	// t: they also run inside fuzz targets).
+	answerSDP string
 
 	mu       sync.Mutex
 	offers   []string
@@ -122,6 +125,8 @@ type fakeOrigin struct {
 	// restartStatus, when not 0, is the status of an ICE-restart PATCH.
 	restartStatus int
 	patchTypes    []string
+	// onPost, when set, runs (with mu held) before a POST is answered.
+	onPost func(r *http.Request)
 }
 
 const originUfrag, originPwd = "FZyiicmGsufJMKFN", "xFXicYKlhVqEHQuZBvPfOvnatTZGqdoX"
@@ -133,7 +138,8 @@ func newFakeOrigin(t testing.TB, kind string) *fakeOrigin {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = media.Close() })
-	o := &fakeOrigin{t: t, kind: kind, media: media, ufrag: originUfrag, pwd: originPwd}
+	o := &fakeOrigin{t: t, kind: kind, media: media, ufrag: originUfrag, pwd: originPwd,
+		answerSDP: fixture(t, "mediamtx-whip-answer-to-chrome.sdp")}
 	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(o.srv.Close)
 	return o
@@ -143,7 +149,7 @@ func newFakeOrigin(t testing.TB, kind string) *fakeOrigin {
 // test's socket and a ufrag of its own per session (as real origins do).
 func (o *fakeOrigin) answer() string {
 	port := o.media.LocalAddr().(*net.UDPAddr).Port
-	a := fixture(o.t, "mediamtx-whip-answer-to-chrome.sdp")
+	a := o.answerSDP
 	a = strings.ReplaceAll(a, "a=ice-ufrag:"+originUfrag, fmt.Sprintf("a=ice-ufrag:%s%d", originUfrag, o.sessions))
 	return strings.ReplaceAll(a, "10.88.0.1 8189", fmt.Sprintf("127.0.0.1 %d", port))
 }
@@ -162,6 +168,9 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		o.sessions++
+		if o.onPost != nil {
+			o.onPost(r)
+		}
 		switch o.kind {
 		case registry.OriginKindSRS:
 			w.Header().Set("Location", fmt.Sprintf("/rtc/v1/whip/?action=delete&token=t%d&app=%s&stream=%s", o.sessions, r.URL.Query().Get("app"), r.URL.Query().Get("stream")))

@@ -16,6 +16,7 @@ type metrics struct {
 	originErrors *prometheus.CounterVec
 	rehomed      prometheus.Counter
 	reaped       prometheus.Counter
+	setupsReaped prometheus.Counter
 	orphaned     prometheus.Gauge
 }
 
@@ -35,6 +36,9 @@ func newMetrics() *metrics {
 		reaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_sessions_reaped_total", Help: "Orphaned sessions (relay dead past the grace period) removed by the reaper.",
 		}),
+		setupsReaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_setups_reaped_total", Help: "Setups whose signaling instance died mid-way, undone by the reaper (origin and relay sessions, records).",
+		}),
 		orphaned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rtcedge_signaling_orphaned_sessions", Help: "Sessions assigned to a relay with no registration, at the reaper's last pass.",
 		}),
@@ -47,7 +51,7 @@ func newMetrics() *metrics {
 		"no_media_address", "config", "delete", "restart"} {
 		m.originErrors.WithLabelValues(kind)
 	}
-	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.orphaned,
+	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.setupsReaped, m.orphaned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

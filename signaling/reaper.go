@@ -3,9 +3,14 @@ package signaling
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
 )
 
@@ -15,12 +20,17 @@ const (
 	DefaultOrphanGrace  = 2 * time.Minute
 )
 
-// RunReaper removes orphaned sessions until ctx ends: sessions whose relay
-// has had no registration for longer than Config.OrphanGrace since the
-// session last changed (a client that ICE-restarts in the meantime moves
-// its session to a live relay instead). For each it deletes the origin's
-// session and the record. Every signaling instance may run it; the deletes
-// are idempotent.
+// RunReaper removes orphaned sessions until ctx ends, every ReapInterval:
+//
+//   - sessions whose relay has had no registration for longer than
+//     Config.OrphanGrace since the session last changed (a client that
+//     ICE-restarts in the meantime moves its session to a live relay
+//     instead). For each it deletes the origin's session and the record.
+//   - setups whose signaling instance died before finishing them: pending
+//     setup records past their deadline (reapSetups).
+//
+// Every signaling instance may run it; the deletes are idempotent, and a
+// stale setup is claimed by exactly one reaper before it is undone.
 func (s *Server) RunReaper(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReapInterval)
 	defer t.Stop()
@@ -30,8 +40,121 @@ func (s *Server) RunReaper(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.reap(ctx, now)
+			s.reapSetups(ctx, now)
 		}
 	}
+}
+
+// reapSetups undoes the setups whose pending record is past its deadline:
+// the signaling instance that began them died (a live one cuts a setup off
+// at its deadline and clears the record on every path).
+//
+// Concurrent reapers: each claims a stale record with a compare-and-swap on
+// the revision it listed (ClaimSetup), so exactly one undoes it. The claim
+// moves the deadline a setup span ahead: a reaper that dies while undoing
+// leaves a record that becomes stale again and is retried, which can
+// repeat the origin DELETE; a second DELETE is harmless (the origin answers
+// 404, the relay NotFound). The setup itself finishes with a compare-and-
+// swap on the same record (FinishSetup): a claimed setup cannot complete,
+// and a completed one is never claimed.
+func (s *Server) reapSetups(ctx context.Context, now time.Time) {
+	stale, err := s.cfg.Registry.ListStaleSetups(ctx, now)
+	if err != nil {
+		s.log.Debug("signaling: reaper could not list pending setups", "err", err)
+		return
+	}
+	for _, p := range stale {
+		if ctx.Err() != nil {
+			return
+		}
+		claimed, err := s.cfg.Registry.ClaimSetup(ctx, p, s.instance, now.Add(s.setupSpan()))
+		if err != nil {
+			// Another reaper claimed it, or it finished: not ours.
+			if !errors.Is(err, registry.ErrConflict) && !errors.Is(err, registry.ErrNotFound) {
+				s.log.Debug("signaling: reaper could not claim a pending setup", "session", p.ID, "err", err)
+			}
+			continue
+		}
+		if err := s.undoSetup(ctx, claimed); err != nil {
+			s.log.Warn("signaling: reaper could not undo a dead setup; retrying when its claim expires",
+				"session", p.ID, "stream", p.Stream, "err", err)
+			continue
+		}
+		s.metrics.setupsReaped.Inc()
+		s.log.Info("signaling: reaped a dead setup", "session", p.ID, "stream", p.Stream, "direction", p.Direction,
+			"origin", p.OriginID, "origin_resource", p.OriginResource != "", "created", p.CreateTime)
+	}
+}
+
+// undoSetup undoes a claimed stale setup: it releases the relay session
+// the relay recorded under the setup's id (deleting the record if the relay
+// is gone or lost it), deletes the origin's session if the origin answered,
+// and deletes the pending record.
+func (s *Server) undoSetup(ctx context.Context, p registry.PendingSetup) error {
+	rs, err := s.cfg.Registry.GetSession(ctx, p.ID)
+	switch {
+	case err == nil && rs.OriginResource != "":
+		// A complete session: the setup finished and only its pending key
+		// was left over (not with FinishSetup, which deletes it at once).
+		return s.deleteSetupKey(ctx, p)
+	case err == nil:
+		if err := s.releaseOnRelay(ctx, rs); err != nil {
+			return err
+		}
+		if err := s.cfg.Registry.DeleteSession(ctx, rs.ID); err != nil && !errors.Is(err, registry.ErrNotFound) {
+			return err
+		}
+	case errors.Is(err, registry.ErrNotFound):
+		// The relay was not reached, or refused: it holds nothing (it
+		// records a session before it takes it).
+	default:
+		return err
+	}
+	if p.OriginResource != "" {
+		octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
+		resp, err := s.origins.Do(octx, http.MethodDelete, p.OriginResource, "", nil, nil)
+		cancel()
+		if err != nil || resp.Status >= 500 {
+			// As for sessions on dead relays: an origin that cannot be
+			// reached is usually gone, and its sessions with it.
+			s.metrics.originErrors.WithLabelValues("delete").Inc()
+			s.log.Warn("signaling: reaper could not delete the origin's session of a dead setup", "session", p.ID, "err", err)
+		}
+	} else {
+		s.log.Warn("signaling: a setup died before the origin answered; an origin session it may have created is not known",
+			"session", p.ID, "stream", p.Stream, "origin", p.OriginID)
+	}
+	return s.deleteSetupKey(ctx, p)
+}
+
+func (s *Server) deleteSetupKey(ctx context.Context, p registry.PendingSetup) error {
+	if err := s.cfg.Registry.DeleteSetup(ctx, p.ID, p.Rev); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// releaseOnRelay releases a session on its relay. A relay with no
+// registration, or that does not have the session, is fine; a registered
+// relay that cannot be reached is an error (retried later).
+func (s *Server) releaseOnRelay(ctx context.Context, rs registry.Session) error {
+	relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rc, err := s.relayClient(relay.GRPCAddress)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
+	defer cancel()
+	if _, err := rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: rs.ID}); err != nil && status.Code(err) != codes.NotFound {
+		return fmt.Errorf("relay %s: %w", rs.RelayID, err)
+	}
+	return nil
 }
 
 // reap makes one pass; time is a parameter.

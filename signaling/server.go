@@ -38,6 +38,8 @@ type Server struct {
 
 	limiter *limiter // nil when unlimited
 
+	instance string // random id naming this instance's reaper claims
+
 	mu     sync.Mutex // guards the following
 	relays map[string]*grpc.ClientConn
 	closed bool
@@ -50,8 +52,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: newMetrics(),
-		origins: &originadapter.Client{HTTP: cfg.HTTPClient},
-		relays:  map[string]*grpc.ClientConn{},
+		origins:  &originadapter.Client{HTTP: cfg.HTTPClient},
+		relays:   map[string]*grpc.ClientConn{},
+		instance: newID(),
 	}
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst)
 	s.handler = s.limit(s.routes())

@@ -232,6 +232,25 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	if s.cfg.ForwardAuthorization && authorization != "" {
 		hdr.Set("Authorization", authorization)
 	}
+	// The session id comes first: the pending-setup record, written before
+	// the origin is contacted, is keyed by it. A reaper undoes the setup if
+	// this instance dies before the record is cleared (reaper.go), so the
+	// setup must not outlive the record's deadline.
+	id := newID()
+	deadline := time.Now().Add(s.setupSpan())
+	pending, err := s.cfg.Registry.BeginSetup(ctx, registry.Setup{ID: id, Stream: key, Direction: dir.String(),
+		OriginID: origin.ID, Deadline: deadline})
+	if err != nil {
+		return nil, s.registryError("setup not recorded", err)
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			s.abandonSetup(ctx, pending)
+		}
+	}()
+	ctx, cancelSetup := context.WithDeadline(ctx, deadline)
+	defer cancelSetup()
 	octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
 	resp, err := s.origins.Do(octx, http.MethodPost, endpoint, "application/sdp", []byte(offer.Sanitized), hdr)
 	cancel()
@@ -274,6 +293,14 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		s.metrics.originErrors.WithLabelValues("no_location").Inc()
 		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: "the origin's answer has no Location"}
 	}
+	// Record the origin's session at once, before anything else can fail or
+	// this instance die, so that a reaper can delete it.
+	noted, err := s.cfg.Registry.NoteSetupOrigin(ctx, pending, resp.Location, resp.ETag)
+	if err != nil {
+		cleanupOrigin()
+		return nil, s.registryError("setup not recorded", err)
+	}
+	pending = noted
 	answer, err := sdpx.ParseAnswer(string(resp.Body))
 	if err != nil {
 		cleanupOrigin()
@@ -292,7 +319,6 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		cleanupOrigin()
 		return nil, s.registryError("no relay available", err)
 	}
-	id := newID()
 	rc, err := s.relayClient(relay.GRPCAddress)
 	if err != nil {
 		cleanupOrigin()
@@ -345,7 +371,9 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		return nil, &httpError{status: http.StatusBadGateway, title: "answer rewrite failed", detail: err.Error()}
 	}
 	etag := newETag()
-	_, err = s.cfg.Registry.UpdateSession(ctx, id, func(rs *registry.Session) error {
+	// Complete the session record and clear the pending setup in one
+	// transaction; it fails if a reaper claimed the setup meanwhile.
+	_, err = s.cfg.Registry.FinishSetup(ctx, pending, func(rs *registry.Session) error {
 		rs.OriginID, rs.OriginResource, rs.OriginETag, rs.ETag, rs.ICEOptions = origin.ID, resp.Location, resp.ETag, etag, offer.ICE.Options
 		return nil
 	})
@@ -354,6 +382,7 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		cleanupOrigin()
 		return nil, s.registryError("session not recorded", err)
 	}
+	finished = true
 	s.metrics.setup.Observe(time.Since(start).Seconds())
 	s.log.Info("signaling: session created", "session", id, "stream", key, "direction", dir.String(),
 		"origin", origin.ID, "relay", relay.ID)
@@ -362,6 +391,22 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		code = http.StatusNotAcceptable
 	}
 	return &setupResult{id: id, sdp: rewritten, etag: etag, status: code}, nil
+}
+
+// setupSpan is how long a setup may take at most, from its pending record
+// to the end: the origin call, the relay call and SetupMargin for the
+// registry calls around them. Past it, the pending record is stale.
+func (s *Server) setupSpan() time.Duration {
+	return s.cfg.OriginTimeout + s.cfg.RelayCallTimeout + s.cfg.SetupMargin
+}
+
+// abandonSetup deletes the pending record of a failed setup, after its
+// origin and relay sessions were undone. It is a compare-and-delete: a
+// record a reaper claimed meanwhile is left to the reaper.
+func (s *Server) abandonSetup(ctx context.Context, p registry.PendingSetup) {
+	if err := s.cfg.Registry.DeleteSetup(context.WithoutCancel(ctx), p.ID, p.Rev); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		s.log.Warn("signaling: could not delete the pending setup; the reaper will", "session", p.ID, "err", err)
+	}
 }
 
 // originMediaAddrs returns the registration's media addresses, else the

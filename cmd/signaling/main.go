@@ -61,6 +61,7 @@ type config struct {
 	rateBurst         int
 	reapInterval      time.Duration
 	orphanGrace       time.Duration
+	setupMargin       time.Duration
 	publicBaseURL     string
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
@@ -103,6 +104,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.rateBurst, "rate-burst", 40, "burst allowed above -rate-limit")
 	fs.DurationVar(&c.reapInterval, "reap-interval", signaling.DefaultReapInterval, "how often to look for sessions orphaned on dead relays")
 	fs.DurationVar(&c.orphanGrace, "orphan-grace", signaling.DefaultOrphanGrace, "how long a session may stay on a dead relay (for an ICE restart to move it) before it is removed")
+	fs.DurationVar(&c.setupMargin, "setup-margin", signaling.DefaultSetupMargin, "added to -origin-timeout plus -relay-timeout to make a setup's deadline; a setup left pending past it (its instance died) is undone by the reaper")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -124,7 +126,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-rate-limit must be >= 0 and -rate-burst >= 1")
 	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
 		return c, fmt.Errorf("-body-limit %d: want 1 KiB to 16 MiB", c.bodyLimit)
-	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0:
+	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0 || c.setupMargin <= 0:
 		return c, errors.New("timeouts must be positive")
 	case c.writeTimeout <= c.originTimeout+c.relayTimeout:
 		return c, fmt.Errorf("-http-write-timeout %s must exceed -origin-timeout plus -relay-timeout (%s)", c.writeTimeout, c.originTimeout+c.relayTimeout)
@@ -179,7 +181,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
-		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL,
+		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL, SetupMargin: cfg.setupMargin,
 	})
 	if err != nil {
 		return err

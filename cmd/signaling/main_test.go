@@ -38,6 +38,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad hmac", args: []string{"-etcd-endpoints", "x", "-auth-hmac-key", "zz"}, wantErr: "hex"},
 		{name: "write timeout too short", args: []string{"-etcd-endpoints", "x", "-http-write-timeout", "5s"}, wantErr: "must exceed"},
 		{name: "negative timeout", args: []string{"-etcd-endpoints", "x", "-origin-timeout", "-1s"}, wantErr: "positive"},
+		{name: "setup margin", args: []string{"-etcd-endpoints", "x", "-setup-margin", "0s"}, wantErr: "positive"},
 		{name: "tiny body limit", args: []string{"-etcd-endpoints", "x", "-body-limit", "10"}, wantErr: "body-limit"},
 	}
 	for _, tc := range tests {
