@@ -7,10 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -54,8 +57,66 @@ func (e *EtcdFlags) Client(log *slog.Logger) (*registry.Client, error) {
 		if cfg.TLS, err = registry.LoadTLS(e.CA, e.Cert, e.Key); err != nil {
 			return nil, err
 		}
+		if err := checkEtcdTLS(e.Endpoints, cfg.TLS, 3*time.Second); err != nil {
+			return nil, err
+		}
 	}
 	return registry.New(cfg)
+}
+
+// checkEtcdTLS completes a TLS handshake with each endpoint that answers
+// within timeout and fails when one refuses the TLS set-up: an etcd
+// certificate the CA does not verify, or a client certificate etcd does not
+// accept. The etcd client would only time out on these, and retry forever
+// when no user is set, hiding the cause. An endpoint that does not answer
+// is not an error: etcd may start after the service.
+func checkEtcdTLS(endpoints []string, cfg *tls.Config, timeout time.Duration) error {
+	for _, ep := range endpoints {
+		host := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			if u.Scheme == "unix" || u.Scheme == "unixs" {
+				continue
+			}
+			host = u.Host
+		}
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			continue // let the etcd client report it
+		}
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			c.ServerName, _, _ = net.SplitHostPort(host)
+		}
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: c}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		conn, err := d.DialContext(ctx, "tcp", host)
+		cancel()
+		if err == nil {
+			// TLS 1.3 reports a rejected client certificate on the first
+			// read, not in the handshake.
+			tc := conn.(*tls.Conn)
+			_ = tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			_, err = tc.Read(make([]byte, 1))
+			_ = tc.Close()
+			var ne net.Error
+			if err == nil || errors.As(err, &ne) && ne.Timeout() || errors.Is(err, io.EOF) {
+				continue
+			}
+		}
+		var cve *tls.CertificateVerificationError
+		var remote *net.OpError
+		var ua x509.UnknownAuthorityError
+		var he x509.HostnameError
+		var ci x509.CertificateInvalidError
+		switch {
+		case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+			return fmt.Errorf("etcd TLS with %s: its certificate does not verify (check -etcd-ca): %w", host, err)
+		case errors.As(err, &remote) && remote.Op == "remote error":
+			// crypto/tls reports the peer's alert ("bad certificate",
+			// "certificate required") as a "remote error".
+			return fmt.Errorf("etcd TLS with %s: etcd refused the TLS set-up (check -etcd-cert and -etcd-key): %w", host, err)
+		}
+	}
+	return nil
 }
 
 // ServeHTTP serves s on l until it is shut down; a shutdown is not an error.
