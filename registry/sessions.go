@@ -138,17 +138,10 @@ func (c *Client) UpdateSession(ctx context.Context, id string, fn func(*Session)
 		if err != nil {
 			return Session{}, err
 		}
-		next := s
-		next.Labels = cloneMap(s.Labels)
-		next.OriginAddresses = slices.Clone(s.OriginAddresses)
-		if err := fn(&next); err != nil {
+		next, err := applyUpdate("UpdateSession", s, fn)
+		if err != nil {
 			return Session{}, err
 		}
-		if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
-			next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE {
-			return Session{}, fmt.Errorf("%w: UpdateSession may not change the session's identity, relay or ICE credentials", ErrInvalid)
-		}
-		next.V, next.UpdateTime = recordVersion, time.Now().UTC()
 		ok, err := c.casSession(ctx, next, rev)
 		if err != nil {
 			return Session{}, err
@@ -337,4 +330,22 @@ func cloneMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// applyUpdate runs fn on a copy of s and returns the copy stamped for
+// writing. fn may change the signaling-owned fields only: the session's
+// identity, relay and ICE credentials stay (op names the caller).
+func applyUpdate(op string, s Session, fn func(*Session) error) (Session, error) {
+	next := s
+	next.Labels = cloneMap(s.Labels)
+	next.OriginAddresses = slices.Clone(s.OriginAddresses)
+	if err := fn(&next); err != nil {
+		return Session{}, err
+	}
+	if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
+		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE {
+		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay or ICE credentials", ErrInvalid, op)
+	}
+	next.V, next.UpdateTime = recordVersion, time.Now().UTC()
+	return next, nil
 }

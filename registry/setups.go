@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -126,17 +125,10 @@ func (c *Client) FinishSetup(ctx context.Context, p PendingSetup, fn func(*Sessi
 		if err != nil {
 			return Session{}, err
 		}
-		next := s
-		next.Labels = cloneMap(s.Labels)
-		next.OriginAddresses = slices.Clone(s.OriginAddresses)
-		if err := fn(&next); err != nil {
+		next, err := applyUpdate("FinishSetup", s, fn)
+		if err != nil {
 			return Session{}, err
 		}
-		if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
-			next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE {
-			return Session{}, fmt.Errorf("%w: FinishSetup may not change the session's identity, relay or ICE credentials", ErrInvalid)
-		}
-		next.V, next.UpdateTime = recordVersion, time.Now().UTC()
 		val, err := encode(next)
 		if err != nil {
 			return Session{}, err
