@@ -142,8 +142,24 @@ func directionFrom(d string) relayv1.Direction {
 	return relayv1.Direction_DIRECTION_PUBLISH
 }
 
-// record renders a session as its registry record.
-func (r *Relay) record(s *session) registry.Session {
+// waitReady returns once Serve has reloaded the relay's sessions from the
+// registry, so a request never races the reload (an allocation taking the
+// id of a session about to be restored, a release or restart not finding
+// one).
+func (r *Relay) waitReady(ctx context.Context) error {
+	select {
+	case <-r.ready:
+		return nil
+	case <-r.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("mediarelay: still reloading sessions: %w", ctx.Err())
+	}
+}
+
+// record renders a session, with up its socket toward the origin, as its
+// registry record.
+func (r *Relay) record(s *session, up *upstream) registry.Session {
 	c := s.creds.Load()
 	addrs := make([]string, 0, len(s.originAddr))
 	for _, a := range s.originAddr {
@@ -154,6 +170,7 @@ func (r *Relay) record(s *session) registry.Session {
 		ClientICE:       registry.ICECredentials{Ufrag: c.clientUfrag, Pwd: c.clientPwd},
 		OriginICE:       registry.ICECredentials{Ufrag: c.originUfrag, Pwd: c.originPwd},
 		OriginAddresses: addrs, OriginID: s.originID, Labels: s.labels, CreateTime: s.created,
+		RelayOriginAddress: up.local.String(),
 	}
 }
 
@@ -167,6 +184,9 @@ func (r *Relay) Allocate(ctx context.Context, req *relayv1.AllocateSessionReques
 	if err != nil {
 		return nil, err
 	}
+	if err := r.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	id := req.GetSessionId()
 	if id == "" {
 		id = newSessionID()
@@ -177,23 +197,29 @@ func (r *Relay) Allocate(ctx context.Context, req *relayv1.AllocateSessionReques
 	}
 	s.creds.Store(newCredentials(req.GetClientIce().GetUfrag(), req.GetClientIce().GetPwd(),
 		req.GetOriginIce().GetUfrag(), req.GetOriginIce().GetPwd()))
+	r.mu.Lock()
+	err = r.admitLocked(s, true)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	up, err := r.openUpstream(s, origins, netip.AddrPort{})
+	if err != nil {
+		return nil, err
+	}
 	if r.cfg.Registry != nil {
-		// The registry first: it catches a ufrag pair or id held by another
-		// relay.
-		r.mu.Lock()
-		err := r.admitLocked(s, true)
-		r.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		if err := r.cfg.Registry.CreateSession(ctx, r.record(s)); err != nil {
+		// The registry before the tables: it catches a ufrag pair or id
+		// held by another relay. The record names the socket toward the
+		// origin, which a restart of this relay binds again.
+		if err := r.cfg.Registry.CreateSession(ctx, r.record(s, up)); err != nil {
+			up.close()
 			if errors.Is(err, registry.ErrConflict) {
 				return nil, fmt.Errorf("%w: %w", ErrSessionExists, err)
 			}
 			return nil, fmt.Errorf("mediarelay: recording the session: %w", err)
 		}
 	}
-	if err := r.addSession(s, true); err != nil {
+	if err := r.addSession(s, up, true); err != nil {
 		if r.cfg.Registry != nil {
 			r.deleteRecord(s.id)
 		}
@@ -228,7 +254,10 @@ func (r *Relay) Release(ctx context.Context, id string) (*relayv1.Session, error
 	return r.release(ctx, id, relayv1.SessionEventType_SESSION_EVENT_TYPE_RELEASED)
 }
 
-func (r *Relay) release(_ context.Context, id string, why relayv1.SessionEventType) (*relayv1.Session, error) {
+func (r *Relay) release(ctx context.Context, id string, why relayv1.SessionEventType) (*relayv1.Session, error) {
+	if err := r.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	s := r.removeSession(id)
 	if s == nil {
 		return nil, fmt.Errorf("%w: %s", ErrSessionNotFound, id)
@@ -257,6 +286,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		if origins, err = parseOriginAddrs(req.GetOriginAddresses()); err != nil {
 			return nil, err
 		}
+	}
+	if err := r.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	s := r.lookupSession(req.GetId())
 	if s == nil {
@@ -288,7 +320,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	var newUp *upstream
 	if origins != nil && !slices.Contains(origins, s.up.Load().origin) {
 		var err error
-		if newUp, err = r.openUpstream(s, origins); err != nil {
+		if newUp, err = r.openUpstream(s, origins, netip.AddrPort{}); err != nil {
 			return nil, err
 		}
 	}
@@ -321,6 +353,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	r.mu.Unlock()
 	if oldUp != nil {
 		oldUp.close()
+	}
+	if newUp != nil && r.cfg.Registry != nil {
+		r.noteRelayOrigin(ctx, s.id, newUp.local)
 	}
 	r.log.Info("relay: session restarted", "session", s.id)
 	r.emit(relayv1.SessionEventType_SESSION_EVENT_TYPE_RESTARTED, s)
@@ -443,20 +478,52 @@ func (r *Relay) Status() *relayv1.GetStatusResponse {
 	}
 }
 
+// noteRelayOrigin records local as the session's socket toward its origin,
+// logging a failure (a restart of this relay then opens a new port, and the
+// origin sees a new source until the client's next ICE restart).
+func (r *Relay) noteRelayOrigin(ctx context.Context, id string, local netip.AddrPort) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Registry.RequestTimeout())
+	defer cancel()
+	if err := r.cfg.Registry.NoteRelayOrigin(ctx, id, r.cfg.RelayID, local.String()); err != nil {
+		r.log.Warn("relay: recording the session's socket toward its origin failed", "session", id, "addr", local, "err", err)
+	}
+}
+
 // restore installs a session from its registry record (reload at start, or
-// adoption of a session assigned to this relay that it did not know).
-func (r *Relay) restore(rs registry.Session) error {
+// adoption of a session assigned to this relay that it did not know),
+// binding its socket toward the origin to the address the record names
+// when it can, so the origin keeps seeing the same source.
+func (r *Relay) restore(ctx context.Context, rs registry.Session) error {
 	origins, err := parseOriginAddrs(rs.OriginAddresses)
 	if err != nil {
 		return err
+	}
+	var prefer netip.AddrPort
+	if rs.RelayOriginAddress != "" {
+		if prefer, err = netip.ParseAddrPort(rs.RelayOriginAddress); err != nil {
+			return fmt.Errorf("%w: relay origin address %q", ErrInvalid, rs.RelayOriginAddress)
+		}
 	}
 	s := &session{
 		id: rs.ID, stream: rs.Stream, direction: directionFrom(rs.Direction), originID: rs.OriginID,
 		labels: rs.Labels, originAddr: origins, created: rs.CreateTime,
 	}
 	s.creds.Store(newCredentials(rs.ClientICE.Ufrag, rs.ClientICE.Pwd, rs.OriginICE.Ufrag, rs.OriginICE.Pwd))
-	if err := r.addSession(s, false); err != nil {
+	r.mu.Lock()
+	err = r.admitLocked(s, false)
+	r.mu.Unlock()
+	if err != nil {
 		return err
+	}
+	up, err := r.openUpstream(s, origins, prefer)
+	if err != nil {
+		return err
+	}
+	if err := r.addSession(s, up, false); err != nil {
+		return err
+	}
+	if up.local != prefer {
+		r.noteRelayOrigin(ctx, s.id, up.local)
 	}
 	r.emit(relayv1.SessionEventType_SESSION_EVENT_TYPE_ALLOCATED, s)
 	return nil
@@ -471,7 +538,7 @@ func (r *Relay) reload(ctx context.Context) {
 	}
 	n := 0
 	for _, rs := range sessions {
-		if err := r.restore(rs); err != nil {
+		if err := r.restore(ctx, rs); err != nil {
 			r.log.Warn("relay: could not restore a session", "session", rs.ID, "err", err)
 			continue
 		}
@@ -533,7 +600,7 @@ func (r *Relay) lookupLoop() {
 		rs, err := r.cfg.Registry.GetSessionByUfrag(ctx, user)
 		cancel()
 		if err == nil && rs.RelayID == r.cfg.RelayID {
-			if err := r.restore(rs); err == nil {
+			if err := r.restore(context.Background(), rs); err == nil {
 				r.log.Info("relay: adopted a session from the registry", "session", rs.ID)
 				continue
 			}

@@ -36,6 +36,8 @@ type Relay struct {
 	clock     atomic.Int64 // coarse unix nanos, advanced by the sweeper
 	lookups   chan string  // unknown USERNAMEs for the registry lookup worker
 	closing   chan struct{}
+	ready     chan struct{} // closed by Serve once the sessions are reloaded
+	readyOnce sync.Once
 	closeOnce sync.Once
 	wg        sync.WaitGroup // every goroutine the relay starts
 
@@ -68,6 +70,7 @@ func New(cfg Config) (*Relay, error) {
 		started:  time.Now(),
 		lookups:  make(chan string, 128),
 		closing:  make(chan struct{}),
+		ready:    make(chan struct{}),
 		sessions: map[string]*session{},
 		subs:     map[*subscriber]struct{}{},
 	}
@@ -129,6 +132,7 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	if r.cfg.Registry != nil {
 		r.reload(ctx)
 	}
+	r.readyOnce.Do(func() { close(r.ready) })
 	for _, pub := range pubs {
 		r.wg.Add(1)
 		go func() {
@@ -345,20 +349,10 @@ func newSessionID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// addSession opens the session's socket and installs it, unless its id or
-// ufrag pair is taken or the relay is closed, full or draining (checked
-// when checkAdmission).
-func (r *Relay) addSession(s *session, checkAdmission bool) error {
-	r.mu.Lock()
-	err := r.admitLocked(s, checkAdmission)
-	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	up, err := r.openUpstream(s, s.originAddr)
-	if err != nil {
-		return err
-	}
+// addSession installs the session with up, its socket toward the origin,
+// unless its id or ufrag pair is taken or the relay is closed, full or
+// draining (checked when checkAdmission); up is closed then.
+func (r *Relay) addSession(s *session, up *upstream, checkAdmission bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.admitLocked(s, checkAdmission); err != nil {

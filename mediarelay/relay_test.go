@@ -509,11 +509,26 @@ func TestRestartReloadsSessions(t *testing.T) {
 	f := connectedSession(t)
 	reg, relay, cr, client := f.reg, f.relay, f.cr, f.client
 
+	// The record names the relay's socket toward the origin: the source
+	// the origin has seen (and, being an ICE agent, selected).
+	rs, err := reg.GetSession(t.Context(), f.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.origin.sourceCount()
+	if len(before) != 1 || before[netip.MustParseAddrPort(rs.RelayOriginAddress)] == 0 {
+		t.Fatalf("record names %q; the origin saw %v", rs.RelayOriginAddress, before)
+	}
+
 	// The relay process goes away; a new one with the same id and port
-	// takes over.
+	// takes over, and binds the same socket toward the origin again, so
+	// the origin's packets to it still reach the client.
 	relay.stop()
 	again := startRelay(t, reg, "relay-a", relay.public.String())
 	connect(t, client, again.public, cr)
+	if after := f.origin.sourceCount(); len(after) != 1 || after[netip.MustParseAddrPort(rs.RelayOriginAddress)] <= before[netip.MustParseAddrPort(rs.RelayOriginAddress)] {
+		t.Fatalf("after the restart the origin saw %v, want only more from %s", after, rs.RelayOriginAddress)
+	}
 	if _, err := client.WriteToUDPAddrPort(rtp(7, 300), again.public); err != nil {
 		t.Fatal(err)
 	}
@@ -608,6 +623,25 @@ func TestRestartSession(t *testing.T) {
 	_ = stale.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, _, err := stale.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
 		t.Error("old credentials still bind")
+	}
+
+	// A restart onto another origin opens a socket toward it and records
+	// that socket, the source the new origin sees.
+	origin2 := startEcho(t)
+	third := newCreds("3")
+	if _, err := relay.client.RestartSession(ctx, &relayv1.RestartSessionRequest{Id: f.id,
+		ClientIce:       &relayv1.IceCredentials{Ufrag: third.cu, Pwd: third.cp},
+		OriginIce:       &relayv1.IceCredentials{Ufrag: third.ou, Pwd: third.op},
+		OriginAddresses: []string{origin2.addr.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, moved, relay.public, third)
+	rs, err := reg.GetSession(ctx, f.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen := origin2.sourceCount(); len(seen) != 1 || seen[netip.MustParseAddrPort(rs.RelayOriginAddress)] == 0 {
+		t.Fatalf("record names %q; the new origin saw %v", rs.RelayOriginAddress, seen)
 	}
 }
 

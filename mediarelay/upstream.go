@@ -64,11 +64,23 @@ func (u *upstream) close() {
 
 // openUpstream opens a socket toward the first origin address the relay
 // can reach (an IPv6 origin fails fast on a host without IPv6 routes, and
-// the next address is tried).
-func (r *Relay) openUpstream(s *session, origins []netip.AddrPort) (*upstream, error) {
+// the next address is tried). A valid prefer is the session's earlier
+// address toward its origin (a relay restarted with the same id): the
+// socket binds to it again, so an origin that selected it as its ICE peer
+// keeps sending there; if it cannot be had, a new port is used.
+func (r *Relay) openUpstream(s *session, origins []netip.AddrPort, prefer netip.AddrPort) (*upstream, error) {
 	var errs []error
 	for _, o := range origins {
-		up, err := r.dialUpstream(s, o)
+		if prefer.IsValid() && prefer.Addr().Unmap().Is4() == o.Addr().Unmap().Is4() {
+			up, err := r.dialUpstream(s, o, prefer)
+			if err == nil {
+				return up, nil
+			}
+			r.log.Warn("relay: the session's earlier address toward its origin is not available; the origin sees a new source until the client's next ICE restart",
+				"session", s.id, "addr", prefer, "err", err)
+			prefer = netip.AddrPort{}
+		}
+		up, err := r.dialUpstream(s, o, netip.AddrPort{})
 		if err == nil {
 			return up, nil
 		}
@@ -80,15 +92,20 @@ func (r *Relay) openUpstream(s *session, origins []netip.AddrPort) (*upstream, e
 	return nil, errors.Join(errs...)
 }
 
-func (r *Relay) dialUpstream(s *session, origin netip.AddrPort) (*upstream, error) {
+// dialUpstream opens a socket toward origin, bound to local when valid.
+func (r *Relay) dialUpstream(s *session, origin, local netip.AddrPort) (*upstream, error) {
 	if r.poller != nil {
-		pc, err := r.poller.Dial(origin, r.cfg.SocketBuffer, s)
+		pc, err := r.poller.Dial(origin, local, r.cfg.SocketBuffer, s)
 		if err != nil {
 			return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
 		}
 		return &upstream{pc: pc, origin: pc.Remote, local: pc.Local}, nil
 	}
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(origin))
+	var laddr *net.UDPAddr
+	if local.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
+	conn, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(origin))
 	if err != nil {
 		return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
 	}
@@ -96,8 +113,8 @@ func (r *Relay) dialUpstream(s *session, origin netip.AddrPort) (*upstream, erro
 		_ = conn.SetReadBuffer(r.cfg.SocketBuffer)
 		_ = conn.SetWriteBuffer(r.cfg.SocketBuffer)
 	}
-	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), done: make(chan struct{})}, nil
+	la := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(la.Addr().Unmap(), la.Port()), done: make(chan struct{})}, nil
 }
 
 // startUpstream installs up as the session's socket and, without the

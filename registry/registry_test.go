@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -431,10 +432,34 @@ func TestSessions(t *testing.T) {
 		t.Errorf("identity change: %v, want ErrInvalid", err)
 	}
 
-	// Rekey moves the ufrag index and the relay index.
-	r, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}, nil, "r2")
-	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` {
+	// The relay notes its socket toward the origin; only that relay may,
+	// signaling may not change it, and a bad address is refused.
+	if err := c.NoteRelayOrigin(ctx, "s1", "r1", "127.0.0.1:40000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NoteRelayOrigin(ctx, "s1", "r7", "127.0.0.1:40001"); !errors.Is(err, registry.ErrConflict) {
+		t.Errorf("note by another relay: %v, want ErrConflict", err)
+	}
+	if err := c.NoteRelayOrigin(ctx, "s1", "r1", "127.0.0.1"); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("note without a port: %v, want ErrInvalid", err)
+	}
+	if _, err := c.UpdateSession(ctx, "s1", func(s *registry.Session) error { s.RelayOriginAddress = ""; return nil }); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("update of the relay socket: %v, want ErrInvalid", err)
+	}
+	// A rekey on the same relay and origin keeps it.
+	r, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1a", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1a", Pwd: "y"}, slices.Clone(s1.OriginAddresses), "r1")
+	if err != nil || r.RelayOriginAddress != "127.0.0.1:40000" {
+		t.Fatalf("rekey on the same relay: %+v %v", r, err)
+	}
+
+	// Rekey moves the ufrag index and the relay index, and forgets the old
+	// relay's socket.
+	r, err = c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}, nil, "r2")
+	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` || r.RelayOriginAddress != "" {
 		t.Fatalf("rekey: %+v %v", r, err)
+	}
+	if got, err := c.GetSession(ctx, "s1"); err != nil || got.RelayOriginAddress != "" {
+		t.Fatalf("after the move: %+v %v", got, err)
 	}
 	if _, err := c.GetSessionByUfrag(ctx, "orig1:cli1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("old ufrag: %v", err)

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -29,7 +30,15 @@ func (s *Session) validate() error {
 	if err := checkUfrag("client", s.ClientICE.Ufrag); err != nil {
 		return err
 	}
-	return checkUfrag("origin", s.OriginICE.Ufrag)
+	if err := checkUfrag("origin", s.OriginICE.Ufrag); err != nil {
+		return err
+	}
+	if s.RelayOriginAddress != "" {
+		if _, err := netip.ParseAddrPort(s.RelayOriginAddress); err != nil {
+			return fmt.Errorf("%w: relay origin address %q: want ip:port", ErrInvalid, s.RelayOriginAddress)
+		}
+	}
+	return nil
 }
 
 // CreateSession stores a new session with its ufrag, relay and stream
@@ -127,8 +136,9 @@ func (c *Client) GetSessionByUfrag(ctx context.Context, username string) (Sessio
 
 // UpdateSession applies fn to the stored session and writes it back with a
 // compare-and-swap on its revision, retrying a bounded number of times on a
-// concurrent change. fn must not change ID, Stream, RelayID, Direction or
-// the ICE credentials (RekeySession does that): ErrInvalid if it does. An
+// concurrent change. fn must not change ID, Stream, RelayID, Direction,
+// RelayOriginAddress or the ICE credentials (RekeySession and
+// NoteRelayOrigin do that): ErrInvalid if it does. An
 // error from fn aborts the update and is returned.
 func (c *Client) UpdateSession(ctx context.Context, id string, fn func(*Session) error) (Session, error) {
 	ctx, cancel := c.call(ctx) // bounds the retries too
@@ -169,6 +179,41 @@ func (c *Client) casSession(ctx context.Context, s Session, rev int64, extra ...
 	return tx.Succeeded, nil
 }
 
+// NoteRelayOrigin records addr ("ip:port") as the relay's socket toward the
+// origin of session id, if the session is still assigned to relayID
+// (ErrConflict if it moved to another relay meanwhile).
+func (c *Client) NoteRelayOrigin(ctx context.Context, id, relayID, addr string) error {
+	if addr != "" {
+		if _, err := netip.ParseAddrPort(addr); err != nil {
+			return fmt.Errorf("%w: relay origin address %q: want ip:port", ErrInvalid, addr)
+		}
+	}
+	ctx, cancel := c.call(ctx) // bounds the retries too
+	defer cancel()
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		s, rev, err := c.getSession(ctx, id)
+		if err != nil {
+			return err
+		}
+		if s.RelayID != relayID {
+			return fmt.Errorf("%w: session %s is assigned to relay %s, not %s", ErrConflict, id, s.RelayID, relayID)
+		}
+		if s.RelayOriginAddress == addr {
+			return nil
+		}
+		s.RelayOriginAddress = addr
+		s.V, s.UpdateTime = recordVersion, time.Now().UTC()
+		ok, err := c.casSession(ctx, s, rev)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: session %s kept changing", ErrConflict, id)
+}
+
 // RekeySession moves a session to new ICE credentials in one transaction:
 // the old ufrag key is deleted and the new one created (ErrConflict when the
 // new pair is taken). relayID != "" moves the session to that relay's
@@ -184,11 +229,13 @@ func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originI
 		}
 		next := s
 		next.ClientICE, next.OriginICE = clientICE, originICE
-		if originAddrs != nil {
+		if originAddrs != nil && !slices.Equal(originAddrs, s.OriginAddresses) {
 			next.OriginAddresses = slices.Clone(originAddrs)
+			next.RelayOriginAddress = "" // the relay notes its new socket
 		}
-		if relayID != "" {
+		if relayID != "" && relayID != s.RelayID {
 			next.RelayID = relayID
+			next.RelayOriginAddress = ""
 		}
 		if err := next.validate(); err != nil {
 			return Session{}, err
@@ -343,8 +390,8 @@ func applyUpdate(op string, s Session, fn func(*Session) error) (Session, error)
 		return Session{}, err
 	}
 	if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
-		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE {
-		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay or ICE credentials", ErrInvalid, op)
+		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE || next.RelayOriginAddress != s.RelayOriginAddress {
+		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay, relay socket or ICE credentials", ErrInvalid, op)
 	}
 	next.V, next.UpdateTime = recordVersion, time.Now().UTC()
 	return next, nil

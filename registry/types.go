@@ -94,6 +94,12 @@ type Session struct {
 	OriginICE       ICECredentials    `json:"origin_ice"`
 	OriginAddresses []string          `json:"origin_addresses"` // "ip:port"
 	Labels          map[string]string `json:"labels,omitempty"`
+	// RelayOriginAddress is the relay's own "ip:port" toward the origin:
+	// the source address the origin sees and has selected as its ICE
+	// peer. A relay restarted with the same id binds its socket to it again
+	// so the origin's packets keep arriving. Empty when unknown; cleared
+	// when the session moves to another relay or to other origin addresses.
+	RelayOriginAddress string `json:"relay_origin_address,omitempty"`
 
 	// Signaling side.
 	OriginID       string `json:"origin_id,omitempty"`

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,18 +104,21 @@ func negotiate(ctx context.Context, pc *webrtc.PeerConnection, endpoint string) 
 	return res, answer, nil
 }
 
-// publisher sends VP8-shaped RTP whose payload carries a magic and a
-// counter, so a player can check what it gets.
+var payloadMagic = []byte("rtcedge-e2e")
+
+// publisher publishes RTP whose payload carries payloadMagic and a
+// counter that is also its sequence number (mod 2^16), 50 packets a second,
+// and counts what it sent.
 type publisher struct {
 	pc     *webrtc.PeerConnection
 	track  *webrtc.TrackLocalStaticRTP
 	res    whepResource
 	answer string
+	next   atomic.Uint32 // the counter of the next packet
+	failed atomic.Uint32 // WriteRTP errors
 	stop   chan struct{}
 	done   chan struct{}
 }
-
-var payloadMagic = []byte("rtcedge-e2e")
 
 func publish(t *testing.T, ctx context.Context, endpoint string) *publisher {
 	t.Helper()
@@ -126,7 +130,7 @@ func publish(t *testing.T, ctx context.Context, endpoint string) *publisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+	if _, err := pc.AddTransceiverFromTrack(track, sendonly()); err != nil {
 		t.Fatal(err)
 	}
 	res, answer, err := negotiate(ctx, pc, endpoint)
@@ -144,19 +148,22 @@ func (p *publisher) run() {
 	defer close(p.done)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for seq := uint32(0); ; seq++ {
+	for {
 		select {
 		case <-p.stop:
 			return
 		case <-tick.C:
 		}
+		seq := p.next.Load()
 		payload := make([]byte, 0, 64)
-		// A VP8 payload descriptor for a key frame start, then the pattern.
 		payload = append(payload, 0x10, 0x00, 0x9d, 0x01, 0x2a)
 		payload = append(payload, payloadMagic...)
 		payload = binary.BigEndian.AppendUint32(payload, seq)
-		_ = p.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(seq),
-			Timestamp: seq * 3000, Marker: true}, Payload: payload})
+		if err := p.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(seq),
+			Timestamp: seq * 3000, Marker: true}, Payload: payload}); err != nil {
+			p.failed.Add(1)
+		}
+		p.next.Add(1)
 	}
 }
 
@@ -168,6 +175,113 @@ func (p *publisher) close() {
 		<-p.done
 		_ = p.pc.Close()
 	}
+}
+
+// seqPlayer plays a stream and records which publisher counters arrived.
+type seqPlayer struct {
+	pc     *webrtc.PeerConnection
+	res    whepResource
+	answer string
+
+	mu    sync.Mutex
+	got   map[uint32]int // counter -> times received
+	other int
+	last  time.Time
+}
+
+func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
+	t.Helper()
+	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromKind(videoKind(), webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	pl := &seqPlayer{pc: pc, got: map[uint32]int{}}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			pl.mu.Lock()
+			if i := bytes.Index(pkt.Payload, payloadMagic); i >= 0 && len(pkt.Payload) >= i+len(payloadMagic)+4 {
+				pl.got[binary.BigEndian.Uint32(pkt.Payload[i+len(payloadMagic):])]++
+				pl.last = time.Now()
+			} else {
+				pl.other++
+			}
+			pl.mu.Unlock()
+		}
+	})
+	res, answer, err := negotiate(ctx, pc, endpoint)
+	if err != nil {
+		_ = pc.Close()
+		t.Fatal(err)
+	}
+	pl.res, pl.answer = res, answer
+	t.Cleanup(func() { _ = pc.Close() })
+	return pl
+}
+
+// count returns how many distinct counters arrived.
+func (p *seqPlayer) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.got)
+}
+
+// has reports whether counter c arrived.
+func (p *seqPlayer) has(c uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.got[c] > 0
+}
+
+// missing returns the counters in [from, to) that did not arrive.
+func (p *seqPlayer) missing(from, to uint32) []uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []uint32
+	for c := from; c < to; c++ {
+		if p.got[c] == 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// maxSeen returns the largest counter received (0 when none).
+func (p *seqPlayer) maxSeen() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var m uint32
+	for c := range p.got {
+		m = max(m, c)
+	}
+	return m
+}
+
+// ranges renders sorted counters compactly: "3-7,10".
+func seqRanges(cs []uint32) string {
+	var b strings.Builder
+	for i := 0; i < len(cs); {
+		j := i
+		for j+1 < len(cs) && cs[j+1] == cs[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if i == j {
+			fmt.Fprint(&b, cs[i])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", cs[i], cs[j])
+		}
+		i = j + 1
+	}
+	return b.String()
 }
 
 // player receives a stream and counts packets carrying the publisher's

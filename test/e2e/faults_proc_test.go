@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rtcedge/rtcedge/internal/testcerts"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
 )
 
 // Fault tests with real processes: etcd, relays, signaling and the demo
@@ -68,7 +71,7 @@ func TestProcEtcdOutage(t *testing.T) {
 	s := startProcStack(t, 2, 2)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	pub := publishSeq(t, ctx, s.sigs[0].url+"/whip/live/outage")
+	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/outage")
 	pl := playSeq(t, ctx, s.sigs[1].url+"/whep/live/outage")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	r1Before, r2Before := readCounters(t, ctx, s.relays[0]), readCounters(t, ctx, s.relays[1])
@@ -164,32 +167,22 @@ func TestProcEtcdOutage(t *testing.T) {
 	waitFor(t, 10*time.Second, "media still flowing after the outage", func() bool { return pl.maxSeen() >= mark+25 })
 }
 
-// relayRestartResumesOriginToClient says whether a relay restarted on the
-// same id and UDP port brings the origin->client direction back by itself.
-// It does not yet: a restored session opens its socket toward the origin on
-// a new ephemeral port, and a full-ICE origin (the pion demo origin; also
-// what a browser-like ICE stack does) keeps sending to the address of its
-// selected pair, the dead socket, until an ICE restart renominates. The
-// client->origin direction works (the origin accepts the new address as a
-// peer-reflexive candidate). Flip this when mediarelay restores a session's
-// upstream port (see the report of issue 7).
-const relayRestartResumesOriginToClient = false
-
 // TestProcRelayRestartResumesSessions kills a relay process with SIGKILL
 // under a live publisher and player and starts it again with the same
 // relay id and ports. It proves: the relay reloads both sessions from etcd
 // (its ListSessions shows them, and the registry still assigns them to
 // it); both clients' consent checks re-bind them without a new setup; the
 // publisher's media flows through it toward the origin again; and the
-// player gets media again, by itself once relayRestartResumesOriginToClient
-// holds, until then after a WHEP ICE restart (PATCH on the same session
-// resource, no new setup).
+// player gets media again by itself, with no ICE restart: the relay binds
+// each session's socket toward the origin to the address its record names,
+// the source a full-ICE origin (the pion demo origin) has selected and
+// keeps sending to.
 func TestProcRelayRestartResumesSessions(t *testing.T) {
 	s := startProcStack(t, 1, 1)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	relay := s.relays[0]
-	pub := publishSeq(t, ctx, s.sigs[0].url+"/whip/live/restart")
+	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/restart")
 	pl := playSeq(t, ctx, s.sigs[0].url+"/whep/live/restart")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	before, err := relay.sessions(ctx)
@@ -236,25 +229,7 @@ func TestProcRelayRestartResumesSessions(t *testing.T) {
 
 	mark := pub.next.Load()
 	flowing := func() bool { return pl.maxSeen() >= mark+50 }
-	if relayRestartResumesOriginToClient {
-		waitFor(t, 20*time.Second, "media at the player through the restarted relay", flowing)
-	} else {
-		time.Sleep(5 * time.Second)
-		if flowing() {
-			t.Logf("media reached the player after the restart by itself: set relayRestartResumesOriginToClient")
-		} else {
-			ss, _ := relay.sessions(ctx)
-			for id, a := range ss {
-				t.Logf("known issue: 5 s after the restart, %s session %s: client->origin %d packets, origin->client %d",
-					a.Direction, id, a.ClientToOrigin.GetPackets(), a.OriginToClient.GetPackets())
-			}
-			// The session survives: an ICE restart on the same resource
-			// renominates at the origin.
-			pl.answer = iceRestart(t, ctx, pl.pc, pl.res, pl.answer)
-			mark = pub.next.Load()
-			waitFor(t, 20*time.Second, "media at the player after its ICE restart", func() bool { return pl.maxSeen() >= mark+50 })
-		}
-	}
+	waitFor(t, 20*time.Second, "media at the player through the restarted relay, without an ICE restart", flowing)
 	t.Logf("media back at the player %s after the SIGKILL", time.Since(killed).Round(100*time.Millisecond))
 	after, err = relay.sessions(ctx)
 	if err != nil || len(after) != 2 || after[pubID] == nil {
@@ -273,7 +248,7 @@ func TestProcRelayDeathRecoveredByICERestart(t *testing.T) {
 	s := startProcStack(t, 2, 2)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	pub := publishSeq(t, ctx, s.sigs[0].url+"/whip/live/rehome")
+	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/rehome")
 	pl := playSeq(t, ctx, s.sigs[1].url+"/whep/live/rehome")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	if ss, err := s.relays[0].sessions(ctx); err != nil || len(ss) != 1 {
@@ -380,7 +355,7 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 		os, err2 := reg.ListOrigins(ctx)
 		return err == nil && err2 == nil && len(rs) == 1 && len(os) == 1
 	})
-	pub := publishSeq(t, ctx, sig.url+"/whip/live/secure")
+	pub := publish(t, ctx, sig.url+"/whip/live/secure")
 	pl := playSeq(t, ctx, sig.url+"/whep/live/secure")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	if ss, err := relay.sessions(ctx); err != nil || len(ss) != 2 {
@@ -446,4 +421,124 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 	if rs, err := reg.ListRelays(ctx); err != nil || len(rs) != 1 {
 		t.Errorf("relays after the failed starts: %v %v", rs, err)
 	}
+}
+
+// TestProcSignalingKilledMidSetup SIGKILLs a signaling process in the middle
+// of a WHIP setup: after the origin answered (its session exists) and while
+// the relay allocation is in flight (the relay process is stopped, so the
+// call hangs). When the relay resumes it may still serve the allocation of
+// a caller that is gone. Within the setup deadline plus a reaper interval
+// the surviving instance's reaper undoes it all: the origin's session is
+// deleted (a PATCH of its resource answers 404), the relay has no session,
+// and etcd holds no setup or session record.
+func TestProcSignalingKilledMidSetup(t *testing.T) {
+	s := startProcStack(t, 1, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	relay := s.relays[0]
+	// Its setups end by origin 2 s + relay 3 s + margin 1 s.
+	doomed := startSignalingProc(t, s.bins, "sig-doomed", "a", s.etcd.etcdArgs("", ""),
+		"-origin-timeout", "2s", "-relay-timeout", "3s", "-setup-margin", "1s")
+
+	relay.pause()
+	posted := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, doomed.url+"/whip/live/midsetup", strings.NewReader(offerSDP(t, ctx)))
+		req.Header.Set("Content-Type", "application/sdp")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("the POST was answered %d", resp.StatusCode)
+		}
+		posted <- err
+	}()
+	var pending registry.PendingSetup
+	waitFor(t, 10*time.Second, "a pending setup that the origin answered", func() bool {
+		ps, err := s.reg.ListSetups(ctx)
+		if err != nil || len(ps) != 1 || ps[0].OriginResource == "" {
+			return false
+		}
+		pending = ps[0]
+		return true
+	})
+	doomed.kill()
+	if err := <-posted; err == nil || strings.Contains(err.Error(), "answered") {
+		t.Fatalf("POST to the killed instance: %v", err)
+	}
+	relay.resume()
+	killed := time.Now()
+	if code := patchStatus(t, ctx, pending.OriginResource); code != http.StatusPreconditionRequired {
+		t.Fatalf("origin session before the reaper: PATCH = %d, want 428 (it exists)", code)
+	}
+
+	// Setup deadline (at most 6 s after it began) + 1 s reaper interval +
+	// the reaper's own calls.
+	waitFor(t, 20*time.Second, "the reaper undoing the setup", func() bool {
+		return s.sigs[0].metric("rtcedge_signaling_setups_reaped_total") == 1
+	})
+	t.Logf("setup %s undone %s after the kill", pending.ID, time.Since(killed).Round(100*time.Millisecond))
+	if code := patchStatus(t, ctx, pending.OriginResource); code != http.StatusNotFound {
+		t.Errorf("origin session after the reaper: PATCH = %d, want 404", code)
+	}
+	if ss, err := relay.sessions(ctx); err != nil || len(ss) != 0 {
+		t.Errorf("relay sessions after the reaper: %v %v", ss, err)
+	}
+	etcd := s.etcd.client("", "")
+	for _, prefix := range []string{registry.DefaultPrefix + "setups/", registry.DefaultPrefix + "sessions/", registry.DefaultPrefix + "ufrags/"} {
+		resp, err := etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil || resp.Count != 0 {
+			t.Errorf("etcd %s* after the reaper: %v keys, %v", prefix, resp, err)
+		}
+	}
+}
+
+// patchStatus PATCHes a trickle fragment without If-Match to an origin's
+// session resource: 428 says the session exists, 404 that it does not.
+func patchStatus(t *testing.T, ctx context.Context, resource string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, resource, strings.NewReader("a=end-of-candidates\r\n"))
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("PATCH %s: %v", resource, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestProcOriginStopsHeartbeating freezes an origin process (SIGSTOP: no
+// heartbeat, no HTTP) that a stream is pinned to. Once its 5 s lease has
+// run out the registry no longer lists it, and the next publish of the
+// stream is pinned to the live origin, where a player gets its media.
+func TestProcOriginStopsHeartbeating(t *testing.T) {
+	s := startProcStack(t, 1, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	// Its id sorts first, so with equal load the stream pins to it.
+	dying := startOriginProc(t, s.bins, "a-dying-origin", s.sigs[0], 5*time.Second)
+	waitFor(t, 10*time.Second, "both origins registered", func() bool {
+		origins, err := s.reg.ListOrigins(ctx)
+		return err == nil && len(origins) == 2
+	})
+	first := publish(t, ctx, s.sigs[0].url+"/whip/live/failover")
+	if pins, err := s.reg.ListPins(ctx); err != nil || len(pins) != 1 || pins[0].OriginID != "a-dying-origin" {
+		t.Fatalf("pins: %+v %v; want the stream on a-dying-origin", pins, err)
+	}
+	first.close()
+
+	dying.pause()
+	t.Cleanup(dying.resume) // so it can be stopped
+	paused := time.Now()
+	waitFor(t, 15*time.Second, "the frozen origin's lease expiry", func() bool {
+		_, err := s.reg.GetOrigin(ctx, "a-dying-origin")
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	t.Logf("origin gone from the registry %s after it froze", time.Since(paused).Round(100*time.Millisecond))
+	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/failover")
+	pl := playSeq(t, ctx, s.sigs[0].url+"/whep/live/failover")
+	if pins, err := s.reg.ListPins(ctx); err != nil || len(pins) != 1 || pins[0].OriginID != "demo-origin" {
+		t.Fatalf("pins after the lease expiry: %+v %v; want the stream on demo-origin", pins, err)
+	}
+	waitFor(t, 20*time.Second, "media at the player through the live origin", func() bool { return pl.count() >= 25 })
+	pub.close()
 }

@@ -22,7 +22,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -35,13 +34,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -522,11 +518,13 @@ type sigProc struct {
 // startSignalingProc starts signaling without rate limit (every request of
 // the test comes from 127.0.0.1), with a 1 s reaper that leaves orphans for
 // 10 minutes (so they stay visible), and waits for /readyz.
-func startSignalingProc(t *testing.T, b procBinaries, name, zone string, etcdArgs []string) *sigProc {
+// Extra flags come last and override.
+func startSignalingProc(t *testing.T, b procBinaries, name, zone string, etcdArgs []string, extra ...string) *sigProc {
 	t.Helper()
 	httpAddr, grpcAddr := freeAddr(t, "tcp"), freeAddr(t, "tcp")
 	args := append([]string{"-http-listen", httpAddr, "-grpc-listen", grpcAddr, "-zone", zone, "-rate-limit", "0",
 		"-reap-interval", "1s", "-orphan-grace", "10m", "-no-demo-page"}, etcdArgs...)
+	args = append(args, extra...)
 	s := &sigProc{proc: newProc(t, name, b.signaling, args...), url: "http://" + httpAddr, grpc: grpcAddr}
 	s.waitHTTP(s.url+"/readyz", nil, 20*time.Second)
 	return s
@@ -560,11 +558,16 @@ type originProc struct {
 	url string
 }
 
-func startOriginProc(t *testing.T, b procBinaries, id string, registerVia *sigProc) *originProc {
+// startOriginProc starts a demo origin with a 15 s lease, or ttl.
+func startOriginProc(t *testing.T, b procBinaries, id string, registerVia *sigProc, ttl ...time.Duration) *originProc {
 	t.Helper()
+	lease := 15 * time.Second
+	if len(ttl) > 0 {
+		lease = ttl[0]
+	}
 	httpAddr := freeAddr(t, "tcp")
 	o := &originProc{proc: newProc(t, id, b.origin, "-http-listen", httpAddr, "-media-listen", freeAddr(t, "udp"),
-		"-signaling-grpc", registerVia.grpc, "-origin-id", id, "-ttl", "15s"), url: "http://" + httpAddr}
+		"-signaling-grpc", registerVia.grpc, "-origin-id", id, "-ttl", lease.String()), url: "http://" + httpAddr}
 	o.waitHTTP(o.url+"/healthz", nil, 20*time.Second)
 	return o
 }
@@ -604,184 +607,6 @@ func startProcStack(t *testing.T, relays, sigs int) *procStack {
 		return err == nil && err2 == nil && len(rs) == relays && len(origins) == 1
 	})
 	return s
-}
-
-// seqPublisher publishes RTP whose payload carries payloadMagic and a
-// counter that is also its sequence number (mod 2^16), 50 packets a second,
-// and counts what it sent.
-type seqPublisher struct {
-	pc     *webrtc.PeerConnection
-	track  *webrtc.TrackLocalStaticRTP
-	res    whepResource
-	answer string
-	next   atomic.Uint32 // the counter of the next packet
-	failed atomic.Uint32 // WriteRTP errors
-	stop   chan struct{}
-	done   chan struct{}
-}
-
-func publishSeq(t *testing.T, ctx context.Context, endpoint string) *seqPublisher {
-	t.Helper()
-	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(track, sendonly()); err != nil {
-		t.Fatal(err)
-	}
-	res, answer, err := negotiate(ctx, pc, endpoint)
-	if err != nil {
-		_ = pc.Close()
-		t.Fatal(err)
-	}
-	p := &seqPublisher{pc: pc, track: track, res: res, answer: answer, stop: make(chan struct{}), done: make(chan struct{})}
-	go p.run()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *seqPublisher) run() {
-	defer close(p.done)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
-		}
-		seq := p.next.Load()
-		payload := make([]byte, 0, 64)
-		payload = append(payload, 0x10, 0x00, 0x9d, 0x01, 0x2a)
-		payload = append(payload, payloadMagic...)
-		payload = binary.BigEndian.AppendUint32(payload, seq)
-		if err := p.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(seq),
-			Timestamp: seq * 3000, Marker: true}, Payload: payload}); err != nil {
-			p.failed.Add(1)
-		}
-		p.next.Add(1)
-	}
-}
-
-func (p *seqPublisher) close() {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-		<-p.done
-		_ = p.pc.Close()
-	}
-}
-
-// seqPlayer plays a stream and records which publisher counters arrived.
-type seqPlayer struct {
-	pc     *webrtc.PeerConnection
-	res    whepResource
-	answer string
-
-	mu    sync.Mutex
-	got   map[uint32]int // counter -> times received
-	other int
-	last  time.Time
-}
-
-func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
-	t.Helper()
-	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromKind(videoKind(), webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		t.Fatal(err)
-	}
-	pl := &seqPlayer{pc: pc, got: map[uint32]int{}}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			pkt, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			pl.mu.Lock()
-			if i := bytes.Index(pkt.Payload, payloadMagic); i >= 0 && len(pkt.Payload) >= i+len(payloadMagic)+4 {
-				pl.got[binary.BigEndian.Uint32(pkt.Payload[i+len(payloadMagic):])]++
-				pl.last = time.Now()
-			} else {
-				pl.other++
-			}
-			pl.mu.Unlock()
-		}
-	})
-	res, answer, err := negotiate(ctx, pc, endpoint)
-	if err != nil {
-		_ = pc.Close()
-		t.Fatal(err)
-	}
-	pl.res, pl.answer = res, answer
-	t.Cleanup(func() { _ = pc.Close() })
-	return pl
-}
-
-// count returns how many distinct counters arrived.
-func (p *seqPlayer) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.got)
-}
-
-// has reports whether counter c arrived.
-func (p *seqPlayer) has(c uint32) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.got[c] > 0
-}
-
-// missing returns the counters in [from, to) that did not arrive.
-func (p *seqPlayer) missing(from, to uint32) []uint32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []uint32
-	for c := from; c < to; c++ {
-		if p.got[c] == 0 {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// maxSeen returns the largest counter received (0 when none).
-func (p *seqPlayer) maxSeen() uint32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var m uint32
-	for c := range p.got {
-		m = max(m, c)
-	}
-	return m
-}
-
-// ranges renders sorted counters compactly: "3-7,10".
-func seqRanges(cs []uint32) string {
-	var b strings.Builder
-	for i := 0; i < len(cs); {
-		j := i
-		for j+1 < len(cs) && cs[j+1] == cs[j]+1 {
-			j++
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		if i == j {
-			fmt.Fprint(&b, cs[i])
-		} else {
-			fmt.Fprintf(&b, "%d-%d", cs[i], cs[j])
-		}
-		i = j + 1
-	}
-	return b.String()
 }
 
 // postOffer POSTs a fresh (never connected) offer and returns the status,

@@ -100,9 +100,11 @@ func NewPoller[T any](batch, size int) (*Poller[T], error) {
 	return p, nil
 }
 
-// Dial opens a socket connected to remote, with SO_RCVBUF and SO_SNDBUF
-// set to sockBuf when it is positive, and adds it to the poller.
-func (p *Poller[T]) Dial(remote netip.AddrPort, sockBuf int, v T) (*Conn[T], error) {
+// Dial opens a socket connected to remote, bound first to local when local
+// is valid (an address it had before, so the peer keeps seeing the same
+// source), with SO_RCVBUF and SO_SNDBUF set to sockBuf when it is positive,
+// and adds it to the poller.
+func (p *Poller[T]) Dial(remote, local netip.AddrPort, sockBuf int, v T) (*Conn[T], error) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	if !remote.IsValid() || remote.Port() == 0 {
 		return nil, fmt.Errorf("udpbatch: dial %s: invalid address", remote)
@@ -126,6 +128,12 @@ func (p *Poller[T]) Dial(remote netip.AddrPort, sockBuf int, v T) (*Conn[T], err
 		}
 		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf) != nil {
 			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sockBuf)
+		}
+	}
+	if local.IsValid() {
+		if err := bindTo(fd, family, local); err != nil {
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("udpbatch: bind to %s toward %s: %w", local, remote, err)
 		}
 	}
 	if err := unix.Connect(fd, sa); err != nil {
@@ -347,4 +355,16 @@ func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// bindTo binds fd, a socket of family, to local.
+func bindTo(fd, family int, local netip.AddrPort) error {
+	a := local.Addr().Unmap()
+	switch {
+	case family == unix.AF_INET && a.Is4():
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: a.As4()})
+	case family == unix.AF_INET6 && a.Is6():
+		return unix.Bind(fd, &unix.SockaddrInet6{Port: int(local.Port()), Addr: a.As16(), ZoneId: zoneID(a)})
+	}
+	return fmt.Errorf("address family of %s does not match the peer's", local)
 }

@@ -129,7 +129,7 @@ func TestPollerDeliversPerConn(t *testing.T) {
 			p := startPoller(t, rec, tc.batch)
 			conns := make([]*Conn[int], tc.conns)
 			for i := range conns {
-				c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), 1<<20, i)
+				c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, i)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -171,7 +171,7 @@ func TestPollerCloseStopsDelivery(t *testing.T) {
 	rec := &recorder{got: map[int][]uint32{}}
 	p := startPoller(t, rec, 8)
 	dst := echo.LocalAddr().(*net.UDPAddr).AddrPort()
-	a, err := p.Dial(dst, 0, 1)
+	a, err := p.Dial(dst, netip.AddrPort{}, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestPollerCloseStopsDelivery(t *testing.T) {
 	}
 	// A new conn takes the freed slot; stale readiness of the old one
 	// must not be delivered as the new one's.
-	b, err := p.Dial(dst, 0, 2)
+	b, err := p.Dial(dst, netip.AddrPort{}, 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,10 +200,28 @@ func TestPollerCloseStopsDelivery(t *testing.T) {
 	if n := rec.count(1); n != 1 {
 		t.Fatalf("closed conn delivered %d datagrams, want 1", n)
 	}
+	// A new conn can take the local address of a closed one (a restarted
+	// relay keeps its source address toward an origin), and only then.
+	c, err := p.Dial(dst, a.Local, 0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Local != a.Local {
+		t.Fatalf("bound to %s, want %s", c.Local, a.Local)
+	}
+	if err := c.Write(seq(4)); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, rec, 4, 1)
+	for _, local := range []netip.AddrPort{c.Local, netip.MustParseAddrPort("[::1]:0")} {
+		if d, err := p.Dial(dst, local, 0, 5); err == nil {
+			t.Fatalf("Dial bound to %s while taken or of another family: %s", local, d.Local)
+		}
+	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Dial(dst, 0, 3); err == nil {
+	if _, err := p.Dial(dst, netip.AddrPort{}, 0, 3); err == nil {
 		t.Fatal("Dial on a closed poller succeeded")
 	}
 }
@@ -297,7 +315,7 @@ func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
 	}
 	rec := &recorder{got: map[int][]uint32{}, writer: w, to: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	p := startPoller(t, rec, 16)
-	c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), 1<<20, 7)
+	c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, 7)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,9 @@ type Conn[T any] struct {
 func NewPoller[T any](batch, size int) (*Poller[T], error) { return nil, ErrPollerUnsupported }
 
 // Dial is unreachable off Linux.
-func (p *Poller[T]) Dial(netip.AddrPort, int, T) (*Conn[T], error) { return nil, ErrPollerUnsupported }
+func (p *Poller[T]) Dial(netip.AddrPort, netip.AddrPort, int, T) (*Conn[T], error) {
+	return nil, ErrPollerUnsupported
+}
 
 // Run is unreachable off Linux.
 func (p *Poller[T]) Run(Handler[T]) error { return ErrPollerUnsupported }
