@@ -17,6 +17,7 @@
 //	relaysessions/<relay-id>/<session-id>      "" (index: sessions by relay)
 //	streamsessions/<stream>/<session-id>       "" (index: sessions by stream)
 //	setups/<session-id>                        Setup: a setup in progress (not leased)
+//	streamsetups/<stream>/<session-id>         "" (index: setups by stream)
 //
 // Origin ids are 1-128 of [A-Za-z0-9._:-], relay and session ids 1-64 of
 // [A-Za-z0-9._-]; none contains "/". Stream keys (1-512 bytes, no NUL, no
@@ -56,6 +57,11 @@
 // failed setup was undone (DeleteSetup). It is not leased either: a record
 // past its Deadline is a setup whose signaling instance died, and a reaper
 // undoes what it recorded (ListStaleSetups, ClaimSetup, DeleteSetup).
+//
+// Pins are not leased either: a stream stays pinned while it has a session
+// or a setup, and ReleaseIdlePins (run by signaling's reaper) removes the
+// pins of idle streams, so an origin's load counts the streams it serves,
+// not every stream it ever served.
 //
 // # Transactions
 //

@@ -24,10 +24,16 @@ func (k keys) relaySessions(relayID string) string {
 	return k.prefix + "relaysessions/" + relayID + "/"
 }
 func (k keys) relaySession(relayID, id string) string { return k.relaySessions(relayID) + id }
+func (k keys) streamSessionsRoot() string             { return k.prefix + "streamsessions/" }
 func (k keys) streamSessions(stream string) string {
-	return k.prefix + "streamsessions/" + stream + "/"
+	return k.streamSessionsRoot() + stream + "/"
 }
 func (k keys) streamSession(stream, id string) string { return k.streamSessions(stream) + id }
+func (k keys) streamSetupsRoot() string               { return k.prefix + "streamsetups/" }
+func (k keys) streamSetups(stream string) string {
+	return k.streamSetupsRoot() + stream + "/"
+}
+func (k keys) streamSetup(stream, id string) string { return k.streamSetups(stream) + id }
 
 // lastSegment returns what follows the last "/" of key.
 func lastSegment(key string) string { return key[strings.LastIndexByte(key, '/')+1:] }

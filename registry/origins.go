@@ -227,23 +227,32 @@ func (c *Client) SetOriginPolicy(p OriginPolicy) {
 // concurrent callers exactly one pin wins and all return its origin. A pin
 // pointing at a dead origin is replaced.
 func (c *Client) PickOrigin(ctx context.Context, stream, zone string) (Origin, error) {
+	o, _, err := c.PickOriginPin(ctx, stream, zone)
+	return o, err
+}
+
+// PickOriginPin is PickOrigin that also returns the mod revision of the pin
+// it read or wrote, for Setup.PinRev: BeginSetup then fails if the pin was
+// removed or replaced in between (ReleaseIdlePins), so a setup never
+// proceeds on an origin its stream is no longer pinned to.
+func (c *Client) PickOriginPin(ctx context.Context, stream, zone string) (Origin, int64, error) {
 	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	if err := CheckStream(stream); err != nil {
-		return Origin{}, err
+		return Origin{}, 0, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		o, err := c.pickOriginOnce(ctx, stream, zone)
+		o, rev, err := c.pickOriginOnce(ctx, stream, zone)
 		if !errors.Is(err, ErrConflict) {
-			return o, err
+			return o, rev, err
 		}
 		lastErr = err
 	}
-	return Origin{}, lastErr
+	return Origin{}, 0, lastErr
 }
 
-func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origin, error) {
+func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origin, int64, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	pinKey := c.keys.pin(stream)
@@ -253,7 +262,7 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 		clientv3.OpGet(c.keys.origins(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return Origin{}, mapErr(err)
+		return Origin{}, 0, mapErr(err)
 	}
 	origins := map[string]Origin{}
 	for _, kv := range tx.Responses[1].GetResponseRange().Kvs {
@@ -269,7 +278,7 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 		err := decode(pinKey, kvs[0].Value, &p)
 		if err == nil {
 			if o, ok := origins[p.OriginID]; ok {
-				return o, nil
+				return o, kvs[0].ModRevision, nil
 			}
 			if checkOriginID(p.OriginID) == nil {
 				unindex = append(unindex, clientv3.OpDelete(c.keys.originPin(p.OriginID, stream)))
@@ -281,7 +290,7 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 	}
 	loads, err := c.originLoads(ctx, origins)
 	if err != nil {
-		return Origin{}, err
+		return Origin{}, 0, err
 	}
 	c.mu.Lock()
 	policy := c.policy
@@ -289,11 +298,11 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 	id := policy.Choose(stream, zone, loads)
 	o, ok := origins[id]
 	if !ok {
-		return Origin{}, fmt.Errorf("stream %s: %w", stream, ErrNoOrigin)
+		return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNoOrigin)
 	}
 	val, err := encode(Pin{V: recordVersion, Stream: stream, OriginID: id, PinTime: time.Now().UTC()})
 	if err != nil {
-		return Origin{}, err
+		return Origin{}, 0, err
 	}
 	originKey := c.keys.origin(id)
 	ops := append(unindex, clientv3.OpPut(pinKey, val), clientv3.OpPut(c.keys.originPin(id, stream), ""))
@@ -301,12 +310,12 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 		If(pinCmp, clientv3.Compare(clientv3.CreateRevision(originKey), ">", 0)).
 		Then(ops...).Commit()
 	if err != nil {
-		return Origin{}, mapErr(err)
+		return Origin{}, 0, mapErr(err)
 	}
 	if !put.Succeeded {
-		return Origin{}, fmt.Errorf("%w: pin of %s changed concurrently", ErrConflict, stream)
+		return Origin{}, 0, fmt.Errorf("%w: pin of %s changed concurrently", ErrConflict, stream)
 	}
-	return o, nil
+	return o, put.Header.Revision, nil
 }
 
 // originLoads counts the pins of each origin through the originpins index

@@ -32,10 +32,12 @@ func (s *Setup) validate() error {
 	return nil
 }
 
-// BeginSetup records a pending setup before its origin is contacted, in a
-// create-if-absent transaction (ErrConflict when the id is taken). It
-// returns the record as stored, with its revision, for the calls that follow
-// (NoteSetupOrigin, FinishSetup, DeleteSetup).
+// BeginSetup records a pending setup before its origin is contacted, with
+// its stream index key, in a create-if-absent transaction (ErrConflict when
+// the id is taken, or when st.PinRev > 0 and the stream's pin is no longer
+// at that revision: pick the origin again). It returns the record as
+// stored, with its revision, for the calls that follow (NoteSetupOrigin,
+// FinishSetup, DeleteSetup).
 func (c *Client) BeginSetup(ctx context.Context, st Setup) (PendingSetup, error) {
 	if err := st.validate(); err != nil {
 		return PendingSetup{}, err
@@ -51,13 +53,21 @@ func (c *Client) BeginSetup(ctx context.Context, st Setup) (PendingSetup, error)
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	key := c.keys.setup(st.ID)
-	tx, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, val)).Commit()
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+	if st.PinRev > 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.keys.pin(st.Stream)), "=", st.PinRev))
+	}
+	tx, err := c.etcd.Txn(ctx).If(cmps...).
+		Then(clientv3.OpPut(key, val), clientv3.OpPut(c.keys.streamSetup(st.Stream, st.ID), "")).
+		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return PendingSetup{}, mapErr(err)
 	}
 	if !tx.Succeeded {
-		return PendingSetup{}, fmt.Errorf("%w: setup %s exists", ErrConflict, st.ID)
+		if len(tx.Responses[0].GetResponseRange().Kvs) > 0 {
+			return PendingSetup{}, fmt.Errorf("%w: setup %s exists", ErrConflict, st.ID)
+		}
+		return PendingSetup{}, fmt.Errorf("%w: the pin of stream %s changed since revision %d", ErrConflict, st.Stream, st.PinRev)
 	}
 	return PendingSetup{Setup: st, Rev: tx.Header.Revision}, nil
 }
@@ -137,7 +147,7 @@ func (c *Client) FinishSetup(ctx context.Context, p PendingSetup, fn func(*Sessi
 		tx, err := c.etcd.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(sk), "=", rev),
 			clientv3.Compare(clientv3.ModRevision(setupKey), "=", p.Rev),
-		).Then(clientv3.OpPut(sk, val), clientv3.OpDelete(setupKey)).
+		).Then(clientv3.OpPut(sk, val), clientv3.OpDelete(setupKey), clientv3.OpDelete(c.keys.streamSetup(p.Stream, p.ID))).
 			Else(clientv3.OpGet(setupKey, clientv3.WithKeysOnly())).Commit()
 		if err != nil {
 			return Session{}, mapErr(err)
@@ -212,31 +222,39 @@ func (c *Client) listSetups(ctx context.Context, staleAt time.Time) ([]PendingSe
 	return out, nil
 }
 
-// DeleteSetup removes a pending setup. With rev > 0 it is a compare-and-
-// delete on that revision (ErrConflict when the record changed, e.g. a
-// reaper claimed it); rev 0 deletes whatever is there. A missing record is
-// ErrNotFound.
+// DeleteSetup removes a pending setup and its stream index key. With rev >
+// 0 it is a compare-and-delete on that revision (ErrConflict when the
+// record changed, e.g. a reaper claimed it); rev 0 deletes whatever is
+// there. A missing record is ErrNotFound.
 func (c *Client) DeleteSetup(ctx context.Context, id string, rev int64) error {
 	if err := checkSessionID(id); err != nil {
 		return err
 	}
-	ctx, cancel := c.call(ctx)
+	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	key := c.keys.setup(id)
-	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
-	if rev > 0 {
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-	}
-	tx, err := c.etcd.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).
-		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
-	if err != nil {
-		return mapErr(err)
-	}
-	if !tx.Succeeded {
-		if len(tx.Responses[0].GetResponseRange().Kvs) == 0 {
-			return fmt.Errorf("setup %s: %w", id, ErrNotFound)
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		// The record names the stream, whose index key goes with it.
+		p, err := c.GetSetup(ctx, id)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("%w: setup %s changed", ErrConflict, id)
+		if rev > 0 && p.Rev != rev {
+			return fmt.Errorf("%w: setup %s changed", ErrConflict, id)
+		}
+		cctx, cancel := c.call(ctx)
+		tx, err := c.etcd.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", p.Rev)).
+			Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.streamSetup(p.Stream, id))).Commit()
+		cancel()
+		if err != nil {
+			return mapErr(err)
+		}
+		if tx.Succeeded {
+			return nil
+		}
+		if rev > 0 {
+			return fmt.Errorf("%w: setup %s changed", ErrConflict, id)
+		}
 	}
-	return nil
+	return fmt.Errorf("%w: setup %s kept changing", ErrConflict, id)
 }

@@ -145,6 +145,11 @@ type Setup struct {
 	// ClaimedBy and ClaimTime name the reaper cleaning the setup up.
 	ClaimedBy string    `json:"claimed_by,omitempty"`
 	ClaimTime time.Time `json:"claim_time,omitzero"`
+
+	// PinRev, when positive, is the mod revision of the stream's pin that
+	// chose OriginID (PickOriginPin): BeginSetup fails with ErrConflict if
+	// the pin changed or was released since. Not stored.
+	PinRev int64 `json:"-"`
 }
 
 // PendingSetup is a Setup with the etcd revision it was stored or read at,

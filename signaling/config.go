@@ -19,6 +19,7 @@ const (
 	DefaultRelayCallTimeout = 5 * time.Second
 	DefaultRetryAfter       = 5 * time.Second
 	DefaultSetupMargin      = 10 * time.Second
+	DefaultPinIdle          = time.Minute
 )
 
 // ICEServer is a STUN or TURN server advertised to clients in Link headers
@@ -84,6 +85,10 @@ type Config struct {
 	// is cut off at its deadline, and a pending setup record older than it
 	// is reaped. Default DefaultSetupMargin.
 	SetupMargin time.Duration
+	// PinIdle is how old a stream's pin must be before the reaper may
+	// release it once the stream has no session and no setup (its next
+	// setup picks an origin again); default DefaultPinIdle.
+	PinIdle time.Duration
 	// Page, when set, serves the demo page (and anything else not routed)
 	// at "/".
 	Page http.Handler
@@ -113,6 +118,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SetupMargin <= 0 {
 		c.SetupMargin = DefaultSetupMargin
+	}
+	if c.PinIdle <= 0 {
+		c.PinIdle = DefaultPinIdle
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = DefaultRetryAfter

@@ -230,9 +230,14 @@ func (o *fakeOrigin) lastOffer() string {
 }
 
 // register puts the origin into the registry.
-func (o *fakeOrigin) register(t testing.TB, reg *registry.Client) {
+// register registers the origin, with capacity pinned streams at most when
+// given.
+func (o *fakeOrigin) register(t testing.TB, reg *registry.Client, capacity ...uint32) {
 	t.Helper()
 	rec := registry.Origin{ID: "origin-" + o.kind, Kind: o.kind, APIBaseURL: o.srv.URL, TTL: 30 * time.Second}
+	if len(capacity) > 0 {
+		rec.Capacity = capacity[0]
+	}
 	if o.kind == registry.OriginKindWHIP {
 		rec.WHIPURLTemplate = o.srv.URL + "/{stream}/whip"
 		rec.WHEPURLTemplate = o.srv.URL + "/{stream}/whep"

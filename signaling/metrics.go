@@ -17,6 +17,7 @@ type metrics struct {
 	rehomed      prometheus.Counter
 	reaped       prometheus.Counter
 	setupsReaped prometheus.Counter
+	pinsReleased prometheus.Counter
 	orphaned     prometheus.Gauge
 }
 
@@ -39,6 +40,9 @@ func newMetrics() *metrics {
 		setupsReaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_setups_reaped_total", Help: "Setups whose signaling instance died mid-way, undone by the reaper (origin and relay sessions, records).",
 		}),
+		pinsReleased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_pins_released_total", Help: "Stream pins released by the reaper because their stream had no session and no setup.",
+		}),
 		orphaned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rtcedge_signaling_orphaned_sessions", Help: "Sessions assigned to a relay with no registration, at the reaper's last pass.",
 		}),
@@ -51,7 +55,7 @@ func newMetrics() *metrics {
 		"no_media_address", "config", "delete", "restart"} {
 		m.originErrors.WithLabelValues(kind)
 	}
-	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.setupsReaped, m.orphaned,
+	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.setupsReaped, m.pinsReleased, m.orphaned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -28,6 +28,8 @@ const (
 //     instead). For each it deletes the origin's session and the record.
 //   - setups whose signaling instance died before finishing them: pending
 //     setup records past their deadline (reapSetups).
+//   - pins of idle streams (no session, no setup) made more than
+//     Config.PinIdle ago, so origins' loads count the streams they serve.
 //
 // Every signaling instance may run it; the deletes are idempotent, and a
 // stale setup is claimed by exactly one reaper before it is undone.
@@ -41,7 +43,23 @@ func (s *Server) RunReaper(ctx context.Context) {
 		case now := <-t.C:
 			s.reap(ctx, now)
 			s.reapSetups(ctx, now)
+			s.releasePins(ctx, now)
 		}
+	}
+}
+
+// maxPinReleases bounds the pins one reaper pass releases.
+const maxPinReleases = 1000
+
+// releasePins releases the pins of idle streams.
+func (s *Server) releasePins(ctx context.Context, now time.Time) {
+	n, err := s.cfg.Registry.ReleaseIdlePins(ctx, now.Add(-s.cfg.PinIdle), maxPinReleases)
+	if n > 0 {
+		s.metrics.pinsReleased.Add(float64(n))
+		s.log.Info("signaling: released the pins of idle streams", "pins", n)
+	}
+	if err != nil {
+		s.log.Debug("signaling: reaper could not release idle pins", "err", err)
 	}
 }
 

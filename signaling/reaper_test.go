@@ -59,6 +59,56 @@ func TestReaperRemovesSessionsOfDeadRelays(t *testing.T) {
 	}
 }
 
+// TestReaperReleasesIdlePins: an origin with room for one stream serves a
+// second stream once the first has ended and the reaper released its pin;
+// while the first is live the second is refused.
+func TestReaperReleasesIdlePins(t *testing.T) {
+	e := newEnv(t, 0)
+	srv, err := signaling.New(signaling.Config{Registry: e.reg, ReapInterval: 100 * time.Millisecond, PinIdle: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.RunReaper(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	origin := newFakeOrigin(t, registry.OriginKindMediaMTX)
+	origin.register(t, e.reg, 1)
+	offer := fixture(t, "chrome-whip-offer.sdp")
+	first := httptestDo(t, srv.Handler(), "POST", "/whip/live/first", "application/sdp", offer)
+	if first.Code != http.StatusCreated {
+		t.Fatalf("POST first %d %s", first.Code, first.Body)
+	}
+	// Several reaper passes: the live stream keeps its pin.
+	time.Sleep(500 * time.Millisecond)
+	if rec := httptestDo(t, srv.Handler(), "POST", "/whip/live/second", "application/sdp", offer); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("POST second while the first is live: %d %s, want 503", rec.Code, rec.Body)
+	}
+	if rec := httptestDo(t, srv.Handler(), "DELETE", first.Header().Get("Location"), "", ""); rec.Code != http.StatusOK {
+		t.Fatalf("DELETE first: %d %s", rec.Code, rec.Body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pins, err := e.reg.ListPins(t.Context())
+		if err == nil && len(pins) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle stream's pin was not released: %+v %v", pins, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if rec := httptestDo(t, srv.Handler(), "POST", "/whip/live/second", "application/sdp", offer); rec.Code != http.StatusCreated {
+		t.Fatalf("POST second after the first ended: %d %s", rec.Code, rec.Body)
+	}
+	m := httptestDo(t, srv.Handler(), "GET", "/metrics", "", "")
+	if !strings.Contains(m.Body.String(), "rtcedge_signaling_pins_released_total 1") {
+		t.Error("released pins not counted in the metrics")
+	}
+}
+
 func httptestDo(t *testing.T, h http.Handler, method, target, ctype, body string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, target, strings.NewReader(body))

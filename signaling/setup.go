@@ -218,10 +218,38 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		}
 		return nil, &httpError{status: http.StatusBadRequest, title: "malformed offer", detail: err.Error()}
 	}
-	origin, err := s.cfg.Registry.PickOrigin(ctx, key, s.cfg.Zone)
-	if err != nil {
-		return nil, s.registryError("no origin available", err)
+	// The session id comes first: the pending-setup record, written before
+	// the origin is contacted, is keyed by it. A reaper undoes the setup if
+	// this instance dies before the record is cleared (reaper.go), so the
+	// setup must not outlive the record's deadline. The record is written
+	// only if the stream's pin is still the one that chose the origin (a
+	// reaper may release an idle stream's pin in between: pick again).
+	id := newID()
+	var origin registry.Origin
+	var pending registry.PendingSetup
+	var deadline time.Time
+	for attempt := 0; ; attempt++ {
+		var pinRev int64
+		origin, pinRev, err = s.cfg.Registry.PickOriginPin(ctx, key, s.cfg.Zone)
+		if err != nil {
+			return nil, s.registryError("no origin available", err)
+		}
+		deadline = time.Now().Add(s.setupSpan())
+		pending, err = s.cfg.Registry.BeginSetup(ctx, registry.Setup{ID: id, Stream: key, Direction: dir.String(),
+			OriginID: origin.ID, Deadline: deadline, PinRev: pinRev})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, registry.ErrConflict) || attempt == 2 {
+			return nil, s.registryError("setup not recorded", err)
+		}
 	}
+	finished := false
+	defer func() {
+		if !finished {
+			s.abandonSetup(ctx, pending)
+		}
+	}()
 	st := streamFromKey(key)
 	endpoint, err := originadapter.Endpoint(origin, st, dir.adapter(), DefaultVhost)
 	if err != nil {
@@ -232,23 +260,6 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	if s.cfg.ForwardAuthorization && authorization != "" {
 		hdr.Set("Authorization", authorization)
 	}
-	// The session id comes first: the pending-setup record, written before
-	// the origin is contacted, is keyed by it. A reaper undoes the setup if
-	// this instance dies before the record is cleared (reaper.go), so the
-	// setup must not outlive the record's deadline.
-	id := newID()
-	deadline := time.Now().Add(s.setupSpan())
-	pending, err := s.cfg.Registry.BeginSetup(ctx, registry.Setup{ID: id, Stream: key, Direction: dir.String(),
-		OriginID: origin.ID, Deadline: deadline})
-	if err != nil {
-		return nil, s.registryError("setup not recorded", err)
-	}
-	finished := false
-	defer func() {
-		if !finished {
-			s.abandonSetup(ctx, pending)
-		}
-	}()
 	ctx, cancelSetup := context.WithDeadline(ctx, deadline)
 	defer cancelSetup()
 	octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)

@@ -62,6 +62,7 @@ type config struct {
 	reapInterval      time.Duration
 	orphanGrace       time.Duration
 	setupMargin       time.Duration
+	pinIdle           time.Duration
 	publicBaseURL     string
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
@@ -104,6 +105,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.rateBurst, "rate-burst", 40, "burst allowed above -rate-limit")
 	fs.DurationVar(&c.reapInterval, "reap-interval", signaling.DefaultReapInterval, "how often to look for sessions orphaned on dead relays")
 	fs.DurationVar(&c.orphanGrace, "orphan-grace", signaling.DefaultOrphanGrace, "how long a session may stay on a dead relay (for an ICE restart to move it) before it is removed")
+	fs.DurationVar(&c.pinIdle, "pin-idle", signaling.DefaultPinIdle, "a stream's origin pin older than this is released by the reaper once the stream has no session and no setup")
 	fs.DurationVar(&c.setupMargin, "setup-margin", signaling.DefaultSetupMargin, "added to -origin-timeout plus -relay-timeout to make a setup's deadline; a setup left pending past it (its instance died) is undone by the reaper")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
@@ -126,7 +128,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-rate-limit must be >= 0 and -rate-burst >= 1")
 	case c.bodyLimit < 1024 || c.bodyLimit > 16<<20:
 		return c, fmt.Errorf("-body-limit %d: want 1 KiB to 16 MiB", c.bodyLimit)
-	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0 || c.setupMargin <= 0:
+	case c.originTimeout <= 0 || c.relayTimeout <= 0 || c.readTimeout <= 0 || c.idleTimeout <= 0 || c.shutdownTimeout <= 0 || c.setupMargin <= 0 || c.pinIdle <= 0:
 		return c, errors.New("timeouts must be positive")
 	case c.writeTimeout <= c.originTimeout+c.relayTimeout:
 		return c, fmt.Errorf("-http-write-timeout %s must exceed -origin-timeout plus -relay-timeout (%s)", c.writeTimeout, c.originTimeout+c.relayTimeout)
@@ -181,7 +183,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
-		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL, SetupMargin: cfg.setupMargin,
+		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL, SetupMargin: cfg.setupMargin, PinIdle: cfg.pinIdle,
 	})
 	if err != nil {
 		return err
