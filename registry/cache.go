@@ -154,6 +154,13 @@ func (k *cache[T]) get(id string) (T, bool) {
 
 // scan calls fn for every record, in no particular order, under the read
 // lock: fn must not call back into the cache nor modify or keep v.
+// len returns the number of records.
+func (k *cache[T]) len() int {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.items)
+}
+
 func (k *cache[T]) scan(fn func(id string, v *T)) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()

@@ -92,6 +92,18 @@ type Client struct {
 	relayCache  *cache[Relay]
 	originCache *cache[Origin]
 	closed      bool
+
+	pickMu sync.Mutex // guards the following
+	// picks counts, per relay, the picks this client made since it last
+	// saw that relay's record change (the record the count is against):
+	// sessions allocated there that the record does not show yet.
+	picks map[string]relayPicks
+}
+
+// relayPicks is a count of picks against one version of a relay's record.
+type relayPicks struct {
+	rec *Relay
+	n   int
 }
 
 // New connects to etcd. It does not wait for etcd to be reachable: calls

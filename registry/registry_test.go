@@ -699,6 +699,59 @@ func TestPickRelayPolicy(t *testing.T) {
 	}
 }
 
+// TestPickRelaySpreadsBursts: between registration updates the records show
+// stale session counts; a burst of picks is spread by counting this
+// client's own picks, and the count starts over when a record changes.
+func TestPickRelaySpreadsBursts(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	regs := map[string]*registry.RelayRegistration{}
+	for _, r := range []registry.Relay{
+		{ID: "a", Sessions: 0, GRPCAddress: "127.0.0.1:1", PublicAddresses: []string{"127.0.0.1:3478"}},
+		{ID: "b", Sessions: 2, GRPCAddress: "127.0.0.1:2", PublicAddresses: []string{"127.0.0.1:3479"}},
+	} {
+		reg, err := c.RegisterRelay(ctx, r, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = reg.Close(context.Background()) })
+		regs[r.ID] = reg
+	}
+	eventually(t, 5*time.Second, "cache filled", func() bool {
+		rs, err := c.Relays(ctx)
+		return err == nil && len(rs) == 2
+	})
+	picks := func(n int) string {
+		var out strings.Builder
+		for range n {
+			r, err := c.PickRelay(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.WriteString(r.ID)
+		}
+		return out.String()
+	}
+	// a has 0, b 2: a twice, then they alternate (ties go to the smaller id).
+	if got := picks(6); got != "aaabab" {
+		t.Fatalf("picks %q, want aaabab", got)
+	}
+	// a's record changes (it now reports the sessions it got): its count
+	// starts over from the record.
+	if err := regs["a"].Update(ctx, func(r *registry.Relay) { r.Sessions = 4 }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "cache updated", func() bool {
+		rs, err := c.Relays(ctx)
+		return err == nil && len(rs) == 2 && rs[0].ID == "a" && rs[0].Sessions == 4
+	})
+	// a: 4 from its record; b: 2 + 2 picks.
+	if got := picks(3); got != "aba" {
+		t.Fatalf("picks after the update %q, want aba", got)
+	}
+}
+
 // TestConcurrentFirstHeartbeats: an origin's first heartbeats reaching
 // several signaling instances at once create exactly one registration, and
 // the losers' leases do not linger.

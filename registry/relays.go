@@ -283,6 +283,11 @@ func (c *Client) Relays(ctx context.Context) ([]Relay, error) {
 
 // PickRelay returns the least-loaded alive, non-draining relay, preferring
 // zone, from the watch-fed cache: no etcd round trip once the cache is warm.
+//
+// A relay's record shows its session count as of its last registration
+// update (every few seconds). So that a burst of setups does not all go to
+// the relay that was least loaded then, the load also counts this client's
+// picks of that relay since its record last changed.
 func (c *Client) PickRelay(ctx context.Context, zone string) (Relay, error) {
 	return c.PickRelayExcept(ctx, zone)
 }
@@ -294,6 +299,8 @@ func (c *Client) PickRelayExcept(ctx context.Context, zone string, exclude ...st
 	if err := k.wait(ctx); err != nil {
 		return Relay{}, err
 	}
+	c.pickMu.Lock()
+	defer c.pickMu.Unlock()
 	var best *Relay
 	var bestLocal bool
 	var bestLoad float64
@@ -301,7 +308,13 @@ func (c *Client) PickRelayExcept(ctx context.Context, zone string, exclude ...st
 		if r.Draining || r.MaxSessions > 0 && r.Sessions >= r.MaxSessions || slices.Contains(exclude, r.ID) {
 			return
 		}
-		local, load := zone != "" && r.Zone == zone, r.Load()
+		pending := 0
+		if p, ok := c.picks[r.ID]; ok && p.rec == r {
+			pending = p.n
+		}
+		withPending := *r
+		withPending.Sessions += pending
+		local, load := zone != "" && r.Zone == zone, withPending.Load()
 		// Prefer the zone, then the lower load, then the smaller id (ties
 		// are decided the same way by every signaling instance).
 		if best == nil || local && !bestLocal ||
@@ -311,6 +324,14 @@ func (c *Client) PickRelayExcept(ctx context.Context, zone string, exclude ...st
 	})
 	if best == nil {
 		return Relay{}, ErrNoRelay
+	}
+	if c.picks == nil || len(c.picks) > 4*k.len()+64 {
+		c.picks = map[string]relayPicks{} // forget relays long gone
+	}
+	if p := c.picks[best.ID]; p.rec == best {
+		c.picks[best.ID] = relayPicks{rec: best, n: p.n + 1}
+	} else {
+		c.picks[best.ID] = relayPicks{rec: best, n: 1}
 	}
 	out := *best
 	out.PublicAddresses = slices.Clone(out.PublicAddresses)
