@@ -109,6 +109,8 @@ type Session struct {
 	// ICEOptions, ICEPacing and ICELite repeat what the offer/answer used, for
 	// the ICE restart reply (RFC 9725 section 4.3.3).
 	ICEOptions string `json:"ice_options,omitempty"`
+	ICEPacing  string `json:"ice_pacing,omitempty"`
+	ICELite    bool   `json:"ice_lite,omitempty"`
 
 	CreateTime time.Time `json:"create_time"`
 	UpdateTime time.Time `json:"update_time"`

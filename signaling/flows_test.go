@@ -316,3 +316,36 @@ func TestConcurrentSessions(t *testing.T) {
 		t.Errorf("origin saw %d DELETEs, want %d", deletes, n)
 	}
 }
+
+// TestRestartReplyRepeatsICEAttributes: RFC 9725 section 4.3.3 — the ICE
+// restart reply repeats the ice-options, ice-pacing and ice-lite of the
+// original offer and answer, even when the origin's own reply leaves them
+// out (the fake origin's does).
+func TestRestartReplyRepeatsICEAttributes(t *testing.T) {
+	e := newEnv(t, 1)
+	origin := newFakeOrigin(t, registry.OriginKindWHIP)
+	origin.answerSDP = strings.Replace(origin.answerSDP, "t=0 0\r\n", "t=0 0\r\na=ice-lite\r\na=ice-pacing:40\r\n", 1)
+	origin.register(t, e.reg)
+	r := do(t, "POST", e.sig[0].URL+"/whip/live/lite", "application/sdp", fixture(t, "chrome-whip-offer.sdp"))
+	if r.status != 201 {
+		t.Fatalf("POST %d %s", r.status, r.body)
+	}
+	for _, want := range []string{"a=ice-lite\r\n", "a=ice-pacing:40\r\n"} {
+		if !strings.Contains(r.body, want) {
+			t.Fatalf("answer lacks %q:\n%s", want, r.body)
+		}
+	}
+	p := do(t, "PATCH", e.sig[0].URL+r.header.Get("Location"), "application/trickle-ice-sdpfrag",
+		"a=ice-options:trickle\r\na=ice-ufrag:OtherUfrag9\r\na=ice-pwd:otherpasswordotherpassword\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n",
+		"If-Match", r.header.Get("ETag"))
+	if p.status != 200 {
+		t.Fatalf("PATCH %d %s", p.status, p.body)
+	}
+	frag, err := sdpx.ParseFrag(p.body)
+	if err != nil {
+		t.Fatalf("restart reply %q: %v", p.body, err)
+	}
+	if !frag.ICE.Lite || frag.ICE.Pacing != "40" || frag.ICE.Options != "trickle" || frag.ICE.Ufrag != "NewOriginUfrag" {
+		t.Fatalf("restart reply ICE %+v, want lite, pacing 40, options trickle, the origin's new ufrag:\n%s", frag.ICE, p.body)
+	}
+}

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -217,12 +218,11 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 		s.fail(w, s.registryError("restart not recorded", err))
 		return
 	}
-	// RFC 9725 section 4.3.3: the reply repeats the ice-options in use.
-	opts := ofrag.ICE.Options
-	if opts == "" {
-		opts = rs.ICEOptions
-	}
-	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd, Options: opts, Lite: ofrag.ICE.Lite}, mid, cands, nil)
+	// RFC 9725 section 4.3.3: the reply repeats the ice-options,
+	// ice-pacing and ice-lite of the original offer and answer, whether or
+	// not the origin's reply does.
+	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd, Options: cmp.Or(ofrag.ICE.Options, rs.ICEOptions),
+		Pacing: cmp.Or(ofrag.ICE.Pacing, rs.ICEPacing), Lite: ofrag.ICE.Lite || rs.ICELite}, mid, cands, nil)
 	w.Header().Set("Content-Type", "application/trickle-ice-sdpfrag")
 	w.Header().Set("ETag", etag)
 	w.WriteHeader(http.StatusOK)

@@ -386,6 +386,7 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	// transaction; it fails if a reaper claimed the setup meanwhile.
 	_, err = s.cfg.Registry.FinishSetup(ctx, pending, func(rs *registry.Session) error {
 		rs.OriginID, rs.OriginResource, rs.OriginETag, rs.ETag, rs.ICEOptions = origin.ID, resp.Location, resp.ETag, etag, offer.ICE.Options
+		rs.ICEPacing, rs.ICELite = answer.ICE.Pacing, answer.ICE.Lite
 		return nil
 	})
 	if err != nil {

@@ -24,6 +24,7 @@ const MaxMediaSections = 16
 type ICE struct {
 	Ufrag, Pwd string
 	Options    string // a=ice-options value, e.g. "trickle"
+	Pacing     string // a=ice-pacing value (ms), RFC 8839
 	Lite       bool
 }
 
@@ -67,7 +68,8 @@ func iceOf(d *sdp.SessionDescription) ICE {
 		m = d.MediaDescriptions[0]
 	}
 	_, lite := d.Attribute("ice-lite")
-	return ICE{Ufrag: attr(d, m, "ice-ufrag"), Pwd: attr(d, m, "ice-pwd"), Options: attr(d, m, "ice-options"), Lite: lite}
+	return ICE{Ufrag: attr(d, m, "ice-ufrag"), Pwd: attr(d, m, "ice-pwd"), Options: attr(d, m, "ice-options"),
+		Pacing: attr(d, m, "ice-pacing"), Lite: lite}
 }
 
 // ParseOffer validates a client's offer and sanitizes it for the origin.
@@ -438,6 +440,9 @@ func RestartFrag(ice ICE, mid string, cands []Candidate, components []uint16) st
 	}
 	if ice.Options != "" {
 		b.WriteString("a=ice-options:" + ice.Options + "\r\n")
+	}
+	if ice.Pacing != "" {
+		b.WriteString("a=ice-pacing:" + ice.Pacing + "\r\n")
 	}
 	b.WriteString("a=group:BUNDLE " + mid + "\r\n")
 	b.WriteString("m=audio 9 RTP/AVP 0\r\n")
