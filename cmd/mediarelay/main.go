@@ -25,6 +25,7 @@ import (
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/mediarelay"
+	"github.com/rtcedge/rtcedge/registry"
 )
 
 var version = "dev"
@@ -45,6 +46,7 @@ type config struct {
 	relayID       string
 	zone          string
 	idleTimeout   time.Duration
+	leaseTTL      time.Duration
 	maxSessions   int
 	socketBuffer  int
 	sockets       int
@@ -67,6 +69,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.relayID, "relay-id", sanitize(host), "relay id in the registry: 1-64 of [A-Za-z0-9._-]; keep it across restarts to resume sessions")
 	fs.StringVar(&c.zone, "zone", "", "zone label; signaling prefers relays of its own zone")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", mediarelay.DefaultIdleTimeout, "release a session after this long without packets from its client")
+	fs.DurationVar(&c.leaseTTL, "registration-ttl", mediarelay.DefaultRelayTTL, "TTL of the relay's registration lease in etcd: how soon signaling stops picking a relay that died, and counts its sessions as orphaned")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "maximum open sessions; 0 is unlimited")
 	fs.IntVar(&c.socketBuffer, "socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of every socket; 0 keeps the kernel default (which overflows in bursts)")
 	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each (Linux); 1 disables")
@@ -84,6 +87,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("-idle-timeout %s: want at least 1s", c.idleTimeout)
+	case c.leaseTTL < registry.MinRelayTTL || c.leaseTTL > 5*time.Minute:
+		return c, fmt.Errorf("-registration-ttl %s: want %s to 5m", c.leaseTTL, registry.MinRelayTTL)
 	case c.clientCA != "" && c.tlsCert == "":
 		return c, errors.New("-grpc-client-ca needs -grpc-tls-cert")
 	case (c.tlsCert == "") != (c.tlsKey == ""):
@@ -197,7 +202,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	relay, err := mediarelay.New(mediarelay.Config{
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
-		Version: version, SocketBuffer: cfg.socketBuffer,
+		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL,
 	})
 	if err != nil {
 		return err
