@@ -54,11 +54,29 @@ type Config struct {
 	// LookupRate bounds registry lookups for unknown USERNAMEs per second;
 	// default 20.
 	LookupRate int
-
-	// goroutineUpstreams gives every session socket its own reader
-	// goroutine instead of the Linux poller (the portable path), for tests.
-	goroutineUpstreams bool
+	// DataPlane is how packets are read and written: DataPlaneThread (the
+	// default), DataPlaneNetpoll or DataPlaneGoroutines. Off Linux it is
+	// always DataPlaneGoroutines.
+	DataPlane string
 }
+
+// Data planes of Config.DataPlane.
+const (
+	// DataPlaneThread serves every socket (the public ones and every
+	// session's socket toward its origin) from one OS thread of its own,
+	// blocked in epoll_wait outside the Go scheduler, with recvmmsg and
+	// sendmmsg: the cost of a minimal C forwarder (docs/PERFORMANCE.md).
+	// Serve takes the public sockets' descriptors over, and raises
+	// GOMAXPROCS to 2 if it is 1 (the thread keeps a P while it waits).
+	DataPlaneThread = "thread"
+	// DataPlaneNetpoll reads each public socket from a goroutine and the
+	// session sockets from one epoll-driven goroutine, through the Go
+	// runtime's poller: about 1.4x the CPU per packet of DataPlaneThread.
+	DataPlaneNetpoll = "netpoll"
+	// DataPlaneGoroutines gives each public socket and each session socket
+	// a reader goroutine: the portable path.
+	DataPlaneGoroutines = "goroutines"
+)
 
 var relayIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -91,6 +109,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LookupRate <= 0 {
 		c.LookupRate = 20
+	}
+	switch c.DataPlane {
+	case "":
+		c.DataPlane = DataPlaneThread
+	case DataPlaneThread, DataPlaneNetpoll, DataPlaneGoroutines:
+	default:
+		return fmt.Errorf("%w: data plane %q: want %s, %s or %s", ErrInvalid, c.DataPlane, DataPlaneThread, DataPlaneNetpoll, DataPlaneGoroutines)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -25,7 +25,7 @@ func (r *Relay) HTTPHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		r.mu.Lock()
-		ready := r.pubs != nil && !r.closed && (r.cfg.Registry == nil || r.reg != nil)
+		ready := r.socks != nil && !r.closed && (r.cfg.Registry == nil || r.reg != nil)
 		r.mu.Unlock()
 		if !ready {
 			http.Error(w, "not ready: not serving or not registered", http.StatusServiceUnavailable)

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,8 @@ type Relay struct {
 	metrics *metrics
 	started time.Time
 
-	poller    *udpbatch.Poller[*session] // nil: a reader goroutine per session
+	poller    *udpbatch.Poller[*session] // nil: a reader goroutine per socket
+	thread    bool                       // poller is a thread poller that reads the public sockets too
 	tabs      *tables
 	clock     atomic.Int64 // coarse unix nanos, advanced by the sweeper
 	lookups   chan string  // unknown USERNAMEs for the registry lookup worker
@@ -52,8 +54,7 @@ type Relay struct {
 	sessions   map[string]*session
 	draining   bool
 	drainTimer *time.Timer
-	pubs       []*net.UDPConn
-	outs       []*pubWriter // per pub, with the poller; used by its goroutine
+	socks      []*pubSock // the public sockets
 	reg        *registry.RelayRegistration
 	subs       map[*subscriber]struct{}
 	closed     bool
@@ -74,13 +75,18 @@ func New(cfg Config) (*Relay, error) {
 		sessions: map[string]*session{},
 		subs:     map[*subscriber]struct{}{},
 	}
-	if !cfg.goroutineUpstreams {
-		p, err := udpbatch.NewPoller[*session](upstreamBatch, MaxPacketSize+1)
+	if cfg.DataPlane != DataPlaneGoroutines {
+		newPoller := udpbatch.NewThreadPoller[*session]
+		if cfg.DataPlane == DataPlaneNetpoll {
+			newPoller = udpbatch.NewPoller[*session]
+		}
+		p, err := newPoller(upstreamBatch, MaxPacketSize+1)
 		switch {
 		case err == nil:
 			r.poller = p
+			r.thread = cfg.DataPlane == DataPlaneThread
 		case !errors.Is(err, udpbatch.ErrPollerUnsupported):
-			cfg.Logger.Warn("relay: upstream poller unavailable, a reader goroutine per session instead", "err", err)
+			cfg.Logger.Warn("relay: poller unavailable, a reader goroutine per socket instead", "err", err)
 		}
 	}
 	r.metrics = newMetrics(r)
@@ -93,7 +99,9 @@ func New(cfg Config) (*Relay, error) {
 // is called, then closes the relay. With a registry it first reloads the
 // sessions assigned to this relay's id, then registers the relay and keeps
 // its registration fresh. Several conns (SO_REUSEPORT sockets of one port)
-// each get a reader.
+// each get a reader, or all join the data-plane thread (DataPlaneThread),
+// which takes their descriptors over: the conns are closed at once, and
+// the relay closes the descriptors when it closes.
 func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	if len(conns) == 0 {
 		return fmt.Errorf("%w: Serve needs at least one socket", ErrInvalid)
@@ -111,34 +119,35 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.mu.Unlock()
 		return ErrClosed
 	}
-	if r.pubs != nil {
+	if r.socks != nil {
 		r.mu.Unlock()
 		return errors.New("mediarelay: Serve called twice")
 	}
-	r.pubs = pubs
-	if r.poller != nil {
-		for _, pub := range pubs {
-			w, err := udpbatch.NewWriter(pub, upstreamBatch)
-			if err != nil {
-				r.log.Warn("relay: batch writes unavailable, writing one datagram at a time", "err", err)
-				r.outs = nil
-				break
-			}
-			r.outs = append(r.outs, &pubWriter{w: w})
-		}
+	socks, err := r.openSocks(pubs)
+	if err != nil {
+		r.mu.Unlock()
+		return err
 	}
+	r.socks = socks
 	r.mu.Unlock()
 
 	if r.cfg.Registry != nil {
 		r.reload(ctx)
 	}
 	r.readyOnce.Do(func() { close(r.ready) })
-	for _, pub := range pubs {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.readPublic(pub)
-		}()
+	if r.thread {
+		if runtime.GOMAXPROCS(0) < 2 {
+			runtime.GOMAXPROCS(2)
+			r.log.Info("relay: GOMAXPROCS raised to 2: the data-plane thread keeps a P of its own")
+		}
+	} else {
+		for _, ps := range socks {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.readPublic(ps)
+			}()
+		}
 	}
 	if r.poller != nil {
 		r.wg.Add(1)
@@ -188,7 +197,7 @@ func (r *Relay) Close() error {
 		if r.drainTimer != nil {
 			r.drainTimer.Stop()
 		}
-		pubs := r.pubs
+		socks := r.socks
 		sessions := slices.Collect(maps.Values(r.sessions))
 		r.sessions = map[string]*session{}
 		r.tabs.clearLocked()
@@ -197,8 +206,10 @@ func (r *Relay) Close() error {
 			delete(r.subs, sub)
 		}
 		r.mu.Unlock()
-		for _, p := range pubs {
-			_ = p.Close()
+		for _, ps := range socks {
+			if ps.conn != nil {
+				_ = ps.conn.Close() // its reader returns
+			}
 		}
 		for _, s := range sessions {
 			r.closeSession(s)
@@ -207,6 +218,11 @@ func (r *Relay) Close() error {
 			_ = r.poller.Close()
 		}
 		r.wg.Wait()
+		for _, ps := range socks {
+			if ps.conn == nil {
+				_ = udpbatch.CloseFD(ps.fd) // the data-plane thread has returned
+			}
+		}
 		r.mu.Lock()
 		reg := r.reg
 		r.reg = nil
@@ -222,9 +238,64 @@ func (r *Relay) Close() error {
 	return nil
 }
 
-// readPublic is the loop of one public socket. It reads in batches
-// (recvmmsg on Linux) into reused buffers.
-func (r *Relay) readPublic(pub *net.UDPConn) {
+// openSocks prepares the public sockets for the data plane; r.mu is held.
+func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
+	socks := make([]*pubSock, 0, len(pubs))
+	for _, pub := range pubs {
+		if !r.thread {
+			ps := &pubSock{conn: pub}
+			if r.poller != nil {
+				if w, err := udpbatch.NewWriter(pub, upstreamBatch); err != nil {
+					r.log.Warn("relay: batch writes unavailable, writing one datagram at a time", "err", err)
+				} else {
+					ps.out = &pubWriter{w: w}
+				}
+			}
+			socks = append(socks, ps)
+			continue
+		}
+		// The data-plane thread reads and writes the descriptor itself,
+		// out of the runtime poller (which would wake for every datagram).
+		fd, err := udpbatch.TakeFD(pub)
+		if err == nil {
+			ps := &pubSock{fd: fd}
+			socks = append(socks, ps)
+			var w *udpbatch.Writer
+			if w, err = udpbatch.NewWriterFD(fd, upstreamBatch); err == nil {
+				ps.out = &pubWriter{w: w}
+				err = r.poller.AddSource(fd, r.clientPackets(ps))
+			}
+		}
+		if err != nil {
+			for _, ps := range socks {
+				_ = udpbatch.CloseFD(ps.fd)
+			}
+			return nil, fmt.Errorf("mediarelay: public socket for the data-plane thread: %w", err)
+		}
+	}
+	return socks, nil
+}
+
+// clientPackets returns the data-plane thread's handler of what one public
+// socket receives.
+func (r *Relay) clientPackets(ps *pubSock) func([]udpbatch.Message) {
+	var msg stun.Message
+	return func(msgs []udpbatch.Message) {
+		for i := range msgs {
+			m := &msgs[i]
+			if m.N > MaxPacketSize {
+				r.malformed.Add(1)
+				continue
+			}
+			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, &msg)
+		}
+	}
+}
+
+// readPublic is the loop of one public socket without the data-plane
+// thread. It reads in batches (recvmmsg on Linux) into reused buffers.
+func (r *Relay) readPublic(ps *pubSock) {
+	pub := ps.conn
 	rd, err := udpbatch.NewReader(pub, readBatch, MaxPacketSize+1)
 	if err != nil {
 		r.log.Warn("relay: batch reads unavailable, reading one datagram at a time", "err", err)
@@ -246,20 +317,20 @@ func (r *Relay) readPublic(pub *net.UDPConn) {
 				r.malformed.Add(1)
 				continue
 			}
-			r.handleClientPacket(pub, m.Buf[:m.N], m.Addr, &msg)
+			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, &msg)
 		}
 	}
 }
 
 // handleClientPacket acts on decideClientPacket's verdict.
-func (r *Relay) handleClientPacket(pub *net.UDPConn, b []byte, src netip.AddrPort, msg *stun.Message) {
+func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, msg *stun.Message) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	v, s := decideClientPacket(b, src, r.tabs, msg)
 	switch v {
 	case verdictForward:
 		r.forward(s, b)
 	case verdictBind:
-		r.bind(s, src, pub)
+		r.bind(s, src, ps)
 		r.forward(s, b)
 	case verdictLookup:
 		r.requestLookup(msg)
@@ -292,7 +363,7 @@ func (r *Relay) forward(s *session, b []byte) {
 }
 
 // bind points the session at the client address a verified STUN came from.
-func (r *Relay) bind(s *session, src netip.AddrPort, pub *net.UDPConn) {
+func (r *Relay) bind(s *session, src netip.AddrPort, ps *pubSock) {
 	r.mu.Lock()
 	if s.closed.Load() {
 		r.mu.Unlock()
@@ -303,7 +374,7 @@ func (r *Relay) bind(s *session, src netip.AddrPort, pub *net.UDPConn) {
 		r.mu.Unlock()
 		return
 	}
-	s.client.Store(&binding{addr: src, pub: pub, out: r.writerFor(pub)})
+	s.client.Store(&binding{addr: src, sock: ps})
 	typ := relayv1.SessionEventType_SESSION_EVENT_TYPE_CONNECTED
 	if old == nil {
 		s.connectTime.Store(time.Now().UnixNano())

@@ -22,12 +22,19 @@ import (
 const upstreamBatch = 64
 
 // binding is where a session's client is: its address and the public
-// socket its verified STUN arrived on (replies leave from that socket,
-// through out when the poller runs).
+// socket its verified STUN arrived on (replies leave from that socket).
 type binding struct {
 	addr netip.AddrPort
-	pub  *net.UDPConn
-	out  *pubWriter // nil: write directly
+	sock *pubSock
+}
+
+// pubSock is a public socket: a conn, or with the data-plane thread a
+// descriptor that thread reads, and the batch writer of origin packets to
+// clients (with a poller).
+type pubSock struct {
+	conn *net.UDPConn // nil with the data-plane thread
+	fd   int          // the data-plane thread's descriptor
+	out  *pubWriter   // nil: write each datagram through conn
 }
 
 // upstream is a session's socket toward its origin: a poller conn, or a
@@ -162,7 +169,11 @@ func (r *Relay) toClient(s *session, p []byte) {
 		s.dropUnbound.Add(1)
 		return
 	}
-	if _, err := b.pub.WriteToUDPAddrPort(p, b.addr); err != nil {
+	if b.sock.conn == nil { // the data-plane thread writes through out only
+		s.dropWrite.Add(1)
+		return
+	}
+	if _, err := b.sock.conn.WriteToUDPAddrPort(p, b.addr); err != nil {
 		s.dropWrite.Add(1)
 		return
 	}
@@ -176,16 +187,6 @@ type pubWriter struct {
 	w    *udpbatch.Writer
 	sess []*session // the session of each queued datagram
 	lens []int
-}
-
-// writerFor returns pub's batch writer; nil without the poller.
-func (r *Relay) writerFor(pub *net.UDPConn) *pubWriter {
-	for i, p := range r.pubs {
-		if p == pub && i < len(r.outs) {
-			return r.outs[i]
-		}
-	}
-	return nil
 }
 
 // upstreamHandler is the poller's udpbatch.Handler: it queues what the
@@ -210,7 +211,7 @@ func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Me
 			s.dropForeign.Add(1)
 			continue
 		}
-		if b.out == nil {
+		if b.sock.out == nil {
 			h.r.toClient(s, m.Buf[:m.N])
 			continue
 		}
@@ -219,7 +220,7 @@ func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Me
 }
 
 func (h *upstreamHandler) queue(b *binding, s *session, p []byte) {
-	o := b.out
+	o := b.sock.out
 	full, ok := o.w.Add(p, b.addr)
 	if !ok {
 		s.dropWrite.Add(1)

@@ -47,6 +47,7 @@ type config struct {
 	zone          string
 	idleTimeout   time.Duration
 	leaseTTL      time.Duration
+	dataPlane     string
 	maxSessions   int
 	socketBuffer  int
 	sockets       int
@@ -72,6 +73,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.leaseTTL, "registration-ttl", mediarelay.DefaultRelayTTL, "TTL of the relay's registration lease in etcd: how soon signaling stops picking a relay that died, and counts its sessions as orphaned")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "maximum open sessions; 0 is unlimited")
 	fs.IntVar(&c.socketBuffer, "socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of every socket; 0 keeps the kernel default (which overflows in bursts)")
+	fs.StringVar(&c.dataPlane, "data-plane", mediarelay.DataPlaneThread, "packet loop: thread (one OS thread with epoll, recvmmsg and sendmmsg outside the Go scheduler; Linux), netpoll (goroutines on Go's poller), goroutines (a reader per socket; portable)")
 	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each (Linux); 1 disables")
 	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
@@ -87,6 +89,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("-idle-timeout %s: want at least 1s", c.idleTimeout)
+	case c.dataPlane != mediarelay.DataPlaneThread && c.dataPlane != mediarelay.DataPlaneNetpoll && c.dataPlane != mediarelay.DataPlaneGoroutines:
+		return c, fmt.Errorf("-data-plane %q: want thread, netpoll or goroutines", c.dataPlane)
 	case c.leaseTTL < registry.MinRelayTTL || c.leaseTTL > 5*time.Minute:
 		return c, fmt.Errorf("-registration-ttl %s: want %s to 5m", c.leaseTTL, registry.MinRelayTTL)
 	case c.clientCA != "" && c.tlsCert == "":
@@ -202,7 +206,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	relay, err := mediarelay.New(mediarelay.Config{
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
-		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL,
+		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL, DataPlane: cfg.dataPlane,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "no etcd", wantErr: "-etcd-endpoints is required"},
 		{name: "env etcd", env: map[string]string{"RTCEDGE_ETCD_ENDPOINTS": "127.0.0.1:2379"}},
 		{name: "bad sockets", args: []string{"-etcd-endpoints", "x", "-reuseport-sockets", "0"}, wantErr: "reuseport-sockets"},
+		{name: "bad data plane", args: []string{"-etcd-endpoints", "x", "-data-plane", "fast"}, wantErr: "-data-plane"},
 		{name: "short lease", args: []string{"-etcd-endpoints", "x", "-registration-ttl", "1s"}, wantErr: "-registration-ttl 1s"},
 		{name: "lease from env", env: map[string]string{"RTCEDGE_ETCD_ENDPOINTS": "x", "RTCEDGE_REGISTRATION_TTL": "30s"}},
 		{name: "tls half", args: []string{"-etcd-endpoints", "x", "-grpc-tls-cert", "c.pem"}, wantErr: "go together"},

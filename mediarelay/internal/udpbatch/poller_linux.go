@@ -25,11 +25,16 @@ import (
 // Compared with a goroutine per socket this saves a goroutine wake-up, a
 // stack and a read system call per datagram; a socket costs one slot here
 // and its kernel state.
+//
+// A thread poller (NewThreadPoller) instead runs on an OS thread of its
+// own, blocked in epoll_wait outside the Go scheduler, and can also read
+// unconnected sockets (AddSource): thread.go.
 type Poller[T any] struct {
 	epfd   int
-	file   *os.File // owns epfd; registered with the runtime poller
+	file   *os.File // owns epfd; registered with the runtime poller (nil: thread poller)
 	rc     syscall.RawConn
 	events []unix.EpollEvent
+	thread *threadState // nil: runtime-poller mode
 
 	// Read state, used by Run's goroutine only.
 	msgs    []Message
@@ -80,10 +85,16 @@ func NewPoller[T any](batch, size int) (*Poller[T], error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("udpbatch: epoll fd: %w", err)
 	}
+	p := newPoller[T](epfd, batch, size)
+	p.file, p.rc = f, rc
+	p.runFn = p.poll
+	return p, nil
+}
+
+// newPoller returns a poller on epfd with its read buffers.
+func newPoller[T any](epfd, batch, size int) *Poller[T] {
 	p := &Poller[T]{
 		epfd:   epfd,
-		file:   f,
-		rc:     rc,
 		events: make([]unix.EpollEvent, 128),
 		msgs:   make([]Message, batch),
 		hdrs:   make([]unix.Mmsghdr, batch),
@@ -96,8 +107,7 @@ func NewPoller[T any](batch, size int) (*Poller[T], error) {
 		p.hdrs[i].Hdr.Iov = &p.iovs[i]
 		p.hdrs[i].Hdr.SetIovlen(1)
 	}
-	p.runFn = p.poll
-	return p, nil
+	return p
 }
 
 // Dial opens a socket connected to remote, bound first to local when local
@@ -220,6 +230,9 @@ func (c *Conn[T]) closeLocked() {
 // returns nil after Close, or the error that stopped it.
 func (p *Poller[T]) Run(h Handler[T]) error {
 	p.handler = h
+	if p.thread != nil {
+		return p.runThread()
+	}
 	err := p.rc.Read(p.runFn)
 	p.mu.Lock()
 	closed := p.closed
@@ -312,7 +325,8 @@ func (p *Poller[T]) readConn(c *Conn[T], at int) int {
 	return 0
 }
 
-// Close closes every socket and stops Run.
+// Close closes every socket and stops Run (a thread poller's sources stay
+// open: they are the caller's).
 func (p *Poller[T]) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -326,6 +340,10 @@ func (p *Poller[T]) Close() error {
 		}
 	}
 	p.mu.Unlock()
+	if p.thread != nil {
+		p.stopThread()
+		return nil
+	}
 	return p.file.Close()
 }
 

@@ -6,9 +6,12 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // recorder is a Handler that copies what it receives, by conn value.
@@ -74,9 +77,22 @@ func echoServer(t *testing.T, network, addr string) *net.UDPConn {
 	return c
 }
 
-func startPoller(t *testing.T, h Handler[int], batch int) *Poller[int] {
+// pollerModes are the two kinds of Poller.
+var pollerModes = []struct {
+	name   string
+	thread bool
+}{
+	{name: "runtime poller"},
+	{name: "thread", thread: true},
+}
+
+func startPoller(t *testing.T, h Handler[int], batch int, thread bool) *Poller[int] {
 	t.Helper()
-	p, err := NewPoller[int](batch, 1500)
+	newPoller := NewPoller[int]
+	if thread {
+		newPoller = NewThreadPoller[int]
+	}
+	p, err := newPoller(batch, 1500)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,53 +139,65 @@ func TestPollerDeliversPerConn(t *testing.T) {
 		{name: "ipv4 batch of one", network: "udp4", addr: "127.0.0.1:0", conns: 3, perConn: 20, batch: 1},
 		{name: "ipv6", network: "udp6", addr: "[::1]:0", conns: 5, perConn: 20, batch: 8},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			echo := echoServer(t, tc.network, tc.addr)
-			rec := &recorder{got: map[int][]uint32{}}
-			p := startPoller(t, rec, tc.batch)
-			conns := make([]*Conn[int], tc.conns)
-			for i := range conns {
-				c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, i)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if c.Remote != echo.LocalAddr().(*net.UDPAddr).AddrPort() || !c.Local.IsValid() || c.Local.Port() == 0 {
-					t.Fatalf("conn info %+v", c.ConnInfo)
-				}
-				conns[i] = c
+		for _, m := range pollerModes {
+			t.Run(m.name+"/"+tc.name, func(t *testing.T) {
+				testPollerDelivers(t, tc.network, tc.addr, tc.conns, tc.perConn, tc.batch, m.thread)
+			})
+		}
+	}
+}
+
+func testPollerDelivers(t *testing.T, network, addr string, nconns, perConn, batch int, thread bool) {
+	echo := echoServer(t, network, addr)
+	rec := &recorder{got: map[int][]uint32{}}
+	p := startPoller(t, rec, batch, thread)
+	conns := make([]*Conn[int], nconns)
+	for i := range conns {
+		c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Remote != echo.LocalAddr().(*net.UDPAddr).AddrPort() || !c.Local.IsValid() || c.Local.Port() == 0 {
+			t.Fatalf("conn info %+v", c.ConnInfo)
+		}
+		conns[i] = c
+	}
+	for j := range perConn {
+		for _, c := range conns {
+			if err := c.Write(seq(uint32(j))); err != nil {
+				t.Fatal(err)
 			}
-			for j := range tc.perConn {
-				for _, c := range conns {
-					if err := c.Write(seq(uint32(j))); err != nil {
-						t.Fatal(err)
-					}
-				}
+		}
+	}
+	for i := range conns {
+		waitCount(t, rec, i, perConn)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for i := range conns {
+		seen := map[uint32]bool{}
+		for _, s := range rec.got[i] {
+			if seen[s] || s >= uint32(perConn) {
+				t.Fatalf("conn %d: duplicate or foreign sequence %d", i, s)
 			}
-			for i := range conns {
-				waitCount(t, rec, i, tc.perConn)
-			}
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			for i := range conns {
-				seen := map[uint32]bool{}
-				for _, s := range rec.got[i] {
-					if seen[s] || s >= uint32(tc.perConn) {
-						t.Fatalf("conn %d: duplicate or foreign sequence %d", i, s)
-					}
-					seen[s] = true
-				}
-			}
-			if rec.batches == 0 {
-				t.Fatal("EndBatch never called")
-			}
-		})
+			seen[s] = true
+		}
+	}
+	if rec.batches == 0 {
+		t.Fatal("EndBatch never called")
 	}
 }
 
 func TestPollerCloseStopsDelivery(t *testing.T) {
+	for _, m := range pollerModes {
+		t.Run(m.name, func(t *testing.T) { testPollerCloseStopsDelivery(t, m.thread) })
+	}
+}
+
+func testPollerCloseStopsDelivery(t *testing.T, thread bool) {
 	echo := echoServer(t, "udp4", "127.0.0.1:0")
 	rec := &recorder{got: map[int][]uint32{}}
-	p := startPoller(t, rec, 8)
+	p := startPoller(t, rec, 8, thread)
 	dst := echo.LocalAddr().(*net.UDPAddr).AddrPort()
 	a, err := p.Dial(dst, netip.AddrPort{}, 0, 1)
 	if err != nil {
@@ -305,6 +333,12 @@ func TestWriterRefusesUnreachableFamily(t *testing.T) {
 // TestPollerEchoPathDoesNotAllocate pins a whole round (recvmmsg on a conn,
 // sendmmsg from a public socket) at zero allocations.
 func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
+	for _, m := range pollerModes {
+		t.Run(m.name, func(t *testing.T) { testPollerEchoPathDoesNotAllocate(t, m.thread) })
+	}
+}
+
+func testPollerEchoPathDoesNotAllocate(t *testing.T, thread bool) {
 	echo := echoServer(t, "udp4", "127.0.0.1:0")
 	pub := listen(t, "udp4", "127.0.0.1:0")
 	sink := listen(t, "udp4", "127.0.0.1:0")
@@ -314,7 +348,7 @@ func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{got: map[int][]uint32{}, writer: w, to: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
-	p := startPoller(t, rec, 16)
+	p := startPoller(t, rec, 16, thread)
 	c, err := p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, 7)
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +360,9 @@ func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
 	rec.mu.Lock()
 	rec.got[7] = make([]uint32, 0, 4096)
 	rec.mu.Unlock()
-	allocs := testing.AllocsPerRun(300, func() {
+	// Not testing.AllocsPerRun: it sets GOMAXPROCS to 1, and a thread
+	// poller holds a P while it waits.
+	allocs := allocsPerRun(300, func() {
 		if err := c.Write(pkt); err != nil {
 			t.Fatal(err)
 		}
@@ -336,5 +372,126 @@ func TestPollerEchoPathDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per echoed datagram, want 0", allocs)
+	}
+}
+
+// allocsPerRun is testing.AllocsPerRun without changing GOMAXPROCS: the
+// average number of allocations (of the whole process) per call of f, after
+// one warm-up call, rounded down.
+func allocsPerRun(runs int, f func()) float64 {
+	f()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return float64((after.Mallocs - before.Mallocs) / uint64(runs))
+}
+
+// rawUDP returns a non-blocking IPv4 UDP socket on loopback, closed at
+// cleanup, and its address.
+func rawUDP(t *testing.T) (int, netip.AddrPort) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd, addrPortOf(sa)
+}
+
+// TestThreadPollerSources runs the relay's shape on a thread poller: a
+// client's datagrams arrive on a source socket, whose callback (outside
+// the poller's lock) writes them to a conn; the conn's replies come back
+// through Packets and leave from the source socket in sendmmsg batches
+// (NewWriterFD).
+func TestThreadPollerSources(t *testing.T) {
+	const n = 200
+	echo := echoServer(t, "udp4", "127.0.0.1:0")
+	srcFD, srcAddr := rawUDP(t)
+	client := listen(t, "udp4", "127.0.0.1:0")
+	clientAddr := client.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	if np, err := NewPoller[int](8, 1500); err != nil {
+		t.Fatal(err)
+	} else {
+		if err := np.AddSource(srcFD, func([]Message) {}); err != ErrNotThreadPoller {
+			t.Errorf("AddSource on a runtime poller: %v", err)
+		}
+		_ = np.Close()
+	}
+
+	p, err := NewThreadPoller[int](8, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriterFD(srcFD, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{got: map[int][]uint32{}, writer: w, to: clientAddr}
+	var conn *Conn[int]
+	var mu sync.Mutex
+	var senders []netip.AddrPort
+	if err := p.AddSource(srcFD, func(msgs []Message) {
+		for _, m := range msgs {
+			mu.Lock()
+			senders = append(senders, m.Addr)
+			mu.Unlock()
+			if err := conn.Write(m.Buf[:m.N]); err != nil {
+				t.Errorf("write to the conn: %v", err)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err = p.Dial(echo.LocalAddr().(*net.UDPAddr).AddrPort(), netip.AddrPort{}, 1<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(rec) }()
+	defer func() {
+		_ = p.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	got := map[uint32]bool{}
+	buf := make([]byte, 1500)
+	for i := range n {
+		if _, err := client.WriteToUDPAddrPort(seq(uint32(i)), srcAddr); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, from, err := client.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if from != srcAddr || k != 100 {
+			t.Fatalf("reply %d: %d bytes from %s", i, k, from)
+		}
+		got[binary.BigEndian.Uint32(buf)] = true
+	}
+	if len(got) != n {
+		t.Fatalf("%d distinct replies, want %d", len(got), n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range senders {
+		if a != clientAddr {
+			t.Fatalf("source callback saw sender %s, want %s", a, clientAddr)
+		}
+	}
+	if err := p.AddSource(srcFD, func([]Message) {}); err == nil {
+		t.Error("AddSource after Run succeeded")
 	}
 }

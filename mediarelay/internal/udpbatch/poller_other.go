@@ -3,6 +3,7 @@
 package udpbatch
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 )
@@ -38,3 +39,18 @@ func (c *Conn[T]) Write([]byte) error { return net.ErrClosed }
 
 // Close is unreachable off Linux.
 func (c *Conn[T]) Close() error { return nil }
+
+// ErrNotThreadPoller is returned by AddSource on a runtime-poller Poller.
+var ErrNotThreadPoller = errors.New("udpbatch: sources need a thread poller")
+
+// NewThreadPoller returns ErrPollerUnsupported off Linux.
+func NewThreadPoller[T any](batch, size int) (*Poller[T], error) { return nil, ErrPollerUnsupported }
+
+// AddSource is unreachable off Linux.
+func (p *Poller[T]) AddSource(int, func([]Message)) error { return ErrPollerUnsupported }
+
+// TakeFD returns ErrPollerUnsupported off Linux.
+func TakeFD(*net.UDPConn) (int, error) { return -1, ErrPollerUnsupported }
+
+// CloseFD is unreachable off Linux.
+func CloseFD(int) error { return ErrPollerUnsupported }

@@ -16,7 +16,8 @@ import (
 // sendmmsg(2) batches. It allocates nothing per datagram and is not safe
 // for concurrent use.
 type Writer struct {
-	rc    syscall.RawConn
+	rc    syscall.RawConn // nil: fd, written without the runtime poller
+	fd    int
 	v6    bool // the socket is AF_INET6: IPv4 destinations are v4-mapped
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
@@ -38,24 +39,52 @@ func NewWriter(c *net.UDPConn, batch int) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udpbatch: raw conn: %w", err)
 	}
+	var serr error
+	var v6 bool
+	if err := rc.Control(func(fd uintptr) { v6, serr = isV6(int(fd)) }); err != nil {
+		return nil, fmt.Errorf("udpbatch: raw conn: %w", err)
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	w := newWriter(batch, v6)
+	w.rc = rc
+	return w, nil
+}
+
+// NewWriterFD returns a writer of up to batch datagrams per system call on
+// fd, a non-blocking UDP socket the caller keeps open while it uses the
+// writer (a thread poller's source). It writes without the runtime poller:
+// when the socket's send buffer is full, Flush drops what is left.
+func NewWriterFD(fd, batch int) (*Writer, error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("udpbatch: writer batch %d", batch)
+	}
+	v6, err := isV6(fd)
+	if err != nil {
+		return nil, err
+	}
+	w := newWriter(batch, v6)
+	w.fd = fd
+	return w, nil
+}
+
+func isV6(fd int) (bool, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return false, fmt.Errorf("udpbatch: socket address: %w", err)
+	}
+	_, v6 := sa.(*unix.SockaddrInet6)
+	return v6, nil
+}
+
+func newWriter(batch int, v6 bool) *Writer {
 	w := &Writer{
-		rc:    rc,
+		v6:    v6,
 		hdrs:  make([]unix.Mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
 		names: make([]unix.RawSockaddrInet6, batch),
 		fail:  make([]bool, batch),
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		var sa unix.Sockaddr
-		if sa, serr = unix.Getsockname(int(fd)); serr == nil {
-			_, w.v6 = sa.(*unix.SockaddrInet6)
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("udpbatch: raw conn: %w", err)
-	}
-	if serr != nil {
-		return nil, fmt.Errorf("udpbatch: socket address: %w", serr)
 	}
 	for i := range w.hdrs {
 		w.hdrs[i].Hdr.Iov = &w.iovs[i]
@@ -63,7 +92,7 @@ func NewWriter(c *net.UDPConn, batch int) (*Writer, error) {
 		w.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 	}
 	w.writeFn = w.send
-	return w, nil
+	return w
 }
 
 // Add queues b for to and reports whether the batch is now full (call
@@ -113,7 +142,12 @@ func (w *Writer) Flush() (sent, dropped int) {
 		return 0, 0
 	}
 	w.off, w.dropped = 0, 0
-	err := w.rc.Write(w.writeFn)
+	var err error
+	if w.rc != nil {
+		err = w.rc.Write(w.writeFn)
+	} else if !w.send(uintptr(w.fd)) {
+		err = unix.EAGAIN // the send buffer is full: drop the rest
+	}
 	n := w.n
 	if err != nil {
 		for i := w.off; i < w.n; i++ {

@@ -24,3 +24,6 @@ func (w *Writer) Flush() (sent, dropped int) { return 0, 0 }
 
 // Failed is unreachable off Linux.
 func (w *Writer) Failed(int) bool { return false }
+
+// NewWriterFD returns ErrPollerUnsupported off Linux.
+func NewWriterFD(int, int) (*Writer, error) { return nil, ErrPollerUnsupported }
