@@ -1,19 +1,28 @@
 //go:build linux
 
 // Command rtcedge-load measures the media relay's CPU time per forwarded
-// packet against a minimal C forwarder (test/cforward). Subcommands:
+// packet against a minimal C forwarder (test/cforward), and the WHIP setup
+// rate and latency through signaling. Subcommands:
 //
 //	rtcedge-load echo    -listen 127.0.0.1:0 [-http-listen 127.0.0.1:0]
 //	rtcedge-load run     -target relay|cforward|direct [-sessions N -rate R | -window W] ...
 //	rtcedge-load compare [-sessions-list 1,100,1000] [-total-rate 30000] ...
+//	rtcedge-load setups  [-clients 16,64] [-etcd process|embedded|host:port] ...
+//	rtcedge-load etcd    [-listen http://127.0.0.1:0] [-unsafe-no-fsync]
 //
 // `echo` runs the echo origin alone. `run` loads one target (with an
 // in-process echo origin unless -origin names one) and reports loss, round
 // trip times and, with -pid, the target's CPU per packet and memory per
 // session. `compare` builds and starts the C forwarder and the relay as
 // pinned child processes for each session count, with an embedded etcd and
-// the echo origin in-process, and prints one table. Every flag has an
-// environment fallback named RTCEDGE_<FLAG>.
+// the echo origin in-process, and prints one table. `setups` builds and
+// starts signaling (pinned to a core of its own), a relay and etcd as child
+// processes, registers the in-process echo origin's WHIP endpoint with
+// signaling, and has concurrent clients loop WHIP POST and DELETE through
+// signaling, then straight to the origin: setups per second, POST latency
+// and every process's CPU time per setup. `etcd` runs an embedded etcd
+// alone (what `setups -etcd process` starts). Every flag has an environment
+// fallback named RTCEDGE_<FLAG>.
 package main
 
 import (
@@ -30,9 +39,10 @@ import (
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/internal/loadgen"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
 
-const usage = `usage: rtcedge-load <echo|run|compare> [flags]   (-h after a subcommand lists its flags)`
+const usage = `usage: rtcedge-load <echo|run|compare|setups|etcd> [flags]   (-h after a subcommand lists its flags)`
 
 func main() {
 	cli.Main("rtcedge-load", run)
@@ -49,6 +59,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return runLoad(ctx, args[1:], getenv)
 	case "compare":
 		return runCompare(ctx, args[1:], getenv)
+	case "setups":
+		return runSetups(ctx, args[1:], getenv)
+	case "etcd":
+		return runEtcd(ctx, args[1:], getenv)
 	}
 	return fmt.Errorf("unknown subcommand %q; %s", args[0], usage)
 }
@@ -132,7 +146,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string) err
 		Size: lf.size, PID: *pid, ClientBuffer: *clientBuf, SetupTimeout: *setupTimeout, Logger: log,
 	}
 	if *target == "whip" {
-		return errors.New("-target whip is not implemented yet: use relay, cforward or direct")
+		return errors.New("-target whip: WHIP setups are measured by `rtcedge-load setups`")
 	}
 	if *addr != "" {
 		a, err := netip.ParseAddrPort(*addr)
@@ -225,4 +239,112 @@ func describeRate(lf loadFlags, total float64) string {
 		return fmt.Sprintf("closed loop, %d in flight per session", lf.window)
 	}
 	return fmt.Sprintf("%g packets/s in total, spread over the sessions", total)
+}
+
+func runSetups(ctx context.Context, args []string, getenv func(string) string) error {
+	def := loadgen.NewSetupsConfig()
+	fs := flag.NewFlagSet("setups", flag.ContinueOnError)
+	var clients cli.StringList
+	fs.Var(&clients, "clients", "concurrent clients, comma-separated for several runs (default 16)")
+	direct := fs.Bool("direct", def.Direct, "after each edge run, run the same clients straight against the echo origin")
+	duration := fs.Duration("duration", def.Duration, "measurement window of each run")
+	warmup := fs.Duration("warmup", def.Warmup, "setups before each measurement window")
+	count := fs.Int("count", 0, "end a window after this many setups; 0 runs the whole -duration")
+	etcd := fs.String("etcd", loadgen.EtcdProcess, "process (this binary's etcd subcommand as a pinned child, its CPU measured apart), embedded (in this process), or host:port,... of a running etcd")
+	etcdPID := fs.Int("etcd-pid", 0, "process of the running etcd named by -etcd, to measure its CPU")
+	noFsync := fs.Bool("etcd-unsafe-no-fsync", false, "the etcd started here skips its fsyncs")
+	sigBin := fs.String("signaling-bin", "", "signaling binary; empty runs go build ./cmd/signaling")
+	relayBin := fs.String("relay-bin", "", "mediarelay binary; empty runs go build ./cmd/mediarelay")
+	sigURL := fs.String("signaling", "", "http://host:port of a running signaling (with -signaling-grpc): start no etcd, relay nor signaling")
+	sigGRPC := fs.String("signaling-grpc", "", "OriginRegistry gRPC address of the running signaling, to register the echo origin")
+	sigPID := fs.Int("signaling-pid", 0, "process of the running signaling, to measure its CPU")
+	sigLevel := fs.String("signaling-log-level", def.SignalingLogLevel, "signaling's -log-level")
+	cpuSig := fs.Int("cpu-signaling", def.CPUSignaling, "CPU signaling is pinned to; -1 leaves everything unpinned")
+	cpuRest := fs.Int("cpu-rest", def.CPURest, "CPU of everything else (this process, relay, etcd); -1 leaves everything unpinned")
+	offerFile := fs.String("offer", "", "SDP offer file; empty uses Chrome's WHIP offer (fresh ICE credentials per POST either way)")
+	perSetup := fs.Bool("stream-per-setup", false, "a new stream (and origin pin) for every setup instead of one stream per client")
+	noKeepAlive := fs.Bool("no-keepalive", false, "a new TCP connection for every request")
+	timeout := fs.Duration("request-timeout", 30*time.Second, "bound on each request")
+	jsonFile := fs.String("json", "", "also write the results to this file as JSON")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if len(clients) == 0 {
+		clients = cli.StringList{"16"}
+	}
+	cfg := def
+	cfg.Clients = nil
+	for _, c := range clients {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			return fmt.Errorf("-clients: %q is not a client count", c)
+		}
+		cfg.Clients = append(cfg.Clients, n)
+	}
+	cfg.Direct, cfg.Duration, cfg.Warmup, cfg.Count = *direct, *duration, *warmup, *count
+	cfg.Etcd, cfg.EtcdPID, cfg.UnsafeNoFsync = *etcd, *etcdPID, *noFsync
+	cfg.SignalingBin, cfg.RelayBin = *sigBin, *relayBin
+	cfg.SignalingURL, cfg.SignalingGRPC, cfg.SignalingPID = *sigURL, *sigGRPC, *sigPID
+	cfg.SignalingLogLevel, cfg.CPUSignaling, cfg.CPURest = *sigLevel, *cpuSig, *cpuRest
+	cfg.StreamPerSetup, cfg.NoKeepAlive, cfg.RequestTimeout = *perSetup, *noKeepAlive, *timeout
+	cfg.Logger = newLogger(level)
+	if *offerFile != "" {
+		b, err := os.ReadFile(*offerFile)
+		if err != nil {
+			return fmt.Errorf("-offer: %w", err)
+		}
+		cfg.Offer = b
+	}
+	if cfg.Etcd == loadgen.EtcdProcess {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("-etcd process: %w", err)
+		}
+		cfg.EtcdCommand = []string{self, "etcd", "-log-level", "error"}
+	}
+	results, err := loadgen.Setups(ctx, cfg)
+	if len(results) > 0 {
+		r := results[0]
+		fsync := "fsync on"
+		switch {
+		case r.Etcd == "external":
+			fsync = "fsync as configured there"
+		case !r.EtcdFsync:
+			fsync = "fsync off"
+		}
+		fmt.Printf("etcd: %s, %s; %s; streams %s; keep-alive %t\n", r.Etcd, fsync, r.Pinning, r.Streams, r.KeepAlive)
+		if rerr := loadgen.WriteSetupsTable(os.Stdout, results); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if *jsonFile != "" {
+			if rerr := loadgen.WriteSetupsJSON(*jsonFile, results); rerr != nil {
+				return errors.Join(err, rerr)
+			}
+		}
+	}
+	return err
+}
+
+func runEtcd(ctx context.Context, args []string, getenv func(string) string) error {
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	listen := fs.String("listen", "", "client URL, e.g. http://127.0.0.1:2379; empty picks a free loopback port")
+	dir := fs.String("dir", "", "data directory; empty uses a temporary one, removed at exit")
+	noFsync := fs.Bool("unsafe-no-fsync", false, "skip etcd's fsyncs (the data survives a restart, not a power loss)")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	log := newLogger(level)
+	e, err := embedetcd.Start(ctx, embedetcd.Config{Dir: *dir, ClientURL: *listen, UnsafeNoFsync: *noFsync, Logger: log})
+	if err != nil {
+		return err
+	}
+	// The first line is what `setups -etcd process` waits for.
+	fmt.Printf("etcd client=%s\n", strings.Join(e.Endpoints(), ","))
+	log.Info("etcd serving", "endpoints", e.Endpoints(), "unsafe_no_fsync", *noFsync)
+	<-ctx.Done()
+	return e.Close()
 }

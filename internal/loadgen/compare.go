@@ -185,6 +185,8 @@ type child struct {
 	err    error // after done
 	mu     sync.Mutex
 	stderr []byte // its last 8 KiB
+	// logPath, when set, is the file its stderr goes to instead.
+	logPath string
 }
 
 func (c *child) Write(p []byte) (int, error) {
@@ -198,6 +200,13 @@ func (c *child) Write(p []byte) (int, error) {
 }
 
 func (c *child) stderrTail() string {
+	if c.logPath != "" {
+		b, err := os.ReadFile(c.logPath)
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(string(b[max(0, len(b)-8<<10):]))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return strings.TrimSpace(string(c.stderr))
@@ -208,15 +217,32 @@ func (c *child) pid() int { return c.cmd.Process.Pid }
 // startChild starts bin pinned to cpu (when >= 0) with taskset, or with
 // sched_setaffinity right after it starts when taskset is missing.
 func startChild(cpu int, stdout io.Writer, bin string, args ...string) (*child, error) {
+	return startChildLog(cpu, stdout, "", bin, args...)
+}
+
+// startChildLog is startChild with the child's stderr written to the file
+// logPath (created or truncated) when it is not empty: the child writes
+// it itself, costing this process nothing.
+func startChildLog(cpu int, stdout io.Writer, logPath, bin string, args ...string) (*child, error) {
 	name, argv := bin, args
 	taskset, lookErr := exec.LookPath("taskset")
 	if cpu >= 0 && lookErr == nil {
 		name, argv = taskset, append([]string{"-c", strconv.Itoa(cpu), bin}, args...)
 	}
-	c := &child{done: make(chan struct{})}
+	c := &child{done: make(chan struct{}), logPath: logPath}
 	c.cmd = exec.Command(name, argv...)
 	c.cmd.Stdout = stdout
 	c.cmd.Stderr = c
+	// The child dies with this process, whatever happens to it.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if logPath != "" {
+		f, err := os.Create(logPath)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+		defer f.Close() // the child has its own descriptor once started
+		c.cmd.Stderr = f
+	}
 	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("loadgen: starting %s: %w", bin, err)
 	}

@@ -270,3 +270,40 @@ func socketDrops(before, after map[uint64]udpSocket, clients map[uint16]bool, or
 	}
 	return d
 }
+
+// userHZ is the unit of /proc/stat's times (USER_HZ, 100 on every Linux
+// architecture Go supports).
+const userHZ = 100
+
+// parseProcStat returns the busy time of all CPUs together from a
+// /proc/stat file, in nanoseconds: the "cpu" line's fields except idle and
+// iowait (guest time is already in user and nice, so it is left out too).
+func parseProcStat(b []byte) (uint64, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("loadgen: /proc/stat starts with %q", line)
+	}
+	var busy uint64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("loadgen: /proc/stat field %d %q: %w", i+1, v, err)
+		}
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy * (1e9 / userHZ), nil
+}
+
+// MachineCPU returns the nanoseconds all CPUs together have been busy
+// since boot, from /proc/stat: with the processes' own times, what other
+// processes took from a measurement.
+func MachineCPU() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("loadgen: %w", err)
+	}
+	return parseProcStat(b)
+}

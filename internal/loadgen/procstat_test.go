@@ -149,3 +149,28 @@ func TestSocketDrops(t *testing.T) {
 		t.Fatalf("socketDrops = %+v, want %+v", got, want)
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    uint64
+		wantErr bool
+	}{
+		{"two cpus", "cpu  100 5 50 1000 20 1 2 3 7 0\ncpu0 50 2 25 500 10 0 1 1 3 0\n", (100 + 5 + 50 + 1 + 2 + 3) * 1e7, false},
+		{"no steal column", "cpu  1 2 3 4 5 6 7\n", 0, true},
+		{"not cpu", "intr 1 2 3 4 5 6 7 8 9\n", 0, true},
+		{"garbage", "cpu  1 x 3 4 5 6 7 8 9\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseProcStat([]byte(tt.in))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseProcStat(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+	if _, err := MachineCPU(); err != nil {
+		t.Fatal(err)
+	}
+}
