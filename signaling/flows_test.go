@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -347,5 +348,41 @@ func TestRestartReplyRepeatsICEAttributes(t *testing.T) {
 	}
 	if !frag.ICE.Lite || frag.ICE.Pacing != "40" || frag.ICE.Options != "trickle" || frag.ICE.Ufrag != "NewOriginUfrag" {
 		t.Fatalf("restart reply ICE %+v, want lite, pacing 40, options trickle, the origin's new ufrag:\n%s", frag.ICE, p.body)
+	}
+}
+
+// TestOriginConnectionsReused: concurrent setups toward one origin reuse
+// signaling's connections to it instead of dialling one per request (Go's
+// default transport keeps only 2 idle connections per host).
+func TestOriginConnectionsReused(t *testing.T) {
+	const clients, rounds = 8, 10
+	e := newEnv(t, 1)
+	origin := newFakeOrigin(t, registry.OriginKindWHIP)
+	origin.register(t, e.reg)
+	offer := fixture(t, "chrome-whip-offer.sdp")
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				r, err := tryDo(t.Context(), http.MethodPost, e.sig[0].URL+fmt.Sprintf("/whip/live/conns%d", c), "application/sdp", offer)
+				if err != nil || r.status != http.StatusCreated {
+					t.Errorf("POST = %d %v %s", r.status, err, r.body)
+					return
+				}
+				if d, err := tryDo(t.Context(), http.MethodDelete, e.sig[0].URL+r.header.Get("Location"), "", ""); err != nil || d.status != http.StatusOK {
+					t.Errorf("DELETE = %d %v", d.status, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	origin.mu.Lock()
+	defer origin.mu.Unlock()
+	// At most one request per client is at the origin at a time.
+	if n := len(origin.conns); n > 2*clients {
+		t.Errorf("%d setups opened %d connections to the origin, want at most %d", clients*rounds, n, 2*clients)
 	}
 }

@@ -127,6 +127,9 @@ type fakeOrigin struct {
 	patchTypes    []string
 	// onPost, when set, runs (with mu held) before a POST is answered.
 	onPost func(r *http.Request)
+	// conns are the client addresses requests came from: one per TCP
+	// connection.
+	conns map[string]bool
 }
 
 const originUfrag, originPwd = "FZyiicmGsufJMKFN", "xFXicYKlhVqEHQuZBvPfOvnatTZGqdoX"
@@ -158,6 +161,10 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.conns == nil {
+		o.conns = map[string]bool{}
+	}
+	o.conns[r.RemoteAddr] = true
 	switch r.Method {
 	case http.MethodPost:
 		o.offers = append(o.offers, string(body))

@@ -86,6 +86,7 @@ func (s *Server) Close() {
 		_ = c.Close()
 		delete(s.relays, addr)
 	}
+	s.cfg.HTTPClient.CloseIdleConnections()
 }
 
 // relayClient returns a (pooled) client for the relay at addr.
