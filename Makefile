@@ -49,9 +49,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-## bench: the benchmarks (hot path, registry, signaling); figures go to docs/PERFORMANCE.md
+## bench: the benchmarks (hot path, registry, signaling) and a short load run of the relay against the C forwarder; figures go to docs/PERFORMANCE.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s ./mediarelay/... ./registry/ ./signaling/... ./internal/demoorigin/
+	@if command -v gcc >/dev/null 2>&1; then \
+		$(GO) run ./cmd/rtcedge-load compare -sessions-list 1,100 -total-rate 30000 -duration 2s -warmup 1s; \
+	else echo "bench: no gcc, so no load run against the C forwarder (make bench-load)"; fi
 
 ## soak: 10 minutes of session churn with media through the whole edge; fails on goroutine or RSS growth
 soak:
@@ -120,6 +123,10 @@ help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
 
 ## bench-load: relay vs C forwarder, CPU per forwarded packet (rtcedge-load compare; about a minute, needs gcc)
-.PHONY: bench-load
+.PHONY: bench-load bench-setups
 bench-load:
 	$(GO) run ./cmd/rtcedge-load compare -sessions-list $${SESSIONS:-1,100,1000} -total-rate $${RATE:-30000} -duration 5s -warmup 2s
+
+## bench-setups: WHIP setups/s and added latency through separate signaling, relay and etcd processes (rtcedge-load setups)
+bench-setups:
+	$(GO) run ./cmd/rtcedge-load setups -clients $${CLIENTS:-1,64} -duration 8s -warmup 2s
