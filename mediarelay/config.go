@@ -67,7 +67,8 @@ const (
 	// blocked in epoll_wait outside the Go scheduler, with recvmmsg and
 	// sendmmsg: the cost of a minimal C forwarder (docs/PERFORMANCE.md).
 	// Serve takes the public sockets' descriptors over, and raises
-	// GOMAXPROCS to 2 if it is 1 (the thread keeps a P while it waits).
+	// GOMAXPROCS to one more than the relays serving on data-plane threads
+	// in the process (each thread keeps a P while it waits).
 	DataPlaneThread = "thread"
 	// DataPlaneNetpoll reads each public socket from a goroutine and the
 	// session sockets from one epoll-driven goroutine, through the Go

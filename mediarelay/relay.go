@@ -60,6 +60,10 @@ type Relay struct {
 	closed     bool
 }
 
+// dataThreads counts the data-plane threads of the relays serving in this
+// process.
+var dataThreads atomic.Int32
+
 // New validates cfg and returns a relay. It opens no socket.
 func New(cfg Config) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -136,9 +140,13 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	}
 	r.readyOnce.Do(func() { close(r.ready) })
 	if r.thread {
-		if runtime.GOMAXPROCS(0) < 2 {
-			runtime.GOMAXPROCS(2)
-			r.log.Info("relay: GOMAXPROCS raised to 2: the data-plane thread keeps a P of its own")
+		// Each data-plane thread keeps a P while it waits: leave at least
+		// one for everything else (more relays in one process, tests).
+		n := int(dataThreads.Add(1))
+		defer dataThreads.Add(-1)
+		if runtime.GOMAXPROCS(0) < n+1 {
+			runtime.GOMAXPROCS(n + 1)
+			r.log.Info("relay: GOMAXPROCS raised: each data-plane thread keeps a P of its own", "gomaxprocs", n+1)
 		}
 	} else {
 		for _, ps := range socks {
