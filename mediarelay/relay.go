@@ -157,12 +157,16 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 			}()
 		}
 	}
+	// A data plane that stops by itself ends Serve with its error: a relay
+	// that forwards nothing must not go on looking healthy (restarted with
+	// the same id, it resumes its sessions).
+	failed := make(chan error, 1)
 	if r.poller != nil {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			if err := r.poller.Run(&upstreamHandler{r: r}); err != nil {
-				r.log.Error("relay: upstream poller stopped", "err", err)
+				failed <- fmt.Errorf("mediarelay: data plane stopped: %w", err)
 			}
 		}()
 	}
@@ -189,6 +193,10 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	select {
 	case <-ctx.Done():
 	case <-r.closing:
+	case err := <-failed:
+		r.log.Error("relay: data plane stopped; closing", "err", err)
+		_ = r.Close()
+		return err
 	}
 	return r.Close()
 }
