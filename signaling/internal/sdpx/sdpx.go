@@ -43,6 +43,19 @@ func parse(s string) (*sdp.SessionDescription, error) {
 	if !strings.HasPrefix(s, "v=") {
 		return nil, fmt.Errorf("%w: a session description starts with v=", ErrMalformed)
 	}
+	// Lines end in CRLF or LF (RFC 8866 section 5) and hold no other
+	// control character. A bare CR inside a line would pass the parser
+	// here as part of a value, and another parser could take it for a line
+	// break: "a=x\ra=candidate:..." must not smuggle a line past the
+	// checks and the sanitizing.
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\r' && (i+1 == len(s) || s[i+1] != '\n'):
+			return nil, fmt.Errorf("%w: a CR not followed by LF (byte %d)", ErrMalformed, i)
+		case c < 0x20 && c != '\r' && c != '\n' && c != '\t', c == 0x7f:
+			return nil, fmt.Errorf("%w: control character 0x%02x (byte %d)", ErrMalformed, c, i)
+		}
+	}
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)

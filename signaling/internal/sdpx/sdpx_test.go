@@ -88,6 +88,11 @@ func TestParseOfferRejects(t *testing.T) {
 			"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ssrc:1 msid:streamA trackA\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=ssrc:2 msid:streamB trackB\r\n", want: ErrUnsupported},
 		{name: "no ice", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", want: ErrMalformed},
 		{name: "short pwd", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\na=ice-pwd:short\r\n", want: ErrMalformed},
+		// Found by FuzzOfferAndAnswer: a bare CR hid a candidate line from
+		// the sanitizer inside another line's value.
+		{name: "candidate behind a bare CR", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\n" +
+			"a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=mid:0\ra=candidate:1 1 udp 2130706431 203.0.113.9 5000 typ host\r\n", want: ErrMalformed},
+		{name: "control character", sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\x00\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n", want: ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
