@@ -35,6 +35,11 @@ import (
 // wakeSlot is the epoll data of the eventfd that Close writes.
 const wakeSlot = math.MinInt32
 
+// waitMillis bounds each wait. Preemption normally interrupts the wait at
+// once (a signal); the bound keeps a stop-the-world from waiting on an idle
+// thread for ever where it does not (GODEBUG=asyncpreemptoff=1).
+const waitMillis = 50
+
 // threadState is a thread poller's own state.
 type threadState struct {
 	wakefd  int
@@ -145,9 +150,9 @@ func (p *Poller[T]) runThread() error {
 	defer p.closeThreadFDs()
 	for {
 		// epoll_pwait with no signal mask is epoll_wait, on every
-		// architecture; a timeout of -1 waits until a socket is ready.
+		// architecture.
 		n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd),
-			uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), ^uintptr(0), 0, 0)
+			uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), waitMillis, 0, 0)
 		switch errno {
 		case 0:
 		case unix.EINTR:
@@ -159,6 +164,10 @@ func (p *Poller[T]) runThread() error {
 				return nil
 			}
 			return fmt.Errorf("udpbatch: epoll_wait: %w", errno)
+		}
+		if n == 0 {
+			runtime.Gosched() // a preemption point while idle
+			continue
 		}
 		if !p.dispatch(p.events[:n]) {
 			return nil
