@@ -319,7 +319,7 @@ func runSetups(ctx context.Context, args []string, getenv func(string) string) e
 			return errors.Join(err, rerr)
 		}
 		if *jsonFile != "" {
-			if rerr := loadgen.WriteSetupsJSON(*jsonFile, results); rerr != nil {
+			if rerr := loadgen.WriteJSON(*jsonFile, results); rerr != nil {
 				return errors.Join(err, rerr)
 			}
 		}

@@ -298,18 +298,35 @@ func startCForward(ctx context.Context, cfg CompareConfig, origin netip.AddrPort
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
-	pr, pw := io.Pipe()
-	c, err := startChild(cfg.CPUTarget, pw, cfg.CForwardBin,
+	c, l, err := startChildLine(ctx, cfg.CPUTarget, 10*time.Second, "cforward", cfg.CForwardBin,
 		"-l", fmt.Sprintf("127.0.0.1:%d", port), "-o", origin.String(), "-b", strconv.Itoa(cfg.SocketBuffer))
 	if err != nil {
-		_ = pw.Close()
 		return nil, netip.AddrPort{}, err
+	}
+	a, ok := strings.CutPrefix(l, "cforward listening on ")
+	ap, err := netip.ParseAddrPort(a)
+	if !ok || err != nil {
+		_ = c.stop()
+		return nil, netip.AddrPort{}, fmt.Errorf("loadgen: cforward said %q", l)
+	}
+	return c, ap, nil
+}
+
+// startChildLine starts bin pinned to cpu (as startChild) and returns once
+// it has printed its first line on stdout, with that line; the child is
+// stopped if it prints nothing within timeout. name is for errors.
+func startChildLine(ctx context.Context, cpu int, timeout time.Duration, name, bin string, args ...string) (*child, string, error) {
+	pr, pw := io.Pipe()
+	c, err := startChild(cpu, pw, bin, args...)
+	if err != nil {
+		_ = pw.Close()
+		return nil, "", err
 	}
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		first := true
-		for sc.Scan() {
+		for sc.Scan() { // drain stdout until the child exits
 			if first {
 				lines <- sc.Text()
 				first = false
@@ -320,25 +337,19 @@ func startCForward(ctx context.Context, cfg CompareConfig, origin netip.AddrPort
 		<-c.done
 		_ = pw.Close()
 	}()
-	t := time.NewTimer(10 * time.Second)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case l := <-lines:
-		a, ok := strings.CutPrefix(l, "cforward listening on ")
-		ap, err := netip.ParseAddrPort(a)
-		if !ok || err != nil {
-			_ = c.stop()
-			return nil, netip.AddrPort{}, fmt.Errorf("loadgen: cforward said %q", l)
-		}
-		return c, ap, nil
+		return c, l, nil
 	case <-c.done:
-		return nil, netip.AddrPort{}, fmt.Errorf("loadgen: cforward exited: %v: %s", c.err, c.stderrTail())
+		return nil, "", fmt.Errorf("loadgen: %s exited: %v: %s", name, c.err, c.stderrTail())
 	case <-t.C:
 		_ = c.stop()
-		return nil, netip.AddrPort{}, errors.New("loadgen: cforward did not start in 10s")
+		return nil, "", fmt.Errorf("loadgen: %s did not start in %s", name, timeout)
 	case <-ctx.Done():
 		_ = c.stop()
-		return nil, netip.AddrPort{}, ctx.Err()
+		return nil, "", ctx.Err()
 	}
 }
 

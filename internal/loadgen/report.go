@@ -52,8 +52,9 @@ func WriteTable(w io.Writer, results []*Result) error {
 	return tw.Flush()
 }
 
-// WriteJSON writes results to file as indented JSON.
-func WriteJSON(file string, results []*Result) error {
+// WriteJSON writes results (of Run, Compare or Setups) to file as
+// indented JSON.
+func WriteJSON[R any](file string, results []R) error {
 	b, err := json.MarshalIndent(results, "", "  ")
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)

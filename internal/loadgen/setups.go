@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed" // the default offer
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -493,18 +491,6 @@ func WriteSetupsTable(w io.Writer, results []*SetupsResult) error {
 		if len(r.Errors) > 0 {
 			fmt.Fprintf(w, "failures, %s with %d clients: %s\n", r.Target, r.Clients, formatErrors(r.Errors))
 		}
-	}
-	return nil
-}
-
-// WriteSetupsJSON writes setups results to file as indented JSON.
-func WriteSetupsJSON(file string, results []*SetupsResult) error {
-	b, err := json.MarshalIndent(results, "", "  ")
-	if err != nil {
-		return fmt.Errorf("loadgen: %w", err)
-	}
-	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("loadgen: %w", err)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -315,47 +314,17 @@ func startSetupEtcd(ctx context.Context, cfg SetupsConfig, cpu int, info *Setups
 // startEtcdChild runs command pinned to cpu and returns once it printed
 // its client endpoint.
 func startEtcdChild(ctx context.Context, command []string, noFsync bool, cpu int) (*child, string, error) {
-	pr, pw := io.Pipe()
 	args := append(append([]string(nil), command[1:]...), "-unsafe-no-fsync="+strconv.FormatBool(noFsync))
-	c, err := startChild(cpu, pw, command[0], args...)
+	c, l, err := startChildLine(ctx, cpu, 30*time.Second, "etcd", command[0], args...)
 	if err != nil {
-		_ = pw.Close()
 		return nil, "", err
 	}
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		first := true
-		for sc.Scan() {
-			if first {
-				lines <- sc.Text()
-				first = false
-			}
-		}
-	}()
-	go func() {
-		<-c.done
-		_ = pw.Close()
-	}()
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case l := <-lines:
-		ep, ok := strings.CutPrefix(l, "etcd client=")
-		if !ok {
-			_ = c.stop()
-			return nil, "", fmt.Errorf("loadgen: the etcd command said %q", l)
-		}
-		return c, ep, nil
-	case <-c.done:
-		return nil, "", fmt.Errorf("loadgen: the etcd command exited: %v: %s", c.err, c.stderrTail())
-	case <-t.C:
+	ep, ok := strings.CutPrefix(l, "etcd client=")
+	if !ok {
 		_ = c.stop()
-		return nil, "", errors.New("loadgen: etcd did not start in 30s")
-	case <-ctx.Done():
-		_ = c.stop()
-		return nil, "", ctx.Err()
+		return nil, "", fmt.Errorf("loadgen: the etcd command said %q", l)
 	}
+	return c, ep, nil
 }
 
 // startSignaling starts the signaling binary pinned to cpu, without rate

@@ -177,19 +177,18 @@ func (p *publisher) close() {
 	}
 }
 
-// seqPlayer plays a stream and records which publisher counters arrived.
-type seqPlayer struct {
+// player plays a stream and records which publisher counters arrived.
+type player struct {
 	pc     *webrtc.PeerConnection
 	res    whepResource
 	answer string
 
 	mu    sync.Mutex
 	got   map[uint32]int // counter -> times received
-	other int
-	last  time.Time
+	other int            // packets without the publisher's pattern
 }
 
-func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
+func play(t *testing.T, ctx context.Context, endpoint string) *player {
 	t.Helper()
 	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -198,7 +197,7 @@ func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
 	if _, err := pc.AddTransceiverFromKind(videoKind(), webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		t.Fatal(err)
 	}
-	pl := &seqPlayer{pc: pc, got: map[uint32]int{}}
+	pl := &player{pc: pc, got: map[uint32]int{}}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		for {
 			pkt, _, err := tr.ReadRTP()
@@ -208,7 +207,6 @@ func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
 			pl.mu.Lock()
 			if i := bytes.Index(pkt.Payload, payloadMagic); i >= 0 && len(pkt.Payload) >= i+len(payloadMagic)+4 {
 				pl.got[binary.BigEndian.Uint32(pkt.Payload[i+len(payloadMagic):])]++
-				pl.last = time.Now()
 			} else {
 				pl.other++
 			}
@@ -225,22 +223,33 @@ func playSeq(t *testing.T, ctx context.Context, endpoint string) *seqPlayer {
 	return pl
 }
 
+// received returns how many packets carried the publisher's pattern
+// (duplicates included) and how many did not.
+func (p *player) received() (matching, other int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range p.got {
+		matching += n
+	}
+	return matching, p.other
+}
+
 // count returns how many distinct counters arrived.
-func (p *seqPlayer) count() int {
+func (p *player) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.got)
 }
 
 // has reports whether counter c arrived.
-func (p *seqPlayer) has(c uint32) bool {
+func (p *player) has(c uint32) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.got[c] > 0
 }
 
 // missing returns the counters in [from, to) that did not arrive.
-func (p *seqPlayer) missing(from, to uint32) []uint32 {
+func (p *player) missing(from, to uint32) []uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []uint32
@@ -253,7 +262,7 @@ func (p *seqPlayer) missing(from, to uint32) []uint32 {
 }
 
 // maxSeen returns the largest counter received (0 when none).
-func (p *seqPlayer) maxSeen() uint32 {
+func (p *player) maxSeen() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var m uint32
@@ -282,61 +291,6 @@ func seqRanges(cs []uint32) string {
 		i = j + 1
 	}
 	return b.String()
-}
-
-// player receives a stream and counts packets carrying the publisher's
-// pattern.
-type player struct {
-	pc     *webrtc.PeerConnection
-	res    whepResource
-	answer string
-
-	mu       sync.Mutex
-	matching int
-	other    int
-	lastSeq  uint32
-}
-
-func play(t *testing.T, ctx context.Context, endpoint string) *player {
-	t.Helper()
-	pc, err := loopbackAPI().NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		t.Fatal(err)
-	}
-	pl := &player{pc: pc}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			pkt, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			pl.mu.Lock()
-			if i := bytes.Index(pkt.Payload, payloadMagic); i >= 0 && len(pkt.Payload) >= i+len(payloadMagic)+4 {
-				pl.matching++
-				pl.lastSeq = binary.BigEndian.Uint32(pkt.Payload[i+len(payloadMagic):])
-			} else {
-				pl.other++
-			}
-			pl.mu.Unlock()
-		}
-	})
-	res, answer, err := negotiate(ctx, pc, endpoint)
-	if err != nil {
-		_ = pc.Close()
-		t.Fatal(err)
-	}
-	pl.res, pl.answer = res, answer
-	t.Cleanup(func() { _ = pc.Close() })
-	return pl
-}
-
-func (p *player) received() (matching, other int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.matching, p.other
 }
 
 // selectedRemote returns the remote address of the nominated candidate

@@ -72,7 +72,7 @@ func TestProcEtcdOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/outage")
-	pl := playSeq(t, ctx, s.sigs[1].url+"/whep/live/outage")
+	pl := play(t, ctx, s.sigs[1].url+"/whep/live/outage")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	r1Before, r2Before := readCounters(t, ctx, s.relays[0]), readCounters(t, ctx, s.relays[1])
 	if len(r1Before.sessions) != 1 || len(r2Before.sessions) != 1 {
@@ -183,7 +183,7 @@ func TestProcRelayRestartResumesSessions(t *testing.T) {
 	defer cancel()
 	relay := s.relays[0]
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/restart")
-	pl := playSeq(t, ctx, s.sigs[0].url+"/whep/live/restart")
+	pl := play(t, ctx, s.sigs[0].url+"/whep/live/restart")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	before, err := relay.sessions(ctx)
 	if err != nil || len(before) != 2 {
@@ -249,7 +249,7 @@ func TestProcRelayDeathRecoveredByICERestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/rehome")
-	pl := playSeq(t, ctx, s.sigs[1].url+"/whep/live/rehome")
+	pl := play(t, ctx, s.sigs[1].url+"/whep/live/rehome")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	if ss, err := s.relays[0].sessions(ctx); err != nil || len(ss) != 1 {
 		t.Fatalf("relay-1 sessions: %v %v", ss, err)
@@ -356,7 +356,7 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 		return err == nil && err2 == nil && len(rs) == 1 && len(os) == 1
 	})
 	pub := publish(t, ctx, sig.url+"/whip/live/secure")
-	pl := playSeq(t, ctx, sig.url+"/whep/live/secure")
+	pl := play(t, ctx, sig.url+"/whep/live/secure")
 	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
 	if ss, err := relay.sessions(ctx); err != nil || len(ss) != 2 {
 		t.Errorf("relay sessions: %v %v", ss, err)
@@ -535,7 +535,7 @@ func TestProcOriginStopsHeartbeating(t *testing.T) {
 	})
 	t.Logf("origin gone from the registry %s after it froze", time.Since(paused).Round(100*time.Millisecond))
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/failover")
-	pl := playSeq(t, ctx, s.sigs[0].url+"/whep/live/failover")
+	pl := play(t, ctx, s.sigs[0].url+"/whep/live/failover")
 	if pins, err := s.reg.ListPins(ctx); err != nil || len(pins) != 1 || pins[0].OriginID != "demo-origin" {
 		t.Fatalf("pins after the lease expiry: %+v %v; want the stream on demo-origin", pins, err)
 	}

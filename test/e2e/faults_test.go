@@ -27,7 +27,7 @@ func TestEtcdOutageKeepsLiveSessions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	pub := publish(t, ctx, s.sigA.url+"/whip/live/outage")
-	pl := playSeq(t, ctx, s.sigB.url+"/whep/live/outage")
+	pl := play(t, ctx, s.sigB.url+"/whep/live/outage")
 	waitFor(t, 20*time.Second, "media before the outage", func() bool { return pl.count() >= 10 })
 
 	s.etcd.Stop()
