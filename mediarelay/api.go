@@ -307,9 +307,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		if origins != nil {
 			addrs = req.GetOriginAddresses()
 		}
-		_, err := r.cfg.Registry.RekeySession(ctx, s.id,
-			registry.ICECredentials{Ufrag: creds.clientUfrag, Pwd: creds.clientPwd},
-			registry.ICECredentials{Ufrag: creds.originUfrag, Pwd: creds.originPwd}, addrs, "")
+		_, err := r.cfg.Registry.RekeySession(ctx, s.id, registry.ICEKeys{
+			Client: registry.ICECredentials{Ufrag: creds.clientUfrag, Pwd: creds.clientPwd},
+			Origin: registry.ICECredentials{Ufrag: creds.originUfrag, Pwd: creds.originPwd}}, addrs, "")
 		if err != nil {
 			if errors.Is(err, registry.ErrConflict) {
 				return nil, fmt.Errorf("%w: %w", ErrSessionExists, err)

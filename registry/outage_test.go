@@ -257,7 +257,7 @@ func TestRekeyAtomic(t *testing.T) {
 					}
 				}
 			}()
-			_, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: ufr("c", next)}, registry.ICECredentials{Ufrag: ufr("o", next)}, nil, "")
+			_, err := c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: ufr("c", next)}, Origin: registry.ICECredentials{Ufrag: ufr("o", next)}}, nil, "")
 			close(stop)
 			<-readerDone
 			if err != nil {

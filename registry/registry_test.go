@@ -447,14 +447,14 @@ func TestSessions(t *testing.T) {
 		t.Errorf("update of the relay socket: %v, want ErrInvalid", err)
 	}
 	// A rekey on the same relay and origin keeps it.
-	r, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1a", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1a", Pwd: "y"}, slices.Clone(s1.OriginAddresses), "r1")
+	r, err := c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: "cli1a", Pwd: "x"}, Origin: registry.ICECredentials{Ufrag: "orig1a", Pwd: "y"}}, slices.Clone(s1.OriginAddresses), "r1")
 	if err != nil || r.RelayOriginAddress != "127.0.0.1:40000" {
 		t.Fatalf("rekey on the same relay: %+v %v", r, err)
 	}
 
 	// Rekey moves the ufrag index and the relay index, and forgets the old
 	// relay's socket.
-	r, err = c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}, nil, "r2")
+	r, err = c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, Origin: registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}}, nil, "r2")
 	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` || r.RelayOriginAddress != "" {
 		t.Fatalf("rekey: %+v %v", r, err)
 	}
@@ -470,7 +470,7 @@ func TestSessions(t *testing.T) {
 	if got := ids(c.ListSessionsByRelay(ctx, "r2")); got != "s1 s3 " {
 		t.Errorf("by relay r2 after rekey: %q", got)
 	}
-	if _, err := c.RekeySession(ctx, "s1", registry.ICECredentials{Ufrag: "cli2"}, registry.ICECredentials{Ufrag: "orig2"}, nil, ""); !errors.Is(err, registry.ErrConflict) {
+	if _, err := c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: "cli2"}, Origin: registry.ICECredentials{Ufrag: "orig2"}}, nil, ""); !errors.Is(err, registry.ErrConflict) {
 		t.Errorf("rekey onto a taken pair: %v, want ErrConflict", err)
 	}
 

@@ -33,9 +33,39 @@ func (s *Session) validate() error {
 	if err := checkUfrag("origin", s.OriginICE.Ufrag); err != nil {
 		return err
 	}
+	if s.ServerICE.Ufrag != "" {
+		if err := checkUfrag("server", s.ServerICE.Ufrag); err != nil {
+			return err
+		}
+	}
+	if s.OriginClientICE.Ufrag != "" {
+		if err := checkUfrag("origin client", s.OriginClientICE.Ufrag); err != nil {
+			return err
+		}
+	}
 	if s.RelayOriginAddress != "" {
 		if _, err := netip.ParseAddrPort(s.RelayOriginAddress); err != nil {
 			return fmt.Errorf("%w: relay origin address %q: want ip:port", ErrInvalid, s.RelayOriginAddress)
+		}
+	}
+	return checkClientPaths(s.ClientPaths)
+}
+
+// MaxClientPaths bounds a session's verified client paths.
+const MaxClientPaths = 8
+
+func checkClientPaths(paths []ClientPath) error {
+	if len(paths) > MaxClientPaths {
+		return fmt.Errorf("%w: %d client paths, at most %d", ErrInvalid, len(paths), MaxClientPaths)
+	}
+	for _, p := range paths {
+		if _, err := netip.ParseAddrPort(p.Addr); err != nil {
+			return fmt.Errorf("%w: client path %q: want ip:port", ErrInvalid, p.Addr)
+		}
+		if p.Via != "" {
+			if _, err := netip.ParseAddrPort(p.Via); err != nil {
+				return fmt.Errorf("%w: client path via %q: want ip:port", ErrInvalid, p.Via)
+			}
 		}
 	}
 	return nil
@@ -188,6 +218,35 @@ func (c *Client) NoteRelayOrigin(ctx context.Context, id, relayID, addr string) 
 			return fmt.Errorf("%w: relay origin address %q: want ip:port", ErrInvalid, addr)
 		}
 	}
+	return c.noteRelayOwned(ctx, id, relayID, func(s *Session) bool {
+		if s.RelayOriginAddress == addr {
+			return false
+		}
+		s.RelayOriginAddress = addr
+		return true
+	})
+}
+
+// NoteClientPaths records the verified client paths of session id, if the
+// session is still assigned to relayID (ErrConflict if it moved to another
+// relay meanwhile).
+func (c *Client) NoteClientPaths(ctx context.Context, id, relayID string, paths []ClientPath) error {
+	if err := checkClientPaths(paths); err != nil {
+		return err
+	}
+	return c.noteRelayOwned(ctx, id, relayID, func(s *Session) bool {
+		if slices.Equal(s.ClientPaths, paths) {
+			return false
+		}
+		s.ClientPaths = slices.Clone(paths)
+		return true
+	})
+}
+
+// noteRelayOwned applies set, which changes a relay-owned field of session
+// id and reports whether it changed anything, with a compare-and-swap, if
+// the session is still assigned to relayID.
+func (c *Client) noteRelayOwned(ctx context.Context, id, relayID string, set func(*Session) bool) error {
 	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
@@ -198,10 +257,9 @@ func (c *Client) NoteRelayOrigin(ctx context.Context, id, relayID, addr string) 
 		if s.RelayID != relayID {
 			return fmt.Errorf("%w: session %s is assigned to relay %s, not %s", ErrConflict, id, s.RelayID, relayID)
 		}
-		if s.RelayOriginAddress == addr {
+		if !set(&s) {
 			return nil
 		}
-		s.RelayOriginAddress = addr
 		s.V, s.UpdateTime = recordVersion, time.Now().UTC()
 		ok, err := c.casSession(ctx, s, rev)
 		if err != nil {
@@ -217,9 +275,16 @@ func (c *Client) NoteRelayOrigin(ctx context.Context, id, relayID, addr string) 
 // RekeySession moves a session to new ICE credentials in one transaction:
 // the old ufrag key is deleted and the new one created (ErrConflict when the
 // new pair is taken). relayID != "" moves the session to that relay's
-// index; originAddrs != nil replaces its origin addresses.
-func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originICE ICECredentials,
+// index (its recorded client paths are cleared: they were verified on the
+// old relay); originAddrs != nil replaces its origin addresses.
+func (c *Client) RekeySession(ctx context.Context, id string, keys ICEKeys,
 	originAddrs []string, relayID string) (Session, error) {
+	if keys.Server == keys.Origin {
+		keys.Server = ICECredentials{}
+	}
+	if keys.OriginClient == keys.Client {
+		keys.OriginClient = ICECredentials{}
+	}
 	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
@@ -228,7 +293,8 @@ func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originI
 			return Session{}, err
 		}
 		next := s
-		next.ClientICE, next.OriginICE = clientICE, originICE
+		next.ClientICE, next.OriginICE = keys.Client, keys.Origin
+		next.ServerICE, next.OriginClientICE = keys.Server, keys.OriginClient
 		if originAddrs != nil && !slices.Equal(originAddrs, s.OriginAddresses) {
 			next.OriginAddresses = slices.Clone(originAddrs)
 			next.RelayOriginAddress = "" // the relay notes its new socket
@@ -236,6 +302,7 @@ func (c *Client) RekeySession(ctx context.Context, id string, clientICE, originI
 		if relayID != "" && relayID != s.RelayID {
 			next.RelayID = relayID
 			next.RelayOriginAddress = ""
+			next.ClientPaths = nil
 		}
 		if err := next.validate(); err != nil {
 			return Session{}, err
@@ -386,12 +453,14 @@ func applyUpdate(op string, s Session, fn func(*Session) error) (Session, error)
 	next := s
 	next.Labels = cloneMap(s.Labels)
 	next.OriginAddresses = slices.Clone(s.OriginAddresses)
+	next.ClientPaths = slices.Clone(s.ClientPaths)
 	if err := fn(&next); err != nil {
 		return Session{}, err
 	}
 	if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
-		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE || next.RelayOriginAddress != s.RelayOriginAddress {
-		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay, relay socket or ICE credentials", ErrInvalid, op)
+		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE || next.RelayOriginAddress != s.RelayOriginAddress ||
+		next.ServerICE != s.ServerICE || next.OriginClientICE != s.OriginClientICE || !slices.Equal(next.ClientPaths, s.ClientPaths) {
+		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay, relay socket, client paths or ICE credentials", ErrInvalid, op)
 	}
 	next.V, next.UpdateTime = recordVersion, time.Now().UTC()
 	return next, nil

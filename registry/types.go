@@ -89,9 +89,23 @@ type Session struct {
 	Direction string `json:"direction"` // DirectionPublish or DirectionPlay
 
 	// Relay side.
-	RelayID         string            `json:"relay_id"`
-	ClientICE       ICECredentials    `json:"client_ice"`
-	OriginICE       ICECredentials    `json:"origin_ice"`
+	RelayID   string         `json:"relay_id"`
+	ClientICE ICECredentials `json:"client_ice"` // the client's own, as it uses them now
+	OriginICE ICECredentials `json:"origin_ice"` // the origin's own; an edge-answered restart keeps them
+	// ServerICE are the credentials the client uses for the server side
+	// (the first half of its USERNAME, the key of its checks) when they are
+	// not the origin's: the edge answered an ICE restart itself. Zero:
+	// OriginICE.
+	ServerICE ICECredentials `json:"server_ice,omitzero"`
+	// OriginClientICE are the client's credentials as the origin knows them
+	// (from the offer it answered) when they are not ClientICE. Zero:
+	// ClientICE.
+	OriginClientICE ICECredentials `json:"origin_client_ice,omitzero"`
+	// ClientPaths are the client addresses that passed MESSAGE-INTEGRITY on
+	// the session's relay, with the selected one marked, as the relay last
+	// wrote them (rate-limited): a relay restarted with the same id forwards
+	// from them at once, consent checks or not.
+	ClientPaths     []ClientPath      `json:"client_paths,omitempty"`
 	OriginAddresses []string          `json:"origin_addresses"` // "ip:port"
 	Labels          map[string]string `json:"labels,omitempty"`
 	// RelayOriginAddress is the relay's own "ip:port" toward the origin:
@@ -117,8 +131,41 @@ type Session struct {
 }
 
 // UfragKey is the ufrag-index key of a session: the STUN USERNAME the client
-// sends toward the relay, "<origin-ufrag>:<client-ufrag>".
-func (s Session) UfragKey() string { return s.OriginICE.Ufrag + ":" + s.ClientICE.Ufrag }
+// sends toward the relay, "<server-ufrag>:<client-ufrag>" (the server ufrag
+// is the origin's until the edge answers an ICE restart itself).
+func (s Session) UfragKey() string { return s.Server().Ufrag + ":" + s.ClientICE.Ufrag }
+
+// Server returns the credentials the client uses for the server side.
+func (s Session) Server() ICECredentials {
+	if s.ServerICE.Ufrag == "" {
+		return s.OriginICE
+	}
+	return s.ServerICE
+}
+
+// OriginClient returns the client's credentials as the origin knows them.
+func (s Session) OriginClient() ICECredentials {
+	if s.OriginClientICE.Ufrag == "" {
+		return s.ClientICE
+	}
+	return s.OriginClientICE
+}
+
+// ClientPath is one verified client address of a session, as its relay
+// recorded it.
+type ClientPath struct {
+	Addr     string `json:"addr"`          // the client's "ip:port" as the relay sees it
+	Via      string `json:"via,omitempty"` // the relay's public socket it arrived on, "ip:port"
+	Selected bool   `json:"selected,omitempty"`
+}
+
+// ICEKeys are a session's ICE credentials as RekeySession installs them.
+type ICEKeys struct {
+	Client       ICECredentials // the client's own
+	Origin       ICECredentials // the origin's own
+	Server       ICECredentials // what the client uses for the server side; zero: Origin
+	OriginClient ICECredentials // the client's as the origin knows them; zero: Client
+}
 
 // Setup is a session setup in progress, stored at setups/<session-id> from
 // before signaling contacts the origin until the session record is complete

@@ -318,7 +318,7 @@ func (s *Server) rehome(ctx context.Context, rs registry.Session, client, origin
 	if originAddrs == nil {
 		originAddrs = rs.OriginAddresses
 	}
-	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, client, origin, originAddrs, relay.ID); err != nil {
+	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, registry.ICEKeys{Client: client, Origin: origin}, originAddrs, relay.ID); err != nil {
 		return nil, fmt.Errorf("moving the session to relay %s: %w", relay.ID, err)
 	}
 	s.metrics.rehomed.Inc()

@@ -534,11 +534,19 @@ type Session struct {
 	OriginToClient *TrafficCounters `protobuf:"bytes,17,opt,name=origin_to_client,json=originToClient,proto3" json:"origin_to_client,omitempty"`
 	// drops counts dropped packets by reason.
 	Drops *DropCounters `protobuf:"bytes,18,opt,name=drops,proto3" json:"drops,omitempty"`
-	// address_changes counts how often a verified STUN moved the client
-	// address after the first binding (consent, RFC 7675; NAT rebinding).
+	// address_changes counts how often the selected client path moved after
+	// the first one (nomination, renomination, media on a new path, restart).
 	AddressChanges uint64 `protobuf:"varint,19,opt,name=address_changes,json=addressChanges,proto3" json:"address_changes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// client_paths are the client addresses that passed MESSAGE-INTEGRITY and
+	// have not expired (at most 8); packets from any of them are forwarded to
+	// the origin, and the selected one receives what the origin sends.
+	ClientPaths []*ClientPath `protobuf:"bytes,20,rep,name=client_paths,json=clientPaths,proto3" json:"client_paths,omitempty"`
+	// server_ufrag is the ufrag the client uses for the server side (the first
+	// half of its USERNAME). It equals origin_ufrag until the edge answers an
+	// ICE restart itself.
+	ServerUfrag   string `protobuf:"bytes,21,opt,name=server_ufrag,json=serverUfrag,proto3" json:"server_ufrag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -704,6 +712,103 @@ func (x *Session) GetAddressChanges() uint64 {
 	return 0
 }
 
+func (x *Session) GetClientPaths() []*ClientPath {
+	if x != nil {
+		return x.ClientPaths
+	}
+	return nil
+}
+
+func (x *Session) GetServerUfrag() string {
+	if x != nil {
+		return x.ServerUfrag
+	}
+	return ""
+}
+
+// ClientPath is one verified client address of a session.
+type ClientPath struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is the client's "ip:port" as the relay sees it.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// transport is "udp".
+	Transport string `protobuf:"bytes,2,opt,name=transport,proto3" json:"transport,omitempty"`
+	// selected says downstream (origin to client) goes to this path.
+	Selected bool `protobuf:"varint,3,opt,name=selected,proto3" json:"selected,omitempty"`
+	// verify_time is when a STUN check from this address first verified.
+	VerifyTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=verify_time,json=verifyTime,proto3" json:"verify_time,omitempty"`
+	// last_activity_time is the last time the path carried a packet that was
+	// forwarded (a check, DTLS, RTP or RTCP).
+	LastActivityTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_activity_time,json=lastActivityTime,proto3" json:"last_activity_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClientPath) Reset() {
+	*x = ClientPath{}
+	mi := &file_relay_v1_relay_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientPath) ProtoMessage() {}
+
+func (x *ClientPath) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_v1_relay_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientPath.ProtoReflect.Descriptor instead.
+func (*ClientPath) Descriptor() ([]byte, []int) {
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ClientPath) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ClientPath) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *ClientPath) GetSelected() bool {
+	if x != nil {
+		return x.Selected
+	}
+	return false
+}
+
+func (x *ClientPath) GetVerifyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VerifyTime
+	}
+	return nil
+}
+
+func (x *ClientPath) GetLastActivityTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastActivityTime
+	}
+	return nil
+}
+
 // AllocateSessionRequest asks the relay for a new session.
 type AllocateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -734,7 +839,7 @@ type AllocateSessionRequest struct {
 
 func (x *AllocateSessionRequest) Reset() {
 	*x = AllocateSessionRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[5]
+	mi := &file_relay_v1_relay_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +851,7 @@ func (x *AllocateSessionRequest) String() string {
 func (*AllocateSessionRequest) ProtoMessage() {}
 
 func (x *AllocateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[5]
+	mi := &file_relay_v1_relay_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +864,7 @@ func (x *AllocateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateSessionRequest.ProtoReflect.Descriptor instead.
 func (*AllocateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{5}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AllocateSessionRequest) GetSessionId() string {
@@ -831,7 +936,7 @@ type AllocateSessionResponse struct {
 
 func (x *AllocateSessionResponse) Reset() {
 	*x = AllocateSessionResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[6]
+	mi := &file_relay_v1_relay_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +948,7 @@ func (x *AllocateSessionResponse) String() string {
 func (*AllocateSessionResponse) ProtoMessage() {}
 
 func (x *AllocateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[6]
+	mi := &file_relay_v1_relay_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +961,7 @@ func (x *AllocateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateSessionResponse.ProtoReflect.Descriptor instead.
 func (*AllocateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{6}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AllocateSessionResponse) GetSession() *Session {
@@ -884,7 +989,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_v1_relay_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1001,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_v1_relay_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1014,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSessionRequest) GetId() string {
@@ -929,7 +1034,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1046,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1059,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -982,7 +1087,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1099,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1112,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -1050,7 +1155,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1167,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1180,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1103,7 +1208,7 @@ type ReleaseSessionRequest struct {
 
 func (x *ReleaseSessionRequest) Reset() {
 	*x = ReleaseSessionRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1220,7 @@ func (x *ReleaseSessionRequest) String() string {
 func (*ReleaseSessionRequest) ProtoMessage() {}
 
 func (x *ReleaseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1233,7 @@ func (x *ReleaseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSessionRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseSessionRequest) GetId() string {
@@ -1148,7 +1253,7 @@ type ReleaseSessionResponse struct {
 
 func (x *ReleaseSessionResponse) Reset() {
 	*x = ReleaseSessionResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1265,7 @@ func (x *ReleaseSessionResponse) String() string {
 func (*ReleaseSessionResponse) ProtoMessage() {}
 
 func (x *ReleaseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1278,7 @@ func (x *ReleaseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSessionResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReleaseSessionResponse) GetSession() *Session {
@@ -1191,18 +1296,29 @@ type RestartSessionRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// client_ice holds the client's new ICE credentials.
 	ClientIce *IceCredentials `protobuf:"bytes,2,opt,name=client_ice,json=clientIce,proto3" json:"client_ice,omitempty"`
-	// origin_ice holds the origin's new ICE credentials.
+	// origin_ice holds the origin's ICE credentials (the pwd signs what the
+	// relay forwards to the origin and verifies the origin's responses).
 	OriginIce *IceCredentials `protobuf:"bytes,3,opt,name=origin_ice,json=originIce,proto3" json:"origin_ice,omitempty"`
 	// origin_addresses, when not empty, replace the origin media addresses
 	// (1-8 entries).
 	OriginAddresses []string `protobuf:"bytes,4,rep,name=origin_addresses,json=originAddresses,proto3" json:"origin_addresses,omitempty"`
+	// server_ice, when set, holds the credentials the edge gave the client for
+	// the server side in its restart answer: the client's checks carry
+	// "<server ufrag>:<client ufrag>" and are signed with its pwd. Unset:
+	// origin_ice (the origin answered the restart).
+	ServerIce *IceCredentials `protobuf:"bytes,5,opt,name=server_ice,json=serverIce,proto3" json:"server_ice,omitempty"`
+	// origin_client_ice, when set, holds the client's credentials as the
+	// origin knows them (from the offer it answered): what the relay puts in
+	// the checks it forwards to the origin and signs the client's responses
+	// with. Unset: client_ice.
+	OriginClientIce *IceCredentials `protobuf:"bytes,6,opt,name=origin_client_ice,json=originClientIce,proto3" json:"origin_client_ice,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RestartSessionRequest) Reset() {
 	*x = RestartSessionRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[13]
+	mi := &file_relay_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1330,7 @@ func (x *RestartSessionRequest) String() string {
 func (*RestartSessionRequest) ProtoMessage() {}
 
 func (x *RestartSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[13]
+	mi := &file_relay_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1343,7 @@ func (x *RestartSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartSessionRequest.ProtoReflect.Descriptor instead.
 func (*RestartSessionRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{13}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RestartSessionRequest) GetId() string {
@@ -1258,6 +1374,20 @@ func (x *RestartSessionRequest) GetOriginAddresses() []string {
 	return nil
 }
 
+func (x *RestartSessionRequest) GetServerIce() *IceCredentials {
+	if x != nil {
+		return x.ServerIce
+	}
+	return nil
+}
+
+func (x *RestartSessionRequest) GetOriginClientIce() *IceCredentials {
+	if x != nil {
+		return x.OriginClientIce
+	}
+	return nil
+}
+
 // RestartSessionResponse is the updated session and its candidates.
 type RestartSessionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1269,7 +1399,7 @@ type RestartSessionResponse struct {
 
 func (x *RestartSessionResponse) Reset() {
 	*x = RestartSessionResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[14]
+	mi := &file_relay_v1_relay_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1411,7 @@ func (x *RestartSessionResponse) String() string {
 func (*RestartSessionResponse) ProtoMessage() {}
 
 func (x *RestartSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[14]
+	mi := &file_relay_v1_relay_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1424,7 @@ func (x *RestartSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartSessionResponse.ProtoReflect.Descriptor instead.
 func (*RestartSessionResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{14}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RestartSessionResponse) GetSession() *Session {
@@ -1323,7 +1453,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[15]
+	mi := &file_relay_v1_relay_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1465,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[15]
+	mi := &file_relay_v1_relay_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1478,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{15}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainRequest) GetDeadline() *durationpb.Duration {
@@ -1370,7 +1500,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[16]
+	mi := &file_relay_v1_relay_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1512,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[16]
+	mi := &file_relay_v1_relay_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1525,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{16}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DrainResponse) GetDraining() bool {
@@ -1421,7 +1551,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[17]
+	mi := &file_relay_v1_relay_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1563,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[17]
+	mi := &file_relay_v1_relay_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1576,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{17}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{18}
 }
 
 // GetStatusResponse describes the relay.
@@ -1486,7 +1616,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[18]
+	mi := &file_relay_v1_relay_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1628,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[18]
+	mi := &file_relay_v1_relay_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1641,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{18}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetStatusResponse) GetRelayId() string {
@@ -1619,7 +1749,7 @@ type WatchSessionsRequest struct {
 
 func (x *WatchSessionsRequest) Reset() {
 	*x = WatchSessionsRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[19]
+	mi := &file_relay_v1_relay_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1761,7 @@ func (x *WatchSessionsRequest) String() string {
 func (*WatchSessionsRequest) ProtoMessage() {}
 
 func (x *WatchSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[19]
+	mi := &file_relay_v1_relay_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1774,7 @@ func (x *WatchSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionsRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{19}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchSessionsRequest) GetStream() string {
@@ -1675,7 +1805,7 @@ type WatchSessionsResponse struct {
 
 func (x *WatchSessionsResponse) Reset() {
 	*x = WatchSessionsResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[20]
+	mi := &file_relay_v1_relay_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1817,7 @@ func (x *WatchSessionsResponse) String() string {
 func (*WatchSessionsResponse) ProtoMessage() {}
 
 func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[20]
+	mi := &file_relay_v1_relay_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1830,7 @@ func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionsResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{20}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchSessionsResponse) GetType() SessionEventType {
@@ -1749,7 +1879,7 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x0estun_integrity\x18\x01 \x01(\x04R\rstunIntegrity\x12%\n" +
 	"\x0eunbound_source\x18\x02 \x01(\x04R\runboundSource\x12!\n" +
 	"\fwrite_errors\x18\x03 \x01(\x04R\vwriteErrors\x12%\n" +
-	"\x0eforeign_source\x18\x04 \x01(\x04R\rforeignSource\"\x9c\a\n" +
+	"\x0eforeign_source\x18\x04 \x01(\x04R\rforeignSource\"\xf8\a\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x121\n" +
@@ -1771,10 +1901,20 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x10client_to_origin\x18\x10 \x01(\v2\x19.relay.v1.TrafficCountersR\x0eclientToOrigin\x12C\n" +
 	"\x10origin_to_client\x18\x11 \x01(\v2\x19.relay.v1.TrafficCountersR\x0eoriginToClient\x12,\n" +
 	"\x05drops\x18\x12 \x01(\v2\x16.relay.v1.DropCountersR\x05drops\x12'\n" +
-	"\x0faddress_changes\x18\x13 \x01(\x04R\x0eaddressChanges\x1a9\n" +
+	"\x0faddress_changes\x18\x13 \x01(\x04R\x0eaddressChanges\x127\n" +
+	"\fclient_paths\x18\x14 \x03(\v2\x14.relay.v1.ClientPathR\vclientPaths\x12!\n" +
+	"\fserver_ufrag\x18\x15 \x01(\tR\vserverUfrag\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x01\n" +
+	"\n" +
+	"ClientPath\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1c\n" +
+	"\ttransport\x18\x02 \x01(\tR\ttransport\x12\x1a\n" +
+	"\bselected\x18\x03 \x01(\bR\bselected\x12;\n" +
+	"\vverify_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"verifyTime\x12H\n" +
+	"\x12last_activity_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\"\xbd\x03\n" +
 	"\x16AllocateSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -1811,14 +1951,17 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x15ReleaseSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
 	"\x16ReleaseSessionResponse\x12+\n" +
-	"\asession\x18\x01 \x01(\v2\x11.relay.v1.SessionR\asession\"\xc4\x01\n" +
+	"\asession\x18\x01 \x01(\v2\x11.relay.v1.SessionR\asession\"\xc3\x02\n" +
 	"\x15RestartSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\n" +
 	"client_ice\x18\x02 \x01(\v2\x18.relay.v1.IceCredentialsR\tclientIce\x127\n" +
 	"\n" +
 	"origin_ice\x18\x03 \x01(\v2\x18.relay.v1.IceCredentialsR\toriginIce\x12)\n" +
-	"\x10origin_addresses\x18\x04 \x03(\tR\x0foriginAddresses\"z\n" +
+	"\x10origin_addresses\x18\x04 \x03(\tR\x0foriginAddresses\x127\n" +
+	"\n" +
+	"server_ice\x18\x05 \x01(\v2\x18.relay.v1.IceCredentialsR\tserverIce\x12D\n" +
+	"\x11origin_client_ice\x18\x06 \x01(\v2\x18.relay.v1.IceCredentialsR\x0foriginClientIce\"z\n" +
 	"\x16RestartSessionResponse\x12+\n" +
 	"\asession\x18\x01 \x01(\v2\x11.relay.v1.SessionR\asession\x123\n" +
 	"\n" +
@@ -1894,7 +2037,7 @@ func file_relay_v1_relay_proto_rawDescGZIP() []byte {
 }
 
 var file_relay_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_relay_v1_relay_proto_goTypes = []any{
 	(Direction)(0),                  // 0: relay.v1.Direction
 	(SessionState)(0),               // 1: relay.v1.SessionState
@@ -1904,80 +2047,86 @@ var file_relay_v1_relay_proto_goTypes = []any{
 	(*TrafficCounters)(nil),         // 5: relay.v1.TrafficCounters
 	(*DropCounters)(nil),            // 6: relay.v1.DropCounters
 	(*Session)(nil),                 // 7: relay.v1.Session
-	(*AllocateSessionRequest)(nil),  // 8: relay.v1.AllocateSessionRequest
-	(*AllocateSessionResponse)(nil), // 9: relay.v1.AllocateSessionResponse
-	(*GetSessionRequest)(nil),       // 10: relay.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),      // 11: relay.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),     // 12: relay.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),    // 13: relay.v1.ListSessionsResponse
-	(*ReleaseSessionRequest)(nil),   // 14: relay.v1.ReleaseSessionRequest
-	(*ReleaseSessionResponse)(nil),  // 15: relay.v1.ReleaseSessionResponse
-	(*RestartSessionRequest)(nil),   // 16: relay.v1.RestartSessionRequest
-	(*RestartSessionResponse)(nil),  // 17: relay.v1.RestartSessionResponse
-	(*DrainRequest)(nil),            // 18: relay.v1.DrainRequest
-	(*DrainResponse)(nil),           // 19: relay.v1.DrainResponse
-	(*GetStatusRequest)(nil),        // 20: relay.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),       // 21: relay.v1.GetStatusResponse
-	(*WatchSessionsRequest)(nil),    // 22: relay.v1.WatchSessionsRequest
-	(*WatchSessionsResponse)(nil),   // 23: relay.v1.WatchSessionsResponse
-	nil,                             // 24: relay.v1.Session.LabelsEntry
-	nil,                             // 25: relay.v1.AllocateSessionRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 27: google.protobuf.Duration
+	(*ClientPath)(nil),              // 8: relay.v1.ClientPath
+	(*AllocateSessionRequest)(nil),  // 9: relay.v1.AllocateSessionRequest
+	(*AllocateSessionResponse)(nil), // 10: relay.v1.AllocateSessionResponse
+	(*GetSessionRequest)(nil),       // 11: relay.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),      // 12: relay.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),     // 13: relay.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 14: relay.v1.ListSessionsResponse
+	(*ReleaseSessionRequest)(nil),   // 15: relay.v1.ReleaseSessionRequest
+	(*ReleaseSessionResponse)(nil),  // 16: relay.v1.ReleaseSessionResponse
+	(*RestartSessionRequest)(nil),   // 17: relay.v1.RestartSessionRequest
+	(*RestartSessionResponse)(nil),  // 18: relay.v1.RestartSessionResponse
+	(*DrainRequest)(nil),            // 19: relay.v1.DrainRequest
+	(*DrainResponse)(nil),           // 20: relay.v1.DrainResponse
+	(*GetStatusRequest)(nil),        // 21: relay.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),       // 22: relay.v1.GetStatusResponse
+	(*WatchSessionsRequest)(nil),    // 23: relay.v1.WatchSessionsRequest
+	(*WatchSessionsResponse)(nil),   // 24: relay.v1.WatchSessionsResponse
+	nil,                             // 25: relay.v1.Session.LabelsEntry
+	nil,                             // 26: relay.v1.AllocateSessionRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 28: google.protobuf.Duration
 }
 var file_relay_v1_relay_proto_depIdxs = []int32{
 	0,  // 0: relay.v1.Session.direction:type_name -> relay.v1.Direction
 	1,  // 1: relay.v1.Session.state:type_name -> relay.v1.SessionState
-	24, // 2: relay.v1.Session.labels:type_name -> relay.v1.Session.LabelsEntry
-	26, // 3: relay.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	26, // 4: relay.v1.Session.connect_time:type_name -> google.protobuf.Timestamp
-	26, // 5: relay.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
+	25, // 2: relay.v1.Session.labels:type_name -> relay.v1.Session.LabelsEntry
+	27, // 3: relay.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	27, // 4: relay.v1.Session.connect_time:type_name -> google.protobuf.Timestamp
+	27, // 5: relay.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
 	5,  // 6: relay.v1.Session.client_to_origin:type_name -> relay.v1.TrafficCounters
 	5,  // 7: relay.v1.Session.origin_to_client:type_name -> relay.v1.TrafficCounters
 	6,  // 8: relay.v1.Session.drops:type_name -> relay.v1.DropCounters
-	0,  // 9: relay.v1.AllocateSessionRequest.direction:type_name -> relay.v1.Direction
-	3,  // 10: relay.v1.AllocateSessionRequest.client_ice:type_name -> relay.v1.IceCredentials
-	3,  // 11: relay.v1.AllocateSessionRequest.origin_ice:type_name -> relay.v1.IceCredentials
-	25, // 12: relay.v1.AllocateSessionRequest.labels:type_name -> relay.v1.AllocateSessionRequest.LabelsEntry
-	7,  // 13: relay.v1.AllocateSessionResponse.session:type_name -> relay.v1.Session
-	4,  // 14: relay.v1.AllocateSessionResponse.candidates:type_name -> relay.v1.Candidate
-	7,  // 15: relay.v1.GetSessionResponse.session:type_name -> relay.v1.Session
-	1,  // 16: relay.v1.ListSessionsRequest.state:type_name -> relay.v1.SessionState
-	7,  // 17: relay.v1.ListSessionsResponse.sessions:type_name -> relay.v1.Session
-	7,  // 18: relay.v1.ReleaseSessionResponse.session:type_name -> relay.v1.Session
-	3,  // 19: relay.v1.RestartSessionRequest.client_ice:type_name -> relay.v1.IceCredentials
-	3,  // 20: relay.v1.RestartSessionRequest.origin_ice:type_name -> relay.v1.IceCredentials
-	7,  // 21: relay.v1.RestartSessionResponse.session:type_name -> relay.v1.Session
-	4,  // 22: relay.v1.RestartSessionResponse.candidates:type_name -> relay.v1.Candidate
-	27, // 23: relay.v1.DrainRequest.deadline:type_name -> google.protobuf.Duration
-	26, // 24: relay.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
-	5,  // 25: relay.v1.GetStatusResponse.client_to_origin:type_name -> relay.v1.TrafficCounters
-	5,  // 26: relay.v1.GetStatusResponse.origin_to_client:type_name -> relay.v1.TrafficCounters
-	6,  // 27: relay.v1.GetStatusResponse.drops:type_name -> relay.v1.DropCounters
-	2,  // 28: relay.v1.WatchSessionsResponse.type:type_name -> relay.v1.SessionEventType
-	7,  // 29: relay.v1.WatchSessionsResponse.session:type_name -> relay.v1.Session
-	26, // 30: relay.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 31: relay.v1.RelayService.AllocateSession:input_type -> relay.v1.AllocateSessionRequest
-	10, // 32: relay.v1.RelayService.GetSession:input_type -> relay.v1.GetSessionRequest
-	12, // 33: relay.v1.RelayService.ListSessions:input_type -> relay.v1.ListSessionsRequest
-	14, // 34: relay.v1.RelayService.ReleaseSession:input_type -> relay.v1.ReleaseSessionRequest
-	16, // 35: relay.v1.RelayService.RestartSession:input_type -> relay.v1.RestartSessionRequest
-	18, // 36: relay.v1.RelayService.Drain:input_type -> relay.v1.DrainRequest
-	20, // 37: relay.v1.RelayService.GetStatus:input_type -> relay.v1.GetStatusRequest
-	22, // 38: relay.v1.RelayService.WatchSessions:input_type -> relay.v1.WatchSessionsRequest
-	9,  // 39: relay.v1.RelayService.AllocateSession:output_type -> relay.v1.AllocateSessionResponse
-	11, // 40: relay.v1.RelayService.GetSession:output_type -> relay.v1.GetSessionResponse
-	13, // 41: relay.v1.RelayService.ListSessions:output_type -> relay.v1.ListSessionsResponse
-	15, // 42: relay.v1.RelayService.ReleaseSession:output_type -> relay.v1.ReleaseSessionResponse
-	17, // 43: relay.v1.RelayService.RestartSession:output_type -> relay.v1.RestartSessionResponse
-	19, // 44: relay.v1.RelayService.Drain:output_type -> relay.v1.DrainResponse
-	21, // 45: relay.v1.RelayService.GetStatus:output_type -> relay.v1.GetStatusResponse
-	23, // 46: relay.v1.RelayService.WatchSessions:output_type -> relay.v1.WatchSessionsResponse
-	39, // [39:47] is the sub-list for method output_type
-	31, // [31:39] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	8,  // 9: relay.v1.Session.client_paths:type_name -> relay.v1.ClientPath
+	27, // 10: relay.v1.ClientPath.verify_time:type_name -> google.protobuf.Timestamp
+	27, // 11: relay.v1.ClientPath.last_activity_time:type_name -> google.protobuf.Timestamp
+	0,  // 12: relay.v1.AllocateSessionRequest.direction:type_name -> relay.v1.Direction
+	3,  // 13: relay.v1.AllocateSessionRequest.client_ice:type_name -> relay.v1.IceCredentials
+	3,  // 14: relay.v1.AllocateSessionRequest.origin_ice:type_name -> relay.v1.IceCredentials
+	26, // 15: relay.v1.AllocateSessionRequest.labels:type_name -> relay.v1.AllocateSessionRequest.LabelsEntry
+	7,  // 16: relay.v1.AllocateSessionResponse.session:type_name -> relay.v1.Session
+	4,  // 17: relay.v1.AllocateSessionResponse.candidates:type_name -> relay.v1.Candidate
+	7,  // 18: relay.v1.GetSessionResponse.session:type_name -> relay.v1.Session
+	1,  // 19: relay.v1.ListSessionsRequest.state:type_name -> relay.v1.SessionState
+	7,  // 20: relay.v1.ListSessionsResponse.sessions:type_name -> relay.v1.Session
+	7,  // 21: relay.v1.ReleaseSessionResponse.session:type_name -> relay.v1.Session
+	3,  // 22: relay.v1.RestartSessionRequest.client_ice:type_name -> relay.v1.IceCredentials
+	3,  // 23: relay.v1.RestartSessionRequest.origin_ice:type_name -> relay.v1.IceCredentials
+	3,  // 24: relay.v1.RestartSessionRequest.server_ice:type_name -> relay.v1.IceCredentials
+	3,  // 25: relay.v1.RestartSessionRequest.origin_client_ice:type_name -> relay.v1.IceCredentials
+	7,  // 26: relay.v1.RestartSessionResponse.session:type_name -> relay.v1.Session
+	4,  // 27: relay.v1.RestartSessionResponse.candidates:type_name -> relay.v1.Candidate
+	28, // 28: relay.v1.DrainRequest.deadline:type_name -> google.protobuf.Duration
+	27, // 29: relay.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
+	5,  // 30: relay.v1.GetStatusResponse.client_to_origin:type_name -> relay.v1.TrafficCounters
+	5,  // 31: relay.v1.GetStatusResponse.origin_to_client:type_name -> relay.v1.TrafficCounters
+	6,  // 32: relay.v1.GetStatusResponse.drops:type_name -> relay.v1.DropCounters
+	2,  // 33: relay.v1.WatchSessionsResponse.type:type_name -> relay.v1.SessionEventType
+	7,  // 34: relay.v1.WatchSessionsResponse.session:type_name -> relay.v1.Session
+	27, // 35: relay.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
+	9,  // 36: relay.v1.RelayService.AllocateSession:input_type -> relay.v1.AllocateSessionRequest
+	11, // 37: relay.v1.RelayService.GetSession:input_type -> relay.v1.GetSessionRequest
+	13, // 38: relay.v1.RelayService.ListSessions:input_type -> relay.v1.ListSessionsRequest
+	15, // 39: relay.v1.RelayService.ReleaseSession:input_type -> relay.v1.ReleaseSessionRequest
+	17, // 40: relay.v1.RelayService.RestartSession:input_type -> relay.v1.RestartSessionRequest
+	19, // 41: relay.v1.RelayService.Drain:input_type -> relay.v1.DrainRequest
+	21, // 42: relay.v1.RelayService.GetStatus:input_type -> relay.v1.GetStatusRequest
+	23, // 43: relay.v1.RelayService.WatchSessions:input_type -> relay.v1.WatchSessionsRequest
+	10, // 44: relay.v1.RelayService.AllocateSession:output_type -> relay.v1.AllocateSessionResponse
+	12, // 45: relay.v1.RelayService.GetSession:output_type -> relay.v1.GetSessionResponse
+	14, // 46: relay.v1.RelayService.ListSessions:output_type -> relay.v1.ListSessionsResponse
+	16, // 47: relay.v1.RelayService.ReleaseSession:output_type -> relay.v1.ReleaseSessionResponse
+	18, // 48: relay.v1.RelayService.RestartSession:output_type -> relay.v1.RestartSessionResponse
+	20, // 49: relay.v1.RelayService.Drain:output_type -> relay.v1.DrainResponse
+	22, // 50: relay.v1.RelayService.GetStatus:output_type -> relay.v1.GetStatusResponse
+	24, // 51: relay.v1.RelayService.WatchSessions:output_type -> relay.v1.WatchSessionsResponse
+	44, // [44:52] is the sub-list for method output_type
+	36, // [36:44] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_relay_v1_relay_proto_init() }
@@ -1991,7 +2140,7 @@ func file_relay_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relay_v1_relay_proto_rawDesc), len(file_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,8 +64,12 @@ type RelayServiceClient interface {
 	// registry record removed. NOT_FOUND if it does not exist.
 	ReleaseSession(ctx context.Context, in *ReleaseSessionRequest, opts ...grpc.CallOption) (*ReleaseSessionResponse, error)
 	// RestartSession installs new ICE credentials after an ICE restart. The
-	// ufrag mapping moves to the new pair atomically; the bound client address
-	// is kept until a verified STUN from the new credentials moves it.
+	// ufrag mapping moves to the new pair atomically; the session's verified
+	// client paths and its selected one are kept until the client nominates a
+	// path with the new credentials. When the credentials the client uses
+	// differ from the ones the origin knows (the edge answered the restart
+	// itself), the relay translates USERNAME and re-signs every check and
+	// response in both directions, so the origin never sees the restart.
 	RestartSession(ctx context.Context, in *RestartSessionRequest, opts ...grpc.CallOption) (*RestartSessionResponse, error)
 	// Drain stops the relay from taking new sessions (AllocateSession answers
 	// UNAVAILABLE); existing sessions go on. With a deadline, sessions still
@@ -197,8 +201,12 @@ type RelayServiceServer interface {
 	// registry record removed. NOT_FOUND if it does not exist.
 	ReleaseSession(context.Context, *ReleaseSessionRequest) (*ReleaseSessionResponse, error)
 	// RestartSession installs new ICE credentials after an ICE restart. The
-	// ufrag mapping moves to the new pair atomically; the bound client address
-	// is kept until a verified STUN from the new credentials moves it.
+	// ufrag mapping moves to the new pair atomically; the session's verified
+	// client paths and its selected one are kept until the client nominates a
+	// path with the new credentials. When the credentials the client uses
+	// differ from the ones the origin knows (the edge answered the restart
+	// itself), the relay translates USERNAME and re-signs every check and
+	// response in both directions, so the origin never sees the restart.
 	RestartSession(context.Context, *RestartSessionRequest) (*RestartSessionResponse, error)
 	// Drain stops the relay from taking new sessions (AllocateSession answers
 	// UNAVAILABLE); existing sessions go on. With a deadline, sessions still
