@@ -11,7 +11,8 @@
 //	DELETE /sessions/{id}                    end a session (200)
 //	PATCH  /sessions/{id}                    trickle (204), ICE restart (200),
 //	                                         answer to a WHEP 406 counter-offer (204)
-//	GET    endpoint or session               204, no body (RFC 9725 section 4.1)
+//	GET    endpoint or session               204, no body (RFC 9725 section 4.1), Allow
+//	other methods                            405 with Allow
 //	HEAD   /whep/...                         200, Content-Type: application/sdp
 //	OPTIONS any of the above                 CORS; a plain OPTIONS adds Accept-Post and
 //	                                         the ICE servers as Link headers
@@ -49,15 +50,34 @@
 // the relay's per-session address as a peer-reflexive candidate, and
 // trickled client candidates are answered 204 without being forwarded.
 //
+// # ICE restarts
+//
+// Signaling answers every ICE restart itself and never contacts the origin
+// (SRS, for one, has no PATCH handler): the 200 carries new server
+// credentials made here (crypto/rand: 8 and 32 ice-chars) and the relay's
+// candidates, with the ice-options, ice-pacing and ice-lite of the original
+// offer and answer, and a new ETag. Toward the origin the session keeps the
+// credentials of the offer and answer the origin saw (registry.Session
+// OriginICE and OriginClient()); the relay translates the client's
+// USERNAME "<server ufrag>:<client ufrag>" to the origin's pair and
+// re-signs checks and responses in both directions, so a restart, on the
+// same relay or onto another one when the session's relay is gone, is
+// invisible to the origin. The answer to a WHEP counter-offer is different:
+// the origin receives it, so it becomes what the origin knows of the client.
+// A session awaits that answer (PATCH application/sdp) from the 406 until
+// the answer is accepted, marked by the LabelAwaitingAnswer label; any other
+// PATCH must be application/trickle-ice-sdpfrag (415 with Accept-Patch).
+//
 // Status codes: 201 (or 406 with the origin's counter-offer) with
 // Location, ETag and Content-Type: application/sdp; 400 malformed SDP or
 // stream; 401 with WWW-Authenticate: Bearer; 403 when the origin refuses
-// the forwarded Authorization; 404 unknown session; 405;
-// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409);
+// the forwarded Authorization; 404 unknown session; 405 with Allow;
+// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409),
+// or an ICE restart whose ufrag pair another session uses;
 // 412 stale If-Match and 428 missing If-Match on PATCH ("*" matches any);
-// 413; 415; 422 unsupported offer (no audio/video, more than one
-// MediaStream, sections with different ICE credentials) or a restart the
-// origin refuses; 502 origin errors; 503 + Retry-After when no origin or
+// 413; 415 (PATCH: with Accept-Patch); 422 unsupported offer (no
+// audio/video, more than one MediaStream, sections with different ICE
+// credentials); 502 origin errors; 503 + Retry-After when no origin or
 // relay is available or reachable. Errors carry an RFC 9457
 // application/problem+json body. A failed ICE restart keeps the session.
 //

@@ -77,6 +77,15 @@ func newEnv(t testing.TB, signalings int, tweak ...func(*signaling.Config)) *env
 
 func startRelay(t testing.TB, reg *registry.Client, id string) *mediarelay.Relay {
 	t.Helper()
+	r, _ := startStoppableRelay(t, reg, id)
+	return r
+}
+
+// startStoppableRelay is startRelay with a stop function that kills the
+// relay (its sockets close and its registration goes); the test's cleanup
+// stops it too.
+func startStoppableRelay(t testing.TB, reg *registry.Client, id string) (*mediarelay.Relay, func()) {
+	t.Helper()
 	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +106,10 @@ func startRelay(t testing.TB, reg *registry.Client, id string) *mediarelay.Relay
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
 	go func() { defer wg.Done(); _ = r.Serve(ctx, conns...) }()
-	t.Cleanup(func() { gs.Stop(); cancel(); wg.Wait() })
-	return r
+	var once sync.Once
+	stop := func() { once.Do(func() { gs.Stop(); cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return r, stop
 }
 
 // fakeOrigin answers like a real origin of one kind, with its candidates on

@@ -52,7 +52,7 @@ func newMetrics() *metrics {
 	}
 	// Export every kind from the start, so that rates work from zero.
 	for _, kind := range []string{"transport", "rejected", "status", "no_location", "bad_answer",
-		"no_media_address", "config", "delete", "restart"} {
+		"no_media_address", "config", "delete", "answer"} {
 		m.originErrors.WithLabelValues(kind)
 	}
 	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.setupsReaped, m.pinsReleased, m.orphaned,

@@ -1,8 +1,8 @@
 package signaling
 
 import (
-	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +20,9 @@ import (
 	"github.com/rtcedge/rtcedge/signaling/internal/sdpx"
 )
 
+// sessionMethods are the methods a session resource serves, for Allow.
+const sessionMethods = "PATCH, DELETE, OPTIONS, GET"
+
 // sessionResource serves /sessions/{id}.
 func (s *Server) sessionResource(w http.ResponseWriter, r *http.Request) {
 	s.cors(w)
@@ -30,8 +33,9 @@ func (s *Server) sessionResource(w http.ResponseWriter, r *http.Request) {
 		return
 	case http.MethodDelete, http.MethodPatch, http.MethodGet:
 	default:
-		w.Header().Set("Allow", "PATCH, DELETE, OPTIONS, GET")
-		problem(w, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not supported on a session")
+		w.Header().Set("Allow", sessionMethods)
+		problem(w, http.StatusMethodNotAllowed, "method not allowed",
+			r.Method+" is not supported on a session: PATCH it (trickle, ICE restart), DELETE it to end it")
 		return
 	}
 	rs, err := s.cfg.Registry.GetSession(r.Context(), id)
@@ -45,6 +49,9 @@ func (s *Server) sessionResource(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
+		// RFC 9725 section 4.1: 2xx, no body. Allow says what the
+		// session is for.
+		w.Header().Set("Allow", sessionMethods)
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodDelete:
 		s.deleteSession(w, r, rs)
@@ -98,12 +105,23 @@ func etagMatches(ifMatch, current string) bool {
 }
 
 // patchSession handles trickle (204), ICE restart (200) and the answer of a
-// WHEP counter-offer (204).
+// WHEP counter-offer (204). An application/sdp body is the answer to a
+// counter-offer, so it is accepted only while the session awaits one
+// (awaitingAnswer); any other session takes trickle-ice-sdpfrag only (415).
 func (s *Server) patchSession(w http.ResponseWriter, r *http.Request, rs registry.Session) {
+	awaiting := awaitingAnswer(rs)
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/trickle-ice-sdpfrag" && mt != "application/sdp" {
-		w.Header().Set("Accept-Patch", "application/trickle-ice-sdpfrag")
-		problem(w, http.StatusUnsupportedMediaType, "unsupported content type", "PATCH takes application/trickle-ice-sdpfrag")
+	if err != nil || mt != "application/trickle-ice-sdpfrag" && (mt != "application/sdp" || !awaiting) {
+		accept, detail := "application/trickle-ice-sdpfrag", "PATCH takes application/trickle-ice-sdpfrag (trickle or ICE restart)"
+		switch {
+		case awaiting:
+			accept += ", application/sdp"
+			detail += ", or application/sdp: the answer to the session's counter-offer"
+		case mt == "application/sdp":
+			detail += "; application/sdp is only the answer to a WHEP counter-offer (406), and this session has none outstanding"
+		}
+		w.Header().Set("Accept-Patch", accept)
+		problem(w, http.StatusUnsupportedMediaType, "unsupported content type", detail)
 		return
 	}
 	ifMatch := r.Header.Get("If-Match")
@@ -129,6 +147,8 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request, rs registr
 		problem(w, http.StatusBadRequest, "malformed sdpfrag", err.Error())
 		return
 	}
+	// The client's own credentials tell a trickle from a restart: a
+	// fragment with the ufrag (and pwd) it uses now is a trickle.
 	if frag.ICE.Ufrag == "" || frag.ICE.Ufrag == rs.ClientICE.Ufrag && (frag.ICE.Pwd == "" || frag.ICE.Pwd == rs.ClientICE.Pwd) {
 		// Trickle: the client's candidates never reach the origin (it must
 		// reach the client through the relay only).
@@ -139,70 +159,50 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request, rs registr
 		problem(w, http.StatusBadRequest, "malformed sdpfrag", "a new a=ice-ufrag (an ICE restart) needs a=ice-pwd")
 		return
 	}
-	s.iceRestart(w, r, rs, frag, string(body))
+	if !validICE(frag.ICE.Ufrag, frag.ICE.Pwd) {
+		problem(w, http.StatusBadRequest, "malformed sdpfrag",
+			"ICE restart credentials must be ice-chars ([A-Za-z0-9+/]): a ufrag of 4-256 and a pwd of 22-256 characters")
+		return
+	}
+	s.iceRestart(w, r, rs, frag)
 }
 
-// iceRestart forwards a restart to the origin, moves the relay session to
-// the new credentials and answers with the new ETag. On failure the
-// session is kept as it was.
-func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.Session, frag *sdpx.Frag, _ string) {
+// iceRestart answers an ICE restart at the edge, for every origin kind: the
+// origin is never contacted (SRS, for one, has no PATCH handler). The client
+// gets new server credentials made here; toward the origin the session
+// keeps the credentials of the original offer and answer, and the relay
+// translates the STUN USERNAME and re-signs checks and responses between
+// the two. So a restart, on the same relay or onto another, is invisible to
+// the origin. The session moves to the new credentials on its relay, or on
+// another live relay when its own is gone, and the reply carries a new
+// ETag; the origin's ETag is untouched. On failure the session is kept as
+// it was (RFC 9725 section 4.3.3).
+func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.Session, frag *sdpx.Frag) {
 	ctx := r.Context()
 	mid := "0"
 	if len(frag.Mids) > 0 {
 		mid = frag.Mids[0]
 	}
-	fwd := sdpx.RestartFrag(sdpx.ICE{Ufrag: frag.ICE.Ufrag, Pwd: frag.ICE.Pwd, Options: frag.ICE.Options}, mid, nil, nil)
-	fwd = strings.Replace(fwd, "a=end-of-candidates\r\n", "", 1)
-	ifMatch := rs.OriginETag
-	if ifMatch == "" {
-		ifMatch = "*"
-	}
-	octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
-	resp, err := s.origins.Do(octx, http.MethodPatch, rs.OriginResource, "application/trickle-ice-sdpfrag", []byte(fwd), http.Header{"If-Match": {ifMatch}})
-	cancel()
+	server, err := newServerICE()
 	if err != nil {
-		s.metrics.originErrors.WithLabelValues("restart").Inc()
-		problem(w, http.StatusBadGateway, "ICE restart failed", err.Error())
+		s.fail(w, &httpError{status: http.StatusInternalServerError, title: "ICE restart failed", detail: err.Error()})
 		return
 	}
-	if resp.Status != http.StatusOK {
-		s.metrics.originErrors.WithLabelValues("restart").Inc()
-		status := http.StatusBadGateway
-		if resp.Status == http.StatusUnprocessableEntity || resp.Status == http.StatusNotImplemented || resp.Status == http.StatusMethodNotAllowed {
-			status = http.StatusUnprocessableEntity
-		}
-		problem(w, status, "ICE restart failed", fmt.Sprintf("the origin answered %d to the restart", resp.Status))
-		return
+	keys := registry.ICEKeys{
+		Client:       registry.ICECredentials{Ufrag: frag.ICE.Ufrag, Pwd: frag.ICE.Pwd},
+		Server:       server,
+		Origin:       rs.OriginICE,
+		OriginClient: rs.OriginClient(),
 	}
-	ofrag, err := sdpx.ParseFrag(string(resp.Body))
-	if err != nil || ofrag.ICE.Ufrag == "" {
-		problem(w, http.StatusBadGateway, "ICE restart failed", "the origin's restart answer has no new ICE credentials")
-		return
-	}
-	var originAddrs []string
-	origin, _ := s.cfg.Registry.GetOrigin(ctx, rs.OriginID)
-	if len(origin.MediaAddresses) == 0 {
-		for _, c := range ofrag.Candidates {
-			if a, err := sdpx.ParseAnswer("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=ice-ufrag:" +
-				ofrag.ICE.Ufrag + "\r\na=ice-pwd:" + ofrag.ICE.Pwd + "\r\na=candidate:" + c + "\r\n"); err == nil {
-				for _, ap := range a.MediaAddresses {
-					originAddrs = append(originAddrs, ap.String())
-				}
-			}
-		}
-	}
-	originAddrs = originAddrs[:min(len(originAddrs), 8)]
-	clientICE := registry.ICECredentials{Ufrag: frag.ICE.Ufrag, Pwd: frag.ICE.Pwd}
-	originICE := registry.ICECredentials{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd}
-	relayCands, err := s.restartOnRelay(ctx, rs, clientICE, originICE, originAddrs)
+	relayCands, err := s.restartOnRelay(ctx, rs, keys)
 	if errors.Is(err, errRelayGone) {
 		// The session's relay is dead or has lost the session: move the
 		// session to another relay, which adopts it from the registry on
 		// the client's first verified STUN.
-		relayCands, err = s.rehome(ctx, rs, clientICE, originICE, originAddrs)
+		relayCands, err = s.rehome(ctx, rs, keys)
 	}
 	if err != nil {
-		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true, detail: err.Error()})
+		s.fail(w, restartError(err))
 		return
 	}
 	cands, err := relayCandidates(relayCands)
@@ -212,27 +212,41 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 	}
 	etag := newETag()
 	if _, err := s.cfg.Registry.UpdateSession(ctx, rs.ID, func(x *registry.Session) error {
-		x.ETag, x.OriginETag = etag, resp.ETag
+		x.ETag = etag
 		return nil
 	}); err != nil {
 		s.fail(w, s.registryError("restart not recorded", err))
 		return
 	}
 	// RFC 9725 section 4.3.3: the reply repeats the ice-options,
-	// ice-pacing and ice-lite of the original offer and answer, whether or
-	// not the origin's reply does.
-	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: ofrag.ICE.Ufrag, Pwd: ofrag.ICE.Pwd, Options: cmp.Or(ofrag.ICE.Options, rs.ICEOptions),
-		Pacing: cmp.Or(ofrag.ICE.Pacing, rs.ICEPacing), Lite: ofrag.ICE.Lite || rs.ICELite}, mid, cands, nil)
+	// ice-pacing and ice-lite of the original offer and answer.
+	reply := sdpx.RestartFrag(sdpx.ICE{Ufrag: server.Ufrag, Pwd: server.Pwd, Options: rs.ICEOptions,
+		Pacing: rs.ICEPacing, Lite: rs.ICELite}, mid, cands, nil)
 	w.Header().Set("Content-Type", "application/trickle-ice-sdpfrag")
 	w.Header().Set("ETag", etag)
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, reply)
-	s.log.Info("signaling: ICE restart", "session", rs.ID)
+	s.log.Info("signaling: ICE restart answered at the edge", "session", rs.ID)
+}
+
+// restartError maps a failed restart on the relays to HTTP: a taken ufrag
+// pair or credentials the relay refuses are the client's (409, 400),
+// anything else is 503 with Retry-After.
+func restartError(err error) *httpError {
+	switch {
+	case errors.Is(err, errRelayRefused):
+		return &httpError{status: http.StatusBadRequest, title: "ICE restart refused", detail: err.Error()}
+	case errors.Is(err, registry.ErrConflict), errors.Is(err, errRelayConflict):
+		return &httpError{status: http.StatusConflict, title: "ICE restart failed", detail: err.Error()}
+	}
+	return &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true, detail: err.Error()}
 }
 
 // counterOfferAnswer forwards the client's answer to a WHEP 406
 // counter-offer (its addresses stripped) and moves the relay session to
-// the client's ICE credentials.
+// the client's ICE credentials. The origin receives this answer, so it
+// knows the client by these credentials too (OriginClient = Client); the
+// server side stays what the client was given (the counter-offer's).
 func (s *Server) counterOfferAnswer(w http.ResponseWriter, r *http.Request, rs registry.Session, answer string) {
 	ctx := r.Context()
 	parsed, err := sdpx.ParseOffer(answer)
@@ -244,40 +258,94 @@ func (s *Server) counterOfferAnswer(w http.ResponseWriter, r *http.Request, rs r
 	resp, err := s.origins.Do(octx, http.MethodPatch, rs.OriginResource, "application/sdp", []byte(parsed.Sanitized), http.Header{"If-Match": {"*"}})
 	cancel()
 	if err != nil || resp.Status/100 != 2 {
-		problem(w, http.StatusBadGateway, "origin rejected the answer", fmt.Sprint(err))
+		s.metrics.originErrors.WithLabelValues("answer").Inc()
+		detail := fmt.Sprint(err)
+		if err == nil {
+			detail = fmt.Sprintf("the origin answered %d to the answer", resp.Status)
+		}
+		problem(w, http.StatusBadGateway, "origin rejected the answer", detail)
 		return
 	}
-	relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID)
-	if err == nil {
-		var rc relayv1.RelayServiceClient
-		if rc, err = s.relayClient(relay.GRPCAddress); err == nil {
-			rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
-			_, err = rc.RestartSession(rctx, &relayv1.RestartSessionRequest{Id: rs.ID,
-				ClientIce: &relayv1.IceCredentials{Ufrag: parsed.ICE.Ufrag, Pwd: parsed.ICE.Pwd},
-				OriginIce: &relayv1.IceCredentials{Ufrag: rs.OriginICE.Ufrag, Pwd: rs.OriginICE.Pwd}})
-			cancel()
-		}
-	}
-	if err != nil {
+	client := registry.ICECredentials{Ufrag: parsed.ICE.Ufrag, Pwd: parsed.ICE.Pwd}
+	if _, err := s.restartOnRelay(ctx, rs, registry.ICEKeys{Client: client, OriginClient: client,
+		Server: rs.Server(), Origin: rs.OriginICE}); err != nil {
 		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()})
 		return
 	}
+	if _, err := s.cfg.Registry.UpdateSession(ctx, rs.ID, func(x *registry.Session) error {
+		delete(x.Labels, LabelAwaitingAnswer)
+		return nil
+	}); err != nil {
+		s.fail(w, s.registryError("answer not recorded", err))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// LabelAwaitingAnswer is the session label (registry.Session.Labels) that
+// marks a WHEP session whose origin answered with a counter-offer (406)
+// until the client's answer arrives by PATCH application/sdp.
+const LabelAwaitingAnswer = "rtcedge.signaling/awaiting-answer"
+
+// awaitingAnswer reports whether the session waits for the client's answer
+// to a counter-offer.
+func awaitingAnswer(rs registry.Session) bool { return rs.Labels[LabelAwaitingAnswer] != "" }
+
+// newServerICE returns fresh server-side ICE credentials from the CSPRNG:
+// an 8-character ufrag and a 32-character pwd of ice-chars (RFC 8839
+// section 5.4 wants at least 4 and 22; 32 characters of 6 bits are 192
+// bits).
+func newServerICE() (registry.ICECredentials, error) {
+	const iceChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var b [8 + 32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return registry.ICECredentials{}, fmt.Errorf("signaling: ICE credentials: %w", err)
+	}
+	for i := range b {
+		b[i] = iceChars[b[i]&63]
+	}
+	return registry.ICECredentials{Ufrag: string(b[:8]), Pwd: string(b[8:])}, nil
+}
+
+// validICE checks ICE credentials as RFC 8839 section 5.4 defines them:
+// ice-chars, a ufrag of 4-256 and a pwd of 22-256.
+func validICE(ufrag, pwd string) bool {
+	ok := func(s string, minLen int) bool {
+		if len(s) < minLen || len(s) > 256 {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '/') {
+				return false
+			}
+		}
+		return true
+	}
+	return ok(ufrag, 4) && ok(pwd, 22)
 }
 
 // errRelayGone says a session's relay has no registration, cannot be
 // reached, or no longer has the session.
 var errRelayGone = errors.New("the session's relay is gone")
 
-// restartOnRelay moves the session to new ICE credentials on its relay.
-func (s *Server) restartOnRelay(ctx context.Context, rs registry.Session, client, origin registry.ICECredentials,
-	originAddrs []string) ([]*relayv1.Candidate, error) {
+// errRelayRefused says the relay refused the credentials as invalid;
+// errRelayConflict that another session there uses the same ufrag pair.
+var (
+	errRelayRefused  = errors.New("the relay refused the credentials")
+	errRelayConflict = errors.New("the ufrag pair is taken on the relay")
+)
+
+// restartOnRelay moves the session to new ICE credentials on its relay,
+// which records them in the registry, and returns its candidates. No
+// origin address changes: the origin's side of the session stays as it is.
+func (s *Server) restartOnRelay(ctx context.Context, rs registry.Session, keys registry.ICEKeys) ([]*relayv1.Candidate, error) {
 	relay, err := s.cfg.Registry.GetRelay(ctx, rs.RelayID)
 	if errors.Is(err, registry.ErrNotFound) {
 		return nil, fmt.Errorf("relay %s has no registration: %w", rs.RelayID, errRelayGone)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("looking up relay %s: %w", rs.RelayID, err)
 	}
 	rc, err := s.relayClient(relay.GRPCAddress)
 	if err != nil {
@@ -286,22 +354,32 @@ func (s *Server) restartOnRelay(ctx context.Context, rs registry.Session, client
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
 	defer cancel()
 	restarted, err := rc.RestartSession(rctx, &relayv1.RestartSessionRequest{Id: rs.ID,
-		ClientIce:       &relayv1.IceCredentials{Ufrag: client.Ufrag, Pwd: client.Pwd},
-		OriginIce:       &relayv1.IceCredentials{Ufrag: origin.Ufrag, Pwd: origin.Pwd},
-		OriginAddresses: originAddrs})
+		ClientIce:       iceProto(keys.Client),
+		ServerIce:       iceProto(keys.Server),
+		OriginIce:       iceProto(keys.Origin),
+		OriginClientIce: iceProto(keys.OriginClient)})
 	switch status.Code(err) {
 	case codes.OK:
 		return restarted.GetCandidates(), nil
 	case codes.Unavailable, codes.NotFound, codes.DeadlineExceeded:
 		return nil, fmt.Errorf("relay %s: %s: %w", rs.RelayID, status.Convert(err).Message(), errRelayGone)
+	case codes.InvalidArgument:
+		return nil, fmt.Errorf("relay %s: %s: %w", rs.RelayID, status.Convert(err).Message(), errRelayRefused)
+	case codes.AlreadyExists:
+		return nil, fmt.Errorf("relay %s: %s: %w", rs.RelayID, status.Convert(err).Message(), errRelayConflict)
 	}
 	return nil, fmt.Errorf("relay %s: %s", rs.RelayID, status.Convert(err).Message())
 }
 
+// iceProto converts credentials for relay.v1.
+func iceProto(c registry.ICECredentials) *relayv1.IceCredentials {
+	return &relayv1.IceCredentials{Ufrag: c.Ufrag, Pwd: c.Pwd}
+}
+
 // rehome assigns the session, with its new ICE credentials, to another live
 // relay in one registry transaction and returns that relay's candidates.
-func (s *Server) rehome(ctx context.Context, rs registry.Session, client, origin registry.ICECredentials,
-	originAddrs []string) ([]*relayv1.Candidate, error) {
+// The origin addresses stay: the new relay reaches the same origin session.
+func (s *Server) rehome(ctx context.Context, rs registry.Session, keys registry.ICEKeys) ([]*relayv1.Candidate, error) {
 	relay, err := s.cfg.Registry.PickRelayExcept(ctx, s.cfg.Zone, rs.RelayID)
 	if err != nil {
 		return nil, fmt.Errorf("moving the session off relay %s: %w", rs.RelayID, err)
@@ -315,10 +393,7 @@ func (s *Server) rehome(ctx context.Context, rs registry.Session, client, origin
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("relay %s advertises no address", relay.ID)
 	}
-	if originAddrs == nil {
-		originAddrs = rs.OriginAddresses
-	}
-	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, registry.ICEKeys{Client: client, Origin: origin}, originAddrs, relay.ID); err != nil {
+	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, keys, nil, relay.ID); err != nil {
 		return nil, fmt.Errorf("moving the session to relay %s: %w", relay.ID, err)
 	}
 	s.metrics.rehomed.Inc()

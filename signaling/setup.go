@@ -39,6 +39,17 @@ func (d Dir) String() string {
 	return registry.DirectionPublish
 }
 
+// protocol names the direction's protocol for messages: WHIP or WHEP.
+func (d Dir) protocol() string {
+	if d == DirPlay {
+		return "WHEP"
+	}
+	return "WHIP"
+}
+
+// endpointMethods are the methods a WHIP or WHEP endpoint serves, for Allow.
+const endpointMethods = "POST, OPTIONS, GET, HEAD"
+
 func (d Dir) adapter() originadapter.Direction {
 	if d == DirPlay {
 		return originadapter.Play
@@ -105,10 +116,13 @@ func (s *Server) endpoint(dir Dir, stream streamFunc) http.HandlerFunc {
 			s.options(w, r, "POST, OPTIONS")
 			return
 		case http.MethodGet:
-			// RFC 9725 section 4.1: 2xx, no body.
+			// RFC 9725 section 4.1: 2xx, no body. Allow says what the
+			// endpoint is for.
+			w.Header().Set("Allow", endpointMethods)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		case http.MethodHead:
+			w.Header().Set("Allow", endpointMethods)
 			if dir == DirPlay {
 				w.Header().Set("Content-Type", "application/sdp")
 			}
@@ -116,8 +130,9 @@ func (s *Server) endpoint(dir Dir, stream streamFunc) http.HandlerFunc {
 			return
 		case http.MethodPost:
 		default:
-			w.Header().Set("Allow", "POST, OPTIONS, GET, HEAD")
-			problem(w, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not supported on this endpoint")
+			w.Header().Set("Allow", endpointMethods)
+			problem(w, http.StatusMethodNotAllowed, "method not allowed",
+				fmt.Sprintf("%s is not supported on a %s endpoint; POST an SDP offer (application/sdp) to start a session", r.Method, dir.protocol()))
 			return
 		}
 		raw, err := stream(r)
@@ -387,6 +402,14 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	_, err = s.cfg.Registry.FinishSetup(ctx, pending, func(rs *registry.Session) error {
 		rs.OriginID, rs.OriginResource, rs.OriginETag, rs.ETag, rs.ICEOptions = origin.ID, resp.Location, resp.ETag, etag, offer.ICE.Options
 		rs.ICEPacing, rs.ICELite = answer.ICE.Pacing, answer.ICE.Lite
+		if resp.Status == http.StatusNotAcceptable {
+			// A WHEP counter-offer: the client's answer comes by PATCH
+			// application/sdp (counterOfferAnswer).
+			if rs.Labels == nil {
+				rs.Labels = map[string]string{}
+			}
+			rs.Labels[LabelAwaitingAnswer] = "counter-offer"
+		}
 		return nil
 	})
 	if err != nil {
@@ -512,7 +535,9 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 			return
 		}
 		if r.Method != http.MethodPost {
-			problem(w, http.StatusMethodNotAllowed, "method not allowed", "use POST")
+			w.Header().Set("Allow", "POST, OPTIONS")
+			problem(w, http.StatusMethodNotAllowed, "method not allowed",
+				r.Method+` is not supported here; POST JSON {"sdp": ..., "streamurl": "webrtc://host/app/stream"}`)
 			return
 		}
 		reply := func(status, code int, v map[string]any) {
