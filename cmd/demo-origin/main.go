@@ -48,6 +48,7 @@ type config struct {
 	originID      string
 	registerToken string
 	ttl           time.Duration
+	patchMode     string
 	logLevel      slog.Level
 }
 
@@ -63,6 +64,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.originID, "origin-id", "demo-"+host, "origin id to register: 1-128 characters of [A-Za-z0-9._:-]")
 	fs.StringVar(&c.registerToken, "register-token", "", "bearer token for the registration calls")
 	fs.DurationVar(&c.ttl, "ttl", demoorigin.DefaultTTL, "registration lease TTL (5s-300s); refreshed every ttl/3")
+	fs.StringVar(&c.patchMode, "patch", string(demoorigin.PatchAccept),
+		"how PATCH on a session is answered: accept (trickle and ICE restart), reject (405) or close (drop the connection, as SRS does)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -97,6 +100,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.ttl < 5*time.Second || c.ttl > 300*time.Second {
 		return c, fmt.Errorf("-ttl %s is outside 5s-300s", c.ttl)
+	}
+	if _, err := demoorigin.ParsePatchMode(c.patchMode); err != nil {
+		return c, fmt.Errorf("-patch: %w", err)
 	}
 	return c, nil
 }
@@ -146,7 +152,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.logLevel}))
-	origin, err := demoorigin.New(demoorigin.Config{MediaAddr: c.mediaListen, PublicIPs: c.publicIPs, Logger: log})
+	origin, err := demoorigin.New(demoorigin.Config{MediaAddr: c.mediaListen, PublicIPs: c.publicIPs, Logger: log,
+		PatchMode: demoorigin.PatchMode(c.patchMode)})
 	if err != nil {
 		return err
 	}

@@ -136,8 +136,10 @@ func (o *Origin) serveEndpoint(w http.ResponseWriter, r *http.Request, kind sess
 func (o *Origin) serveResource(w http.ResponseWriter, r *http.Request, kind sessionKind, key, id string) {
 	switch r.Method {
 	case http.MethodOptions:
-		w.Header().Set("Allow", resourceMethods)
-		w.Header().Set("Accept-Patch", contentTypeFrag)
+		w.Header().Set("Allow", o.resourceAllow())
+		if o.cfg.PatchMode == PatchAccept {
+			w.Header().Set("Accept-Patch", contentTypeFrag)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodDelete:
 		if err := o.deleteSession(kind, key, id); err != nil {
@@ -146,6 +148,16 @@ func (o *Origin) serveResource(w http.ResponseWriter, r *http.Request, kind sess
 		}
 		w.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
+		o.patches.Add(1)
+		switch o.cfg.PatchMode {
+		case PatchReject:
+			w.Header().Set("Allow", o.resourceAllow())
+			problem(w, http.StatusMethodNotAllowed, "PATCH is not supported by this origin (patch mode reject)")
+			return
+		case PatchClose:
+			closeConnection(w)
+			return
+		}
 		if !hasContentType(r, contentTypeFrag) {
 			problem(w, http.StatusUnsupportedMediaType, "Content-Type must be "+contentTypeFrag)
 			return
@@ -170,9 +182,31 @@ func (o *Origin) serveResource(w http.ResponseWriter, r *http.Request, kind sess
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, res.body)
 	default:
-		w.Header().Set("Allow", resourceMethods)
+		w.Header().Set("Allow", o.resourceAllow())
 		problem(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on a "+kind.String()+" session")
 	}
+}
+
+// resourceAllow is the Allow header of a session: without PATCH unless the
+// origin accepts it.
+func (o *Origin) resourceAllow() string {
+	if o.cfg.PatchMode == PatchAccept {
+		return resourceMethods
+	}
+	return "OPTIONS, DELETE"
+}
+
+// closeConnection drops the request's connection without an answer, as
+// SRS does for a PATCH; without a hijackable connection (HTTP/2) the
+// handler panics with http.ErrAbortHandler, which aborts the stream.
+func closeConnection(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // requestPath is the escaped path the client used (before any

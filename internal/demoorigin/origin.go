@@ -55,6 +55,31 @@ type Config struct {
 	// MaxSessions caps publishers plus players (default
 	// DefaultMaxSessions); beyond it requests get ErrTooManySessions.
 	MaxSessions int
+	// PatchMode says how a PATCH on a session is answered: PatchAccept (the
+	// default; trickle and ICE restarts are applied), PatchReject (405, as
+	// an origin without PATCH support answers) or PatchClose (the connection
+	// is closed without an answer, as SRS 7 does). Stats counts PATCH
+	// requests in every mode.
+	PatchMode PatchMode
+}
+
+// PatchMode is how the origin answers PATCH requests on sessions.
+type PatchMode string
+
+// The patch modes.
+const (
+	PatchAccept PatchMode = "accept" // apply trickle and ICE restarts (also the zero value)
+	PatchReject PatchMode = "reject" // 405 Method Not Allowed, Allow without PATCH
+	PatchClose  PatchMode = "close"  // close the connection without an answer, like SRS
+)
+
+// ParsePatchMode parses "accept", "reject" or "close".
+func ParsePatchMode(s string) (PatchMode, error) {
+	switch m := PatchMode(s); m {
+	case PatchAccept, PatchReject, PatchClose:
+		return m, nil
+	}
+	return "", fmt.Errorf("demoorigin: patch mode %q: want accept, reject or close", s)
 }
 
 // Origin is a demo WHIP/WHEP origin. Create it with New, serve Handler, and
@@ -66,6 +91,8 @@ type Origin struct {
 	log       *slog.Logger
 	cfg       Config
 	forwarded atomic.Uint64
+	created   atomic.Uint64 // sessions (publishers and players) ever created
+	patches   atomic.Uint64 // PATCH requests on session URLs
 	wg        sync.WaitGroup
 
 	mu       sync.Mutex // guards the following
@@ -135,6 +162,12 @@ func New(cfg Config) (*Origin, error) {
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.PatchMode == "" {
+		cfg.PatchMode = PatchAccept
+	}
+	if _, err := ParsePatchMode(string(cfg.PatchMode)); err != nil {
+		return nil, err
 	}
 	for _, ip := range cfg.PublicIPs {
 		if _, err := netip.ParseAddr(ip); err != nil {
@@ -237,14 +270,20 @@ type Stats struct {
 	Publishers       int
 	Players          int
 	PacketsForwarded uint64 // RTP packets read from publishers and written to their local tracks
-	Streams          []StreamStats
+	// SessionsCreated counts the sessions (publishers and players) created
+	// since New, ended ones included.
+	SessionsCreated uint64
+	// PatchRequests counts the PATCH requests on session URLs since New,
+	// whatever their outcome and the PatchMode.
+	PatchRequests uint64
+	Streams       []StreamStats
 }
 
 // Stats returns a snapshot of the sessions and counters.
 func (o *Origin) Stats() Stats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	st := Stats{PacketsForwarded: o.forwarded.Load()}
+	st := Stats{PacketsForwarded: o.forwarded.Load(), SessionsCreated: o.created.Load(), PatchRequests: o.patches.Load()}
 	for _, s := range o.streams {
 		ss := StreamStats{Key: s.key, Publisher: s.publisher != nil, Tracks: len(s.tracks), Players: len(s.players)}
 		if ss.Publisher {
@@ -334,6 +373,7 @@ func (o *Origin) publish(ctx context.Context, key, offer string) (*session, stri
 	st.expectedTracks = expected
 	st.tracks = nil
 	o.sessions[s.id] = s
+	o.created.Add(1)
 	o.wg.Add(1)
 	o.mu.Unlock()
 	go o.keyframeLoop(s)
@@ -396,6 +436,7 @@ func (o *Origin) play(ctx context.Context, key, offer string) (*session, string,
 	default:
 		st.players[s.id] = s
 		o.sessions[s.id] = s
+		o.created.Add(1)
 	}
 	o.mu.Unlock()
 	if err != nil {
