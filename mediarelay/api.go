@@ -165,12 +165,29 @@ func (r *Relay) record(s *session, up *upstream) registry.Session {
 	for _, a := range s.originAddr {
 		addrs = append(addrs, a.String())
 	}
-	return registry.Session{
+	k := c.keys()
+	rs := registry.Session{
 		ID: s.id, Stream: s.stream, Direction: direction(s.direction), RelayID: r.cfg.RelayID,
-		ClientICE:       registry.ICECredentials{Ufrag: c.clientUfrag, Pwd: c.clientPwd},
-		OriginICE:       registry.ICECredentials{Ufrag: c.originUfrag, Pwd: c.originPwd},
+		ClientICE: k.Client, OriginICE: k.Origin,
 		OriginAddresses: addrs, OriginID: s.originID, Labels: s.labels, CreateTime: s.created,
 		RelayOriginAddress: up.local.String(),
+	}
+	if k.Server != k.Origin {
+		rs.ServerICE = k.Server
+	}
+	if k.OriginClient != k.Client {
+		rs.OriginClientICE = k.OriginClient
+	}
+	return rs
+}
+
+// keys returns c as the registry stores them.
+func (c *credentials) keys() registry.ICEKeys {
+	return registry.ICEKeys{
+		Client:       registry.ICECredentials{Ufrag: c.clientUfrag, Pwd: c.clientPwd},
+		Origin:       registry.ICECredentials{Ufrag: c.originUfrag, Pwd: c.originPwd},
+		Server:       registry.ICECredentials{Ufrag: c.serverUfrag, Pwd: c.serverPwd},
+		OriginClient: registry.ICECredentials{Ufrag: c.originClientUfrag, Pwd: c.originClientPwd},
 	}
 }
 
@@ -280,6 +297,19 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	if err := checkICE("origin", req.GetOriginIce()); err != nil {
 		return nil, err
 	}
+	server, originClient := req.GetOriginIce(), req.GetClientIce()
+	if req.GetServerIce() != nil {
+		if err := checkICE("server", req.GetServerIce()); err != nil {
+			return nil, err
+		}
+		server = req.GetServerIce()
+	}
+	if req.GetOriginClientIce() != nil {
+		if err := checkICE("origin_client", req.GetOriginClientIce()); err != nil {
+			return nil, err
+		}
+		originClient = req.GetOriginClientIce()
+	}
 	var origins []netip.AddrPort
 	if len(req.GetOriginAddresses()) > 0 {
 		var err error
@@ -294,8 +324,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 	if s == nil {
 		return nil, fmt.Errorf("%w: %s", ErrSessionNotFound, req.GetId())
 	}
-	creds := newCredentials(req.GetClientIce().GetUfrag(), req.GetClientIce().GetPwd(),
-		req.GetOriginIce().GetUfrag(), req.GetOriginIce().GetPwd())
+	creds := newTranslatedCredentials(req.GetClientIce().GetUfrag(), req.GetClientIce().GetPwd(),
+		server.GetUfrag(), server.GetPwd(), req.GetOriginIce().GetUfrag(), req.GetOriginIce().GetPwd(),
+		originClient.GetUfrag(), originClient.GetPwd())
 	old := s.creds.Load()
 	if creds.username != old.username {
 		if other := r.tabs.byUfrag(creds.username); other != nil {
@@ -307,9 +338,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		if origins != nil {
 			addrs = req.GetOriginAddresses()
 		}
-		_, err := r.cfg.Registry.RekeySession(ctx, s.id, registry.ICEKeys{
-			Client: registry.ICECredentials{Ufrag: creds.clientUfrag, Pwd: creds.clientPwd},
-			Origin: registry.ICECredentials{Ufrag: creds.originUfrag, Pwd: creds.originPwd}}, addrs, "")
+		_, err := r.cfg.Registry.RekeySession(ctx, s.id, creds.keys(), addrs, "")
 		if err != nil {
 			if errors.Is(err, registry.ErrConflict) {
 				return nil, fmt.Errorf("%w: %w", ErrSessionExists, err)
@@ -339,7 +368,9 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		}
 		return nil, fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, creds.username)
 	}
+	s.prevCreds.Store(old)
 	s.creds.Store(creds)
+	s.restarted.Store(true)
 	r.tabs.setUfragLocked(old.username, nil)
 	r.tabs.setUfragLocked(creds.username, s)
 	if origins != nil {
@@ -508,7 +539,7 @@ func (r *Relay) restore(ctx context.Context, rs registry.Session) error {
 		id: rs.ID, stream: rs.Stream, direction: directionFrom(rs.Direction), originID: rs.OriginID,
 		labels: rs.Labels, originAddr: origins, created: rs.CreateTime,
 	}
-	s.creds.Store(newCredentials(rs.ClientICE.Ufrag, rs.ClientICE.Pwd, rs.OriginICE.Ufrag, rs.OriginICE.Pwd))
+	s.creds.Store(credentialsFrom(rs))
 	r.mu.Lock()
 	err = r.admitLocked(s, false)
 	r.mu.Unlock()
@@ -522,6 +553,7 @@ func (r *Relay) restore(ctx context.Context, rs registry.Session) error {
 	if err := r.addSession(s, up, false); err != nil {
 		return err
 	}
+	r.restorePaths(s, rs.ClientPaths)
 	if up.local != prefer {
 		r.noteRelayOrigin(ctx, s.id, up.local)
 	}
@@ -555,6 +587,7 @@ func (r *Relay) requestLookup(msg *stun.Message) {
 	// The packet itself is dropped either way: the client's next consent
 	// check binds once the session is adopted.
 	r.unknownSource.Add(1)
+	r.unknownUsername.Add(1)
 	if r.cfg.Registry == nil {
 		return
 	}

@@ -14,6 +14,12 @@ import (
 const (
 	DefaultIdleTimeout = 30 * time.Second
 	DefaultRelayTTL    = 10 * time.Second
+	// PathIdleTimeout drops a session's verified client path that carried
+	// nothing (no check, no media) for that long; the session stays.
+	PathIdleTimeout = 30 * time.Second
+	// MaxPaths bounds a session's verified client paths; a new one evicts
+	// the least recently active path other than the selected one.
+	MaxPaths = registry.MaxClientPaths
 	// MaxPacketSize is the largest datagram relayed; larger ones are
 	// truncated by the socket read and dropped.
 	MaxPacketSize = 1500

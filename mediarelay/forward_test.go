@@ -138,14 +138,14 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 	client := udpSink(t, false)
 	clientAddr := client.LocalAddr().(*net.UDPAddr).AddrPort()
 	ps := l.sock(t)
-	l.r.bind(s, clientAddr, ps)
+	cp := l.r.bind(s, clientAddr, ps)
 
 	pkt := make([]byte, 1200)
 	pkt[0] = 0x80
-	var msg stun.Message
+	sc := newSTUNScratch()
 	// The poller's handler, driven directly: a round of 8 datagrams of one
 	// session, queued and flushed with sendmmsg.
-	h := &upstreamHandler{r: l.r}
+	h := &upstreamHandler{r: l.r, sc: newSTUNScratch()}
 	conn := &udpbatch.Conn[*session]{Value: s}
 	round := make([]udpbatch.Message, 8)
 	for i := range round {
@@ -155,14 +155,14 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 		name string
 		fn   func()
 	}{
-		{name: "client to origin", fn: func() { l.r.handleClientPacket(ps, pkt, clientAddr, &msg) }},
+		{name: "client to origin", fn: func() { l.r.handleClientPacket(ps, pkt, clientAddr, sc) }},
 		{name: "origin to client, poller round", fn: func() { h.Packets(conn, round); h.EndBatch() }},
 	}
 	if ps.conn != nil {
 		tests = append(tests, struct {
 			name string
 			fn   func()
-		}{name: "origin to client, direct", fn: func() { l.r.toClient(s, pkt) }})
+		}{name: "origin to client, direct", fn: func() { l.r.toClient(s, cp, pkt) }})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,13 +254,13 @@ func FuzzHandleClientPacket(f *testing.F) {
 	stranger := netip.MustParseAddrPort("127.0.0.1:6000")
 	ps := l.sock(f)
 	l.r.bind(s, client, ps)
-	var msg stun.Message
+	sc := newSTUNScratch()
 	f.Fuzz(func(t *testing.T, pkt []byte, fromClient bool) {
 		src := stranger
 		if fromClient {
 			src = client
 		}
-		l.r.handleClientPacket(ps, pkt, src, &msg)
+		l.r.handleClientPacket(ps, pkt, src, sc)
 		if b := s.client.Load(); b == nil || b.addr != client {
 			t.Fatalf("client binding moved to %v", b)
 		}

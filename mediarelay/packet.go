@@ -2,6 +2,7 @@ package mediarelay
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/pion/stun/v2"
 )
@@ -10,29 +11,53 @@ import (
 type verdict uint8
 
 const (
-	// verdictForward: from a bound client address; forward to its origin.
+	// verdictForward: from a verified path; forward to its origin as it is.
 	verdictForward verdict = iota
-	// verdictBind: a verified Binding request from a new address: bind the
-	// session to it, then forward.
-	verdictBind
+	// verdictMedia: DTLS, RTP or RTCP from a verified path other than the
+	// selected one while the selected one carries no media: the client
+	// switched paths without nominating; select this one, then forward.
+	verdictMedia
+	// verdictCheck: a Binding request whose MESSAGE-INTEGRITY verifies,
+	// from a verified path or a new address (which becomes a path): record
+	// its transaction, select its path if it nominates (USE-CANDIDATE), and
+	// forward it (translated when the credentials are).
+	verdictCheck
+	// verdictResponse: a STUN response from a verified path (the client
+	// answering the origin's check): forward it, re-signed when the
+	// credentials are translated.
+	verdictResponse
 	// verdictLookup: a Binding request for a USERNAME no session has: the
 	// registry may know it.
 	verdictLookup
-	// verdictDropUnknown: not STUN, from an address bound to no session.
+	// verdictDropUnknown: not STUN, from an address that is no verified
+	// path.
 	verdictDropUnknown
 	// verdictDropMalformed: looked like STUN but did not parse, or a STUN
-	// that is not a Binding request carrying USERNAME and
-	// MESSAGE-INTEGRITY.
+	// from an unknown address that is not a Binding request carrying
+	// USERNAME.
 	verdictDropMalformed
 	// verdictDropIntegrity: a Binding request for a known session whose
 	// MESSAGE-INTEGRITY or FINGERPRINT did not verify, or a replay of a
 	// transaction the session already saw from another address.
 	verdictDropIntegrity
-	// verdictDropUnclassified: from a bound address, but neither STUN, DTLS
+	// verdictDropUnclassified: from a verified path, but neither STUN, DTLS
 	// nor RTP/RTCP by its first byte (RFC 7983): nothing a WebRTC origin
 	// expects, so it is not forwarded.
 	verdictDropUnclassified
 )
+
+// mediaSwitchAfter is how long the selected path must have carried no
+// media before media on another verified path selects that one.
+const mediaSwitchAfter = time.Second
+
+// decision is decideClientPacket's result: the verdict and what it
+// concerns.
+type decision struct {
+	v     verdict
+	s     *session     // the session, when known
+	p     *path        // the verified path the packet came from; nil for a new address
+	creds *credentials // verdictCheck: the credentials the check verified with
+}
 
 // packetClass is a packet's protocol by its first byte (RFC 7983 section 7).
 type packetClass uint8
@@ -68,68 +93,90 @@ const (
 )
 
 // decideClientPacket decides what to do with packet b that arrived from src
-// on the public port. It is a pure function of its inputs apart from the
-// session's transaction-id memory; msg is scratch space reused across calls.
-// It returns the session the verdict concerns, if any.
-func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Message) (verdict, *session) {
+// on the public port at coarse time now. It is a pure function of its
+// inputs apart from the session's transaction memory; msg is scratch space
+// reused across calls (it holds the decoded STUN message afterwards).
+func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Message, now int64) decision {
 	class := classify(b)
-	if s := t.byAddr(src); s != nil {
+	if p := t.byAddr(src); p != nil {
+		s := p.s
 		switch class {
 		case classOther:
-			return verdictDropUnclassified, s
+			return decision{v: verdictDropUnclassified, s: s, p: p}
 		case classSTUN:
-			if isBindingRequest(b) {
-				// Remember the bound client's own transactions, so a copy
-				// replayed from another address is refused.
-				s.rememberTransaction([stun.TransactionIDSize]byte(b[8:stunHeaderSize]))
-			}
+			return decideFromPath(b, src, p, msg)
 		}
-		return verdictForward, s
+		if sel := s.client.Load(); sel != p && (sel == nil || now-sel.lastMedia.Load() >= int64(mediaSwitchAfter)) {
+			return decision{v: verdictMedia, s: s, p: p}
+		}
+		return decision{v: verdictForward, s: s, p: p}
 	}
 	if class != classSTUN {
-		return verdictDropUnknown, nil
+		return decision{v: verdictDropUnknown}
 	}
-	if !stun.IsMessage(b) {
-		// First byte of a STUN message, but no magic cookie or too short.
-		return verdictDropMalformed, nil
-	}
-	msg.Raw = b
-	if err := msg.Decode(); err != nil {
-		return verdictDropMalformed, nil
-	}
-	if msg.Type != stun.BindingRequest {
-		return verdictDropMalformed, nil
+	if !decodeSTUN(b, msg) || msg.Type != stun.BindingRequest {
+		return decision{v: verdictDropMalformed}
 	}
 	user, err := msg.Get(stun.AttrUsername)
 	if err != nil || len(user) == 0 || len(user) > maxUsernameLength {
-		return verdictDropMalformed, nil
+		return decision{v: verdictDropMalformed}
 	}
 	s := t.byUsername(user)
 	if s == nil {
-		return verdictLookup, nil
+		return decision{v: verdictLookup}
 	}
-	if !s.verifyBinding(msg) {
-		return verdictDropIntegrity, s
+	c := s.creds.Load()
+	if !s.verifyBinding(msg, c, src) {
+		return decision{v: verdictDropIntegrity, s: s}
 	}
-	return verdictBind, s
+	return decision{v: verdictCheck, s: s, creds: c}
 }
 
-// isBindingRequest reports whether b is a STUN Binding request, from its
-// header alone.
-func isBindingRequest(b []byte) bool {
-	return stun.IsMessage(b) && b[0] == 0x00 && b[1] == 0x01
+// decideFromPath decides on a STUN packet from verified path p.
+func decideFromPath(b []byte, src netip.AddrPort, p *path, msg *stun.Message) decision {
+	s := p.s
+	if !decodeSTUN(b, msg) {
+		return decision{v: verdictDropMalformed, s: s, p: p}
+	}
+	switch msg.Type.Class {
+	case stun.ClassRequest:
+		if msg.Type.Method != stun.MethodBinding {
+			return decision{v: verdictForward, s: s, p: p}
+		}
+		user, err := msg.Get(stun.AttrUsername)
+		if err != nil {
+			return decision{v: verdictDropIntegrity, s: s, p: p}
+		}
+		c := s.credsFor(user)
+		if c == nil || !s.verifyBinding(msg, c, src) {
+			return decision{v: verdictDropIntegrity, s: s, p: p}
+		}
+		return decision{v: verdictCheck, s: s, p: p, creds: c}
+	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
+		return decision{v: verdictResponse, s: s, p: p}
+	}
+	return decision{v: verdictForward, s: s, p: p} // indications
 }
 
-// verifyBinding checks a decoded Binding request against the session's
-// current origin ice-pwd: MESSAGE-INTEGRITY must be present and verify,
-// FINGERPRINT must verify when present, and the transaction must not be one
-// the session already accepted (a replay from another address).
-func (s *session) verifyBinding(msg *stun.Message) bool {
+// decodeSTUN decodes b into msg, which then refers to b.
+func decodeSTUN(b []byte, msg *stun.Message) bool {
+	if !stun.IsMessage(b) {
+		return false // first byte of STUN, but no magic cookie or too short
+	}
+	msg.Raw = b
+	return msg.Decode() == nil
+}
+
+// verifyBinding checks a decoded Binding request from src against
+// credentials c: MESSAGE-INTEGRITY must be present and verify with the
+// server pwd, FINGERPRINT must verify when present, and the transaction
+// must not be one the session already accepted from another address (a
+// replay).
+func (s *session) verifyBinding(msg *stun.Message, c *credentials, src netip.AddrPort) bool {
 	mi, err := msg.Get(stun.AttrMessageIntegrity)
 	if err != nil || len(mi) != integritySize {
 		return false
 	}
-	c := s.creds.Load()
 	if err := c.integrity.Check(msg); err != nil {
 		return false
 	}
@@ -138,5 +185,5 @@ func (s *session) verifyBinding(msg *stun.Message) bool {
 			return false
 		}
 	}
-	return s.rememberTransaction(msg.TransactionID)
+	return s.rememberTransaction(msg.TransactionID, src, c)
 }

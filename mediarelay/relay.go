@@ -44,11 +44,13 @@ type Relay struct {
 	wg        sync.WaitGroup // every goroutine the relay starts
 
 	// Relay-wide drops, of packets that belong to no session.
-	unknownSource atomic.Uint64
-	malformed     atomic.Uint64
-	unclassified  atomic.Uint64 // from bound addresses, not STUN/DTLS/RTP
-	lookupDropped atomic.Uint64
-	totals        counters // of sessions already released
+	unknownSource   atomic.Uint64 // every packet from an address that is no verified path
+	unknownUsername atomic.Uint64 // of which STUN for a USERNAME no session has
+	malformed       atomic.Uint64
+	unclassified    atomic.Uint64 // from bound addresses, not STUN/DTLS/RTP
+	lookupDropped   atomic.Uint64
+	totals          counters // of sessions already released
+	moves           [numCauses]atomic.Uint64
 
 	mu         sync.Mutex // guards the following
 	sessions   map[string]*session
@@ -165,7 +167,7 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			if err := r.poller.Run(&upstreamHandler{r: r}); err != nil {
+			if err := r.poller.Run(&upstreamHandler{r: r, sc: newSTUNScratch()}); err != nil {
 				failed <- fmt.Errorf("mediarelay: data plane stopped: %w", err)
 			}
 		}()
@@ -184,10 +186,14 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.lookupLoop()
 	}()
 	if r.cfg.Registry != nil {
-		r.wg.Add(1)
+		r.wg.Add(2)
 		go func() {
 			defer r.wg.Done()
 			r.registerLoop()
+		}()
+		go func() {
+			defer r.wg.Done()
+			r.pathsLoop()
 		}()
 	}
 	select {
@@ -258,8 +264,10 @@ func (r *Relay) Close() error {
 func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 	socks := make([]*pubSock, 0, len(pubs))
 	for _, pub := range pubs {
+		la := pub.LocalAddr().(*net.UDPAddr).AddrPort()
+		local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 		if !r.thread {
-			ps := &pubSock{conn: pub}
+			ps := &pubSock{conn: pub, local: local}
 			if r.poller != nil {
 				if w, err := udpbatch.NewWriter(pub, upstreamBatch); err != nil {
 					r.log.Warn("relay: batch writes unavailable, writing one datagram at a time", "err", err)
@@ -274,7 +282,7 @@ func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 		// out of the runtime poller (which would wake for every datagram).
 		fd, err := udpbatch.TakeFD(pub)
 		if err == nil {
-			ps := &pubSock{fd: fd}
+			ps := &pubSock{fd: fd, local: local}
 			socks = append(socks, ps)
 			var w *udpbatch.Writer
 			if w, err = udpbatch.NewWriterFD(fd, upstreamBatch); err == nil {
@@ -295,7 +303,7 @@ func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 // clientPackets returns the data-plane thread's handler of what one public
 // socket receives.
 func (r *Relay) clientPackets(ps *pubSock) func([]udpbatch.Message) {
-	var msg stun.Message
+	sc := newSTUNScratch()
 	return func(msgs []udpbatch.Message) {
 		for i := range msgs {
 			m := &msgs[i]
@@ -303,7 +311,7 @@ func (r *Relay) clientPackets(ps *pubSock) func([]udpbatch.Message) {
 				r.malformed.Add(1)
 				continue
 			}
-			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, &msg)
+			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, sc)
 		}
 	}
 }
@@ -317,7 +325,7 @@ func (r *Relay) readPublic(ps *pubSock) {
 		r.log.Warn("relay: batch reads unavailable, reading one datagram at a time", "err", err)
 		rd, _ = udpbatch.NewReader(pub, 1, MaxPacketSize+1)
 	}
-	var msg stun.Message
+	sc := newSTUNScratch()
 	for {
 		msgs, err := rd.Read()
 		if err != nil {
@@ -333,23 +341,40 @@ func (r *Relay) readPublic(ps *pubSock) {
 				r.malformed.Add(1)
 				continue
 			}
-			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, &msg)
+			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, sc)
 		}
 	}
 }
 
 // handleClientPacket acts on decideClientPacket's verdict.
-func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, msg *stun.Message) {
+func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, sc *stunScratch) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	v, s := decideClientPacket(b, src, r.tabs, msg)
-	switch v {
+	now := r.clock.Load()
+	d := decideClientPacket(b, src, r.tabs, &sc.in, now)
+	switch d.v {
 	case verdictForward:
-		r.forward(s, b)
-	case verdictBind:
-		r.bind(s, src, ps)
-		r.forward(s, b)
+		d.p.touch(now, b[0] >= 20) // DTLS, RTP, RTCP; not STUN indications
+		r.forward(d.s, b)
+	case verdictMedia:
+		d.p.touch(now, true)
+		r.selectPath(d.s, d.p, causeMedia)
+		r.forward(d.s, b)
+	case verdictCheck:
+		r.check(d, src, ps, b, sc, now)
+	case verdictResponse:
+		d.p.touch(now, false)
+		var origin netip.AddrPort
+		if up := d.s.up.Load(); up != nil {
+			origin = up.origin
+		}
+		out := sc.toOrigin(&sc.in, b, d.s.creds.Load(), origin)
+		if out == nil {
+			d.s.dropIntegrity.Add(1)
+			return
+		}
+		r.forward(d.s, out)
 	case verdictLookup:
-		r.requestLookup(msg)
+		r.requestLookup(&sc.in)
 	case verdictDropUnknown:
 		r.unknownSource.Add(1)
 	case verdictDropMalformed:
@@ -357,9 +382,42 @@ func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, ms
 	case verdictDropUnclassified:
 		r.unclassified.Add(1)
 	case verdictDropIntegrity:
-		s.dropIntegrity.Add(1)
-		r.log.Debug("relay: STUN failed verification", "session", s.id, "src", src)
+		d.s.dropIntegrity.Add(1)
+		r.log.Debug("relay: STUN failed verification", "session", d.s.id, "src", src)
 	}
+}
+
+// check acts on a verified Binding request: the address becomes (or stays)
+// one of the session's paths, a nomination selects it, and the request goes
+// on to the origin with the credentials the origin knows.
+func (r *Relay) check(d decision, src netip.AddrPort, ps *pubSock, b []byte, sc *stunScratch, now int64) {
+	s, p := d.s, d.p
+	if p == nil {
+		if p = r.addPath(s, src, ps, now); p == nil {
+			return
+		}
+	}
+	p.touch(now, false)
+	nominated := sc.in.Contains(stun.AttrUseCandidate)
+	current := d.creds == s.creds.Load()
+	switch sel := s.client.Load(); {
+	case sel == nil:
+		r.selectPath(s, p, causeFirst)
+	case nominated && sel != p:
+		cause := causeUseCandidate
+		if current && s.restarted.Swap(false) {
+			cause = causeRestart
+		}
+		r.selectPath(s, p, cause)
+	case nominated && current:
+		s.restarted.Store(false) // the restart kept the selected path
+	}
+	out := sc.toOrigin(&sc.in, b, d.creds, netip.AddrPort{})
+	if out == nil {
+		r.malformed.Add(1)
+		return
+	}
+	r.forward(s, out)
 }
 
 // forward writes a client packet to the session's origin.
@@ -378,40 +436,6 @@ func (r *Relay) forward(s *session, b []byte) {
 	s.c2oBytes.Add(uint64(len(b)))
 }
 
-// bind points the session at the client address a verified STUN came from.
-func (r *Relay) bind(s *session, src netip.AddrPort, ps *pubSock) {
-	r.mu.Lock()
-	if s.closed.Load() {
-		r.mu.Unlock()
-		return
-	}
-	old := s.client.Load()
-	if old != nil && old.addr == src {
-		r.mu.Unlock()
-		return
-	}
-	s.client.Store(&binding{addr: src, sock: ps})
-	typ := relayv1.SessionEventType_SESSION_EVENT_TYPE_CONNECTED
-	if old == nil {
-		s.connectTime.Store(time.Now().UnixNano())
-	} else {
-		s.addressChanges.Add(1)
-		typ = relayv1.SessionEventType_SESSION_EVENT_TYPE_ADDRESS_CHANGED
-	}
-	if old != nil {
-		r.tabs.setAddrLocked(old.addr, nil)
-	}
-	if prev := r.tabs.byAddr(src); prev != nil && prev != s {
-		// The address moved to another session: the previous one no
-		// longer has a client there.
-		prev.client.Store(nil)
-	}
-	r.tabs.setAddrLocked(src, s)
-	r.mu.Unlock()
-	r.log.Debug("relay: client bound", "session", s.id, "addr", src, "moved", old != nil)
-	r.emit(typ, s)
-}
-
 // closeSession closes a session's socket and waits for its reader; the
 // session must already be out of the tables.
 func (r *Relay) closeSession(s *session) {
@@ -427,6 +451,7 @@ func (r *Relay) closeSession(s *session) {
 	r.totals.dropUnbound.Add(s.dropUnbound.Load())
 	r.totals.dropWrite.Add(s.dropWrite.Load())
 	r.totals.dropForeign.Add(s.dropForeign.Load())
+	r.totals.dropOriginSTUN.Add(s.dropOriginSTUN.Load())
 }
 
 // newSessionID returns 16 random bytes, base64url.
@@ -479,11 +504,11 @@ func (r *Relay) removeSession(id string) *session {
 		return nil
 	}
 	delete(r.sessions, id)
-	username := s.creds.Load().username
-	client := s.client.Load()
-	r.tabs.setUfragLocked(username, nil)
-	if client != nil && r.tabs.byAddr(client.addr) == s {
-		r.tabs.setAddrLocked(client.addr, nil)
+	r.tabs.setUfragLocked(s.creds.Load().username, nil)
+	for _, p := range s.pathList() {
+		if r.tabs.byAddr(p.addr) == p {
+			r.tabs.setAddrLocked(p.addr, nil)
+		}
 	}
 	s.closed.Store(true)
 	return s
@@ -543,6 +568,7 @@ func (r *Relay) sweepLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			r.expireIdle(ctx, now)
 			cancel()
+			r.expirePaths(r.clock.Load())
 			if now.Sub(lastLoad) >= 5*time.Second {
 				lastLoad = now
 				r.updateRegistration()

@@ -142,11 +142,27 @@ func allocReq(stream string, c creds, origin netip.AddrPort) *relayv1.AllocateSe
 	}
 }
 
-// binding builds a client's STUN Binding request toward the relay.
+// useCandidate is USE-CANDIDATE: the controlling client nominates the pair.
+type useCandidate struct{}
+
+func (useCandidate) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrUseCandidate, nil)
+	return nil
+}
+
+// binding builds a client's STUN Binding request toward the relay, a
+// nomination (USE-CANDIDATE) as the controlling client sends on the pair
+// it selects.
 func binding(t testing.TB, username, pwd string) []byte {
 	t.Helper()
-	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername(username),
-		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	return check(t, username, pwd, useCandidate{})
+}
+
+// check builds a client's STUN Binding request with extra attributes.
+func check(t testing.TB, username, pwd string, extra ...stun.Setter) []byte {
+	t.Helper()
+	setters := append([]stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(username)}, extra...)
+	m, err := stun.Build(append(setters, stun.NewShortTermIntegrity(pwd), stun.Fingerprint)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,9 +357,10 @@ func TestForgedSTUNRedirectsNothing(t *testing.T) {
 	}
 }
 
-// TestConsentMovesAddress shows a verified STUN from a new address (NAT
-// rebinding) moves the session.
-func TestConsentMovesAddress(t *testing.T) {
+// TestNominationMovesAddress shows a verified nomination from a new address
+// (NAT rebinding, a new network) moves the session's selected path, and a
+// plain check from another address (a backup pair) does not.
+func TestNominationMovesAddress(t *testing.T) {
 	relay := startRelay(t, nil, "relay-a", "127.0.0.1:0")
 	origin := startEcho(t)
 	cr := newCreds("1")
@@ -357,6 +374,18 @@ func TestConsentMovesAddress(t *testing.T) {
 	s, _ := relay.client.GetSession(t.Context(), &relayv1.GetSessionRequest{Id: resp.Session.Id})
 	if s.Session.ClientAddress != second.LocalAddr().String() || s.Session.AddressChanges != 1 {
 		t.Fatalf("after rebinding: %s changes %d", s.Session.ClientAddress, s.Session.AddressChanges)
+	}
+	backup := clientSocket(t)
+	if _, err := backup.WriteToUDPAddrPort(check(t, cr.ou+":"+cr.cu, cr.op), relay.public); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.Session.ClientPaths) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		s, _ = relay.client.GetSession(t.Context(), &relayv1.GetSessionRequest{Id: resp.Session.Id})
+	}
+	if len(s.Session.ClientPaths) != 3 || s.Session.ClientAddress != second.LocalAddr().String() || s.Session.AddressChanges != 1 {
+		t.Fatalf("after a backup check: %d paths, selected %s, changes %d", len(s.Session.ClientPaths), s.Session.ClientAddress, s.Session.AddressChanges)
 	}
 }
 

@@ -9,23 +9,71 @@ import (
 	"github.com/pion/stun/v2"
 
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
 )
 
 // credentials are a session's ICE credentials; replaced whole on restart.
+//
+// The client's side (client, server) is what the client uses: its checks
+// carry USERNAME "<server-ufrag>:<client-ufrag>" signed with the server
+// pwd. The origin's side (origin, originClient) is what the origin
+// negotiated. They are the same until the edge answers an ICE restart
+// itself; from then on the relay translates USERNAME and re-signs every
+// check and response that crosses it (translate).
 type credentials struct {
-	clientUfrag, clientPwd string
-	originUfrag, originPwd string
-	username               string // "<origin-ufrag>:<client-ufrag>"
-	integrity              stun.MessageIntegrity
+	clientUfrag, clientPwd             string // the client's own
+	serverUfrag, serverPwd             string // what the client uses for the server side
+	originUfrag, originPwd             string // the origin's own
+	originClientUfrag, originClientPwd string // the client's, as the origin knows them
+
+	username       string // "<server-ufrag>:<client-ufrag>": the client's checks
+	originUsername string // "<origin-ufrag>:<origin-client-ufrag>": checks forwarded to the origin
+	clientUsername string // "<client-ufrag>:<server-ufrag>": the origin's checks as the client expects them
+	translate      bool
+
+	// The USERNAMEs a rewrite puts in, as bytes (no conversion per packet).
+	originUsernameB, clientUsernameB []byte
+
+	integrity             stun.MessageIntegrity // server pwd: client checks, responses to the client
+	originIntegrity       stun.MessageIntegrity // origin pwd: checks to the origin, its responses
+	clientIntegrity       stun.MessageIntegrity // client pwd: the origin's checks toward the client, the client's responses
+	originClientIntegrity stun.MessageIntegrity // origin-client pwd: the origin's checks as sent, responses to them
 }
 
+// newCredentials returns credentials without translation: the client uses
+// the origin's credentials and the origin knows the client's.
 func newCredentials(clientUfrag, clientPwd, originUfrag, originPwd string) *credentials {
+	return newTranslatedCredentials(clientUfrag, clientPwd, originUfrag, originPwd, originUfrag, originPwd, clientUfrag, clientPwd)
+}
+
+// newTranslatedCredentials returns credentials whose client side (client,
+// server) may differ from the origin side (origin, origin client).
+func newTranslatedCredentials(clientUfrag, clientPwd, serverUfrag, serverPwd,
+	originUfrag, originPwd, originClientUfrag, originClientPwd string) *credentials {
 	return &credentials{
 		clientUfrag: clientUfrag, clientPwd: clientPwd,
+		serverUfrag: serverUfrag, serverPwd: serverPwd,
 		originUfrag: originUfrag, originPwd: originPwd,
-		username:  originUfrag + ":" + clientUfrag,
-		integrity: stun.NewShortTermIntegrity(originPwd),
+		originClientUfrag: originClientUfrag, originClientPwd: originClientPwd,
+		username:        serverUfrag + ":" + clientUfrag,
+		originUsername:  originUfrag + ":" + originClientUfrag,
+		clientUsername:  clientUfrag + ":" + serverUfrag,
+		originUsernameB: []byte(originUfrag + ":" + originClientUfrag),
+		clientUsernameB: []byte(clientUfrag + ":" + serverUfrag),
+		translate: serverUfrag != originUfrag || serverPwd != originPwd ||
+			clientUfrag != originClientUfrag || clientPwd != originClientPwd,
+		integrity:             stun.NewShortTermIntegrity(serverPwd),
+		originIntegrity:       stun.NewShortTermIntegrity(originPwd),
+		clientIntegrity:       stun.NewShortTermIntegrity(clientPwd),
+		originClientIntegrity: stun.NewShortTermIntegrity(originClientPwd),
 	}
+}
+
+// credentialsFrom returns a registry record's credentials.
+func credentialsFrom(rs registry.Session) *credentials {
+	srv, oc := rs.Server(), rs.OriginClient()
+	return newTranslatedCredentials(rs.ClientICE.Ufrag, rs.ClientICE.Pwd, srv.Ufrag, srv.Pwd,
+		rs.OriginICE.Ufrag, rs.OriginICE.Pwd, oc.Ufrag, oc.Pwd)
 }
 
 // counters are a session's traffic counters.
@@ -36,7 +84,46 @@ type counters struct {
 	dropUnbound          atomic.Uint64
 	dropWrite            atomic.Uint64
 	dropForeign          atomic.Uint64
+	dropOriginSTUN       atomic.Uint64 // origin STUN that did not verify (not rewritten)
 	addressChanges       atomic.Uint64
+}
+
+// path is one verified client address of a session: a STUN Binding
+// request from it passed MESSAGE-INTEGRITY. Packets from any path of a
+// session are forwarded to its origin; downstream goes to the selected one
+// (session.client) only.
+type path struct {
+	s        *session
+	addr     netip.AddrPort
+	sock     *pubSock // the public socket it arrived on; replies leave from it
+	verified int64    // unix nanos of its first verified check
+
+	lastSeen  atomic.Int64 // coarse clock of the last packet forwarded from it
+	lastMedia atomic.Int64 // coarse clock of its last DTLS, RTP or RTCP
+}
+
+// touch records activity on p at coarse time now; media says the packet
+// was DTLS, RTP or RTCP. It writes only when the value changes, so the
+// cache line stays shared between packets of one clock tick.
+func (p *path) touch(now int64, media bool) {
+	if p.lastSeen.Load() != now {
+		p.lastSeen.Store(now)
+	}
+	if media && p.lastMedia.Load() != now {
+		p.lastMedia.Store(now)
+	}
+}
+
+// txSlots is how many Binding transactions a session remembers: enough for
+// the checks in flight on every path (a few per path, at most MaxPaths).
+const txSlots = 32
+
+// transaction is a verified Binding request a client sent through the
+// relay: where the origin's response goes, and with which credentials.
+type transaction struct {
+	id    [stun.TransactionIDSize]byte
+	from  netip.AddrPort
+	creds *credentials
 }
 
 // session is one relayed session.
@@ -50,32 +137,71 @@ type session struct {
 	created    time.Time
 
 	creds       atomic.Pointer[credentials]
-	client      atomic.Pointer[binding]
+	prevCreds   atomic.Pointer[credentials] // before the last restart: known paths may still check with them
+	client      atomic.Pointer[path]        // the selected path; nil before the first verified check
+	paths       atomic.Pointer[[]*path]     // every verified path, selected included; replaced whole under Relay.mu
 	up          atomic.Pointer[upstream]
 	lastActive  atomic.Int64 // unix nanos of the relay's coarse clock
 	connectTime atomic.Int64 // unix nanos; 0 before the first binding
 	closed      atomic.Bool
+	restarted   atomic.Bool // a restart's credentials have not selected a path yet
+	pathsDirty  atomic.Bool // the paths changed since the registry last had them
 	counters
 
 	txMu sync.Mutex // guards the following
-	txs  [8][stun.TransactionIDSize]byte
+	txs  [txSlots]transaction
 	txN  int
 }
 
-// rememberTransaction records a verified Binding transaction and reports
-// whether it is new. A transaction seen before is a retransmission or a
-// replay: it is accepted only from the address already bound.
-func (s *session) rememberTransaction(id [stun.TransactionIDSize]byte) bool {
+// credsFor returns the credentials whose client USERNAME is user: the
+// current ones, or those before the last restart (a path verified before
+// it may go on checking with them until the client selects a new one).
+func (s *session) credsFor(user []byte) *credentials {
+	if c := s.creds.Load(); c.username == string(user) {
+		return c
+	}
+	if c := s.prevCreds.Load(); c != nil && c.username == string(user) {
+		return c
+	}
+	return nil
+}
+
+// rememberTransaction records a verified Binding transaction from src and
+// reports whether it may be forwarded: a new one, or a retransmission from
+// the address that sent it first. The same transaction from another address
+// is a replay and proves nothing.
+func (s *session) rememberTransaction(id [stun.TransactionIDSize]byte, src netip.AddrPort, c *credentials) bool {
 	s.txMu.Lock()
 	defer s.txMu.Unlock()
 	for i := range min(s.txN, len(s.txs)) {
-		if s.txs[i] == id {
-			return false
+		if s.txs[i].id == id {
+			return s.txs[i].from == src
 		}
 	}
-	s.txs[s.txN%len(s.txs)] = id
+	s.txs[s.txN%len(s.txs)] = transaction{id: id, from: src, creds: c}
 	s.txN++
 	return true
+}
+
+// transaction returns the client address and credentials of a Binding
+// transaction the relay forwarded to the origin.
+func (s *session) transaction(id [stun.TransactionIDSize]byte) (netip.AddrPort, *credentials, bool) {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	for i := range min(s.txN, len(s.txs)) {
+		if s.txs[i].id == id {
+			return s.txs[i].from, s.txs[i].creds, true
+		}
+	}
+	return netip.AddrPort{}, nil, false
+}
+
+// pathList returns the session's verified paths (do not modify).
+func (s *session) pathList() []*path {
+	if p := s.paths.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // snapshot renders the session for the API.
@@ -88,6 +214,7 @@ func (s *session) snapshot(relayID string, state relayv1.SessionState) *relayv1.
 		State:          state,
 		ClientUfrag:    c.clientUfrag,
 		OriginUfrag:    c.originUfrag,
+		ServerUfrag:    c.serverUfrag,
 		RelayId:        relayID,
 		OriginId:       s.originID,
 		Labels:         s.labels,
@@ -106,8 +233,17 @@ func (s *session) snapshot(relayID string, state relayv1.SessionState) *relayv1.
 		out.OriginAddress = up.origin.String()
 		out.RelayAddress = up.local.String()
 	}
-	if b := s.client.Load(); b != nil {
-		out.ClientAddress = b.addr.String()
+	sel := s.client.Load()
+	if sel != nil {
+		out.ClientAddress = sel.addr.String()
+	}
+	for _, p := range s.pathList() {
+		cp := &relayv1.ClientPath{Address: p.addr.String(), Transport: "udp", Selected: p == sel,
+			VerifyTime: timestamp(time.Unix(0, p.verified))}
+		if t := p.lastSeen.Load(); t != 0 {
+			cp.LastActivityTime = timestamp(time.Unix(0, t))
+		}
+		out.ClientPaths = append(out.ClientPaths, cp)
 	}
 	if t := s.connectTime.Load(); t != 0 {
 		out.ConnectTime = timestamp(time.Unix(0, t))

@@ -11,22 +11,22 @@ import (
 // change copies one shard (about sessions/64 entries), not the table.
 const tableShards = 64
 
-// tables are the relay's lookup tables: sessions by bound client address
-// and by STUN USERNAME "<origin-ufrag>:<client-ufrag>". Each shard is an
+// tables are the relay's lookup tables: verified client paths by address
+// and sessions by STUN USERNAME "<origin-ufrag>:<client-ufrag>". Each shard is an
 // immutable map behind an atomic pointer, so the socket loops look up
 // without locks or allocation; writers hold Relay.mu and publish a
 // modified copy of the one shard they change (the methods ending in
 // Locked).
 type tables struct {
 	seed  maphash.Seed
-	addr  [tableShards]atomic.Pointer[map[netip.AddrPort]*session]
+	addr  [tableShards]atomic.Pointer[map[netip.AddrPort]*path]
 	ufrag [tableShards]atomic.Pointer[map[string]*session]
 }
 
 func newTables() *tables {
 	t := &tables{seed: maphash.MakeSeed()}
 	for i := range tableShards {
-		t.addr[i].Store(&map[netip.AddrPort]*session{})
+		t.addr[i].Store(&map[netip.AddrPort]*path{})
 		t.ufrag[i].Store(&map[string]*session{})
 	}
 	return t
@@ -43,8 +43,8 @@ func addrShard(a netip.AddrPort) int {
 
 func (t *tables) usernameShard(u string) int { return int(maphash.String(t.seed, u) % tableShards) }
 
-// byAddr returns the session bound to client address a.
-func (t *tables) byAddr(a netip.AddrPort) *session { return (*t.addr[addrShard(a)].Load())[a] }
+// byAddr returns the verified client path at address a.
+func (t *tables) byAddr(a netip.AddrPort) *path { return (*t.addr[addrShard(a)].Load())[a] }
 
 // byUsername returns the session of a STUN USERNAME, without copying it.
 func (t *tables) byUsername(u []byte) *session {
@@ -54,19 +54,19 @@ func (t *tables) byUsername(u []byte) *session {
 // byUfrag returns the session of a USERNAME string.
 func (t *tables) byUfrag(u string) *session { return (*t.ufrag[t.usernameShard(u)].Load())[u] }
 
-// setAddrLocked binds a to s (nil removes a).
-func (t *tables) setAddrLocked(a netip.AddrPort, s *session) {
-	p := &t.addr[addrShard(a)]
-	m := make(map[netip.AddrPort]*session, len(*p.Load())+1)
-	for k, v := range *p.Load() {
+// setAddrLocked indexes path p at address a (nil removes a).
+func (t *tables) setAddrLocked(a netip.AddrPort, p *path) {
+	sh := &t.addr[addrShard(a)]
+	m := make(map[netip.AddrPort]*path, len(*sh.Load())+1)
+	for k, v := range *sh.Load() {
 		m[k] = v
 	}
-	if s == nil {
+	if p == nil {
 		delete(m, a)
 	} else {
-		m[a] = s
+		m[a] = p
 	}
-	p.Store(&m)
+	sh.Store(&m)
 }
 
 // setUfragLocked indexes s by USERNAME u (nil removes u).
@@ -87,7 +87,7 @@ func (t *tables) setUfragLocked(u string, s *session) {
 // clearLocked empties both tables.
 func (t *tables) clearLocked() {
 	for i := range tableShards {
-		t.addr[i].Store(&map[netip.AddrPort]*session{})
+		t.addr[i].Store(&map[netip.AddrPort]*path{})
 		t.ufrag[i].Store(&map[string]*session{})
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/pion/stun/v2"
+
 	"github.com/rtcedge/rtcedge/mediarelay/internal/udpbatch"
 )
 
@@ -21,20 +23,14 @@ import (
 // sessions, before it flushes them to the clients.
 const upstreamBatch = 64
 
-// binding is where a session's client is: its address and the public
-// socket its verified STUN arrived on (replies leave from that socket).
-type binding struct {
-	addr netip.AddrPort
-	sock *pubSock
-}
-
 // pubSock is a public socket: a conn, or with the data-plane thread a
 // descriptor that thread reads, and the batch writer of origin packets to
 // clients (with a poller).
 type pubSock struct {
-	conn *net.UDPConn // nil with the data-plane thread
-	fd   int          // the data-plane thread's descriptor
-	out  *pubWriter   // nil: write each datagram through conn
+	conn  *net.UDPConn   // nil with the data-plane thread
+	fd    int            // the data-plane thread's descriptor
+	local netip.AddrPort // its local address
+	out   *pubWriter     // nil: write each datagram through conn
 }
 
 // upstream is a session's socket toward its origin: a poller conn, or a
@@ -143,6 +139,7 @@ func (r *Relay) startUpstream(s *session, up *upstream) {
 func (r *Relay) readUpstream(s *session, up *upstream) {
 	defer close(up.done)
 	buf := make([]byte, MaxPacketSize+1)
+	var sc *stunScratch // the first STUN from the origin allocates it
 	for {
 		n, err := up.conn.Read(buf)
 		if err != nil {
@@ -157,23 +154,85 @@ func (r *Relay) readUpstream(s *session, up *upstream) {
 			s.dropForeign.Add(1)
 			continue
 		}
-		r.toClient(s, buf[:n])
+		to := s.client.Load()
+		if to == nil {
+			s.dropUnbound.Add(1)
+			continue
+		}
+		if classify(buf[:n]) == classSTUN {
+			if sc == nil {
+				sc = newSTUNScratch()
+			}
+			if to, n = r.fromOrigin(s, to, buf, n, sc); to == nil {
+				continue
+			}
+		}
+		r.toClient(s, to, buf[:n])
 	}
 }
 
-// toClient writes an origin packet to the session's current client address
-// from the public socket the client's verified STUN arrived on.
-func (r *Relay) toClient(s *session, p []byte) {
-	b := s.client.Load()
-	if b == nil {
-		s.dropUnbound.Add(1)
-		return
+// fromOrigin rewrites an origin STUN message in buf[:n], in place, for the
+// client, and returns the path it goes to and its new length (nil: drop
+// it). sel is the session's selected path.
+//
+// A Binding response goes to the path whose check it answers (by
+// transaction ID; the selected path if the relay has forgotten the
+// transaction), once it verifies with the origin's key: its
+// XOR-MAPPED-ADDRESS becomes that path's address as the relay saw it, and
+// it is re-signed with the key the client's check used. Clients never learn
+// the relay's socket toward the origin. A Binding request (a full-ICE
+// origin's check) goes to the selected path, translated to the client's
+// credentials when they differ from the origin's. Anything else passes
+// unchanged.
+func (r *Relay) fromOrigin(s *session, sel *path, buf []byte, n int, sc *stunScratch) (*path, int) {
+	msg := &sc.in
+	if !decodeSTUN(buf[:n], msg) || msg.Type.Method != stun.MethodBinding {
+		return sel, n
 	}
-	if b.sock.conn == nil { // the data-plane thread writes through out only
+	var out []byte
+	switch msg.Type.Class {
+	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
+		to, c := sel, s.creds.Load()
+		if from, tc, ok := s.transaction(msg.TransactionID); ok {
+			c = tc
+			if p := r.tabs.byAddr(from); p != nil && p.s == s {
+				to = p
+			}
+		}
+		if !verifies(msg, c.originIntegrity) {
+			s.dropOriginSTUN.Add(1)
+			return nil, 0
+		}
+		sel = to
+		out = sc.rewrite(msg, nil, to.addr, c.integrity)
+	case stun.ClassRequest:
+		c := s.creds.Load()
+		if !c.translate {
+			return sel, n
+		}
+		if !verifies(msg, c.originClientIntegrity) {
+			s.dropOriginSTUN.Add(1)
+			return nil, 0
+		}
+		out = sc.rewrite(msg, c.clientUsernameB, netip.AddrPort{}, c.clientIntegrity)
+	default:
+		return sel, n
+	}
+	if out == nil || len(out) > len(buf) {
+		s.dropOriginSTUN.Add(1)
+		return nil, 0
+	}
+	return sel, copy(buf, out)
+}
+
+// toClient writes an origin packet to client path to, from the public
+// socket the path's verified STUN arrived on.
+func (r *Relay) toClient(s *session, to *path, p []byte) {
+	if to.sock.conn == nil { // the data-plane thread writes through out only
 		s.dropWrite.Add(1)
 		return
 	}
-	if _, err := b.sock.conn.WriteToUDPAddrPort(p, b.addr); err != nil {
+	if _, err := to.sock.conn.WriteToUDPAddrPort(p, to.addr); err != nil {
 		s.dropWrite.Add(1)
 		return
 	}
@@ -194,14 +253,15 @@ type pubWriter struct {
 // round (or when a batch fills).
 type upstreamHandler struct {
 	r       *Relay
+	sc      *stunScratch
 	pending []*pubWriter // writers with queued datagrams
 }
 
 // Packets implements udpbatch.Handler.
 func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Message) {
 	s := c.Value
-	b := s.client.Load()
-	if b == nil {
+	sel := s.client.Load()
+	if sel == nil {
 		s.dropUnbound.Add(uint64(len(msgs)))
 		return
 	}
@@ -211,17 +271,23 @@ func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Me
 			s.dropForeign.Add(1)
 			continue
 		}
-		if b.sock.out == nil {
-			h.r.toClient(s, m.Buf[:m.N])
+		to, n := sel, m.N
+		if classify(m.Buf[:n]) == classSTUN {
+			if to, n = h.r.fromOrigin(s, sel, m.Buf, n, h.sc); to == nil {
+				continue
+			}
+		}
+		if to.sock.out == nil {
+			h.r.toClient(s, to, m.Buf[:n])
 			continue
 		}
-		h.queue(b, s, m.Buf[:m.N])
+		h.queue(to, s, m.Buf[:n])
 	}
 }
 
-func (h *upstreamHandler) queue(b *binding, s *session, p []byte) {
-	o := b.sock.out
-	full, ok := o.w.Add(p, b.addr)
+func (h *upstreamHandler) queue(to *path, s *session, p []byte) {
+	o := to.sock.out
+	full, ok := o.w.Add(p, to.addr)
 	if !ok {
 		s.dropWrite.Add(1)
 		return
