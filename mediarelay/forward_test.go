@@ -139,6 +139,7 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 	clientAddr := client.LocalAddr().(*net.UDPAddr).AddrPort()
 	ps := l.sock(t)
 	cp := l.r.bind(s, clientAddr, ps)
+	s.creds.Store(newCredentials("cliu", "clientpasswordclientpw", "orgu", testOriginPwd))
 
 	pkt := make([]byte, 1200)
 	pkt[0] = 0x80
@@ -151,12 +152,28 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 	for i := range round {
 		round[i] = udpbatch.Message{Buf: pkt, N: len(pkt)}
 	}
+	// STUN is rare, but a flood of it must not allocate either: a verified
+	// check from the selected path (retransmitted), the origin's response
+	// to it (verified, XOR-MAPPED-ADDRESS rewritten, re-signed), and the
+	// same translated after an edge-answered restart.
+	req := check(t, useCandidate{})
+	resp := stun.MustBuild(stun.NewTransactionIDSetter([stun.TransactionIDSize]byte(req[8:20])), stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}, stun.NewShortTermIntegrity(testOriginPwd), stun.Fingerprint)
+	respBuf := make([]byte, MaxPacketSize+1)
+	stunRound := []udpbatch.Message{{Buf: respBuf}}
+	originSTUN := func() {
+		stunRound[0].N = copy(respBuf, resp.Raw)
+		h.Packets(conn, stunRound)
+		h.EndBatch()
+	}
 	tests := []struct {
 		name string
 		fn   func()
 	}{
 		{name: "client to origin", fn: func() { l.r.handleClientPacket(ps, pkt, clientAddr, sc) }},
 		{name: "origin to client, poller round", fn: func() { h.Packets(conn, round); h.EndBatch() }},
+		{name: "verified check", fn: func() { l.r.handleClientPacket(ps, req, clientAddr, sc) }},
+		{name: "origin binding response rewritten", fn: originSTUN},
 	}
 	if ps.conn != nil {
 		tests = append(tests, struct {
@@ -171,6 +188,17 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 			}
 		})
 	}
+	if s.dropOriginSTUN.Load() != 0 || s.dropIntegrity.Load() != 0 {
+		t.Fatalf("STUN dropped: origin %d, integrity %d", s.dropOriginSTUN.Load(), s.dropIntegrity.Load())
+	}
+	// Translated: the client's side now differs from the origin's.
+	s.creds.Store(newTranslatedCredentials("cliu", testClientPwd, "edgeu", "edgepasswordedgepasswd", "orgu", testOriginPwd, "cliu", testClientPwd))
+	treq := build(t, stun.BindingRequest, stun.NewUsername("edgeu:cliu"), stun.NewShortTermIntegrity("edgepasswordedgepasswd"), stun.Fingerprint)
+	t.Run("translated check", func(t *testing.T) {
+		if allocs := allocsPerRun(500, func() { l.r.handleClientPacket(ps, treq, clientAddr, sc) }); allocs != 0 {
+			t.Fatalf("%.1f allocations per packet, want 0", allocs)
+		}
+	})
 	if s.c2oPackets.Load() == 0 || s.o2cPackets.Load() == 0 {
 		t.Fatalf("nothing forwarded: c2o %d o2c %d (write drops %d)", s.c2oPackets.Load(), s.o2cPackets.Load(), s.dropWrite.Load())
 	}

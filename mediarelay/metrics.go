@@ -39,20 +39,26 @@ var (
 	descDrops    = prometheus.NewDesc("rtcedge_relay_drops_total", "Dropped packets by reason.", []string{"reason"}, nil)
 	descSTUNFail = prometheus.NewDesc("rtcedge_relay_stun_verification_failures_total", "STUN binding requests whose MESSAGE-INTEGRITY or FINGERPRINT did not verify.", nil, nil)
 	descDraining = prometheus.NewDesc("rtcedge_relay_draining", "1 while the relay drains.", nil, nil)
+	descMoves    = prometheus.NewDesc("rtcedge_relay_selected_path_moves_total",
+		"Moves of a session's selected client path (where downstream goes) by cause: use_candidate (a verified nomination of another path), media (media on another verified path while the selected one had none), restart (the first nomination after an ICE restart), expired (the selected path expired or was evicted).", []string{"cause"}, nil)
+	descUnknown = prometheus.NewDesc("rtcedge_relay_unknown_source_drops_total",
+		"Packets dropped because their source is no verified client path, by reason: unverified (not STUN, from an address no check verified), unknown_username (STUN for a USERNAME no session has; looked up in the registry).", []string{"reason"}, nil)
+	descPaths = prometheus.NewDesc("rtcedge_relay_client_paths", "Verified client paths of the open sessions.", nil, nil)
 )
 
 // collector reads the relay's counters at scrape time.
 type collector struct{ r *Relay }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining} {
+	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining, descMoves, descUnknown, descPaths} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.r.Status()
-	var allocated, connected float64
+	var allocated, connected, paths float64
+	var originSTUN uint64
 	c.r.mu.Lock()
 	for _, s := range c.r.sessions {
 		if s.client.Load() != nil {
@@ -60,8 +66,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			allocated++
 		}
+		paths += float64(len(s.pathList()))
+		originSTUN += s.dropOriginSTUN.Load()
 	}
 	c.r.mu.Unlock()
+	originSTUN += c.r.totals.dropOriginSTUN.Load()
+	ch <- prometheus.MustNewConstMetric(descPaths, prometheus.GaugeValue, paths)
+	for cause := causeUseCandidate; cause < numCauses; cause++ {
+		ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(c.r.moves[cause].Load()), cause.String())
+	}
+	unknownUser := c.r.unknownUsername.Load()
+	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.CounterValue, float64(unknownUser), "unknown_username")
+	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.CounterValue, float64(st.UnknownSource-min(unknownUser, st.UnknownSource)), "unverified")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, allocated, "allocated")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, connected, "connected")
 	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(st.ClientToOrigin.Packets), "client_to_origin")
@@ -72,7 +88,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"stun_integrity": st.Drops.StunIntegrity, "unbound_source": st.Drops.UnboundSource,
 		"write_error": st.Drops.WriteErrors, "foreign_source": st.Drops.ForeignSource,
 		"unknown_source": st.UnknownSource, "malformed": st.Malformed, "lookup_rate_limited": c.r.lookupDropped.Load(),
-		"unclassified": c.r.unclassified.Load(),
+		"unclassified": c.r.unclassified.Load(), "origin_stun_integrity": originSTUN,
 	} {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
 	}

@@ -354,3 +354,34 @@ func BenchmarkDecideVerifiedBinding(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkVerifiedCheckFlood is a flood of verified checks, each from a
+// new source port, on one session: every one adds a path and evicts the
+// least recently active one (the set stays at MaxPaths). The cost per
+// check is in docs/PERFORMANCE.md.
+func BenchmarkVerifiedCheckFlood(b *testing.B) {
+	r, err := New(Config{PublicAddrs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8000")}, DataPlane: DataPlaneGoroutines})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &session{id: "s1"}
+	s.creds.Store(newCredentials("cliu", testClientPwd, "orgu", testOriginPwd))
+	r.sessions[s.id] = s
+	r.tabs.setUfragLocked("orgu:cliu", s)
+	ps := &pubSock{}
+	sc := newSTUNScratch()
+	pkts := make([][]byte, txSlots*2)
+	for i := range pkts {
+		pkts[i] = check(b)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		src := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.2"), uint16(1024+i%60000))
+		r.handleClientPacket(ps, pkts[i%len(pkts)], src, sc)
+		i++
+	}
+	if n := len(s.pathList()); n > MaxPaths {
+		b.Fatalf("%d paths", n)
+	}
+}

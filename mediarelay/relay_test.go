@@ -574,6 +574,43 @@ func TestRestartReloadsSessions(t *testing.T) {
 	}
 }
 
+// TestRestartResumesClientsWithoutConsentChecks: a client that sends no
+// STUN after connecting (libnice) keeps publishing through a relay
+// restarted with the same id and port: the relay restores the session's
+// verified paths from the registry, so its media flows at once and counts
+// as activity.
+func TestRestartResumesClientsWithoutConsentChecks(t *testing.T) {
+	f := connectedSession(t, func(c *mediarelay.Config) { c.IdleTimeout = 3 * time.Second })
+	reg, relay, client := f.reg, f.relay, f.client
+	waitFor(t, func() bool {
+		rs, err := reg.GetSession(t.Context(), f.id)
+		return err == nil && len(rs.ClientPaths) == 1 && rs.ClientPaths[0].Selected &&
+			rs.ClientPaths[0].Addr == client.LocalAddr().String()
+	}, "the client path in the registry")
+	relay.stop()
+	again := startRelay(t, reg, "relay-a", relay.public.String(), func(c *mediarelay.Config) { c.IdleTimeout = 3 * time.Second })
+	// Media only, for longer than the idle timeout: every packet comes back.
+	buf := make([]byte, 2048)
+	for seq := range uint32(40) {
+		if _, err := client.WriteToUDPAddrPort(rtp(seq, 300), again.public); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := client.ReadFromUDPAddrPort(buf)
+		if err != nil || n != 300 || binary.BigEndian.Uint32(buf[8:]) != seq {
+			t.Fatalf("packet %d after the restart: %d bytes, %v", seq, n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, err := again.client.GetStatus(t.Context(), &relayv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SessionCount != 1 || st.UnknownSource != 0 {
+		t.Fatalf("after 4 s of media only: %d sessions, %d unknown-source drops", st.SessionCount, st.UnknownSource)
+	}
+}
+
 // TestAdoptFromRegistry shows a session assigned to this relay in etcd but
 // unknown to the process is found on the first STUN.
 func TestAdoptFromRegistry(t *testing.T) {
