@@ -2,28 +2,96 @@
 // every session, and one connected UDP socket per session toward its origin.
 //
 // A session exists only through Allocate (the gRPC AllocateSession). It is
-// keyed by its ICE ufrag pair: a client's STUN Binding request whose
-// USERNAME is "<origin-ufrag>:<client-ufrag>" and whose MESSAGE-INTEGRITY
-// verifies with the origin's ice-pwd (and FINGERPRINT, when present) binds
-// the session to the request's source address, or moves it there (consent
-// freshness, RFC 7675). A STUN that does not verify never changes the
-// address. Everything from a bound address (STUN, DTLS, SRTP, SRTCP) is
-// forwarded to the origin unchanged; everything the origin sends to the
-// session's socket goes back to the bound address from the public port.
+// keyed by the ICE ufrag pair the client uses: a client's STUN Binding
+// request whose USERNAME is "<server-ufrag>:<client-ufrag>" and whose
+// MESSAGE-INTEGRITY verifies with the server ice-pwd (and FINGERPRINT, when
+// present) proves the request's source address. The server credentials are
+// the origin's, until the edge answers an ICE restart itself (see below).
+//
+// # Paths and the selected path
+//
+// Real clients have several candidates (one host candidate per interface,
+// server-reflexive, IPv6) and keep checking their backup pairs after ICE
+// has selected one: Chromium about every 25 s, without USE-CANDIDATE, while
+// media stays on the selected pair; libnice checks nothing once connected.
+// So a session keeps a set of paths, not one address:
+//
+//   - Every address from which a verified Binding request arrived is a path
+//     of the session (RFC 8445 section 7.3: a check that succeeds makes a
+//     valid pair). Packets from any path are forwarded to the origin;
+//     nothing from any other address ever is. A replay of a verified
+//     request from another address proves nothing (its transaction is
+//     remembered with its source) and is dropped.
+//   - At most MaxPaths paths; a new one evicts the least recently active
+//     path other than the selected one, so a flood of verified checks from
+//     new ports costs that session's bound, and cannot move its selected
+//     path. A path that carries nothing, neither checks nor media, for
+//     PathIdleTimeout is dropped, not the session. A path that carries
+//     media stays valid without checks.
+//   - Downstream (everything the origin sends) goes to the selected path
+//     only. The first verified check selects its path. After that the
+//     selected path moves only when (a) a verified check carrying
+//     USE-CANDIDATE arrives from another path: the controlling agent
+//     (in WHIP and WHEP always the client, the offerer, or the full agent
+//     facing an ICE-lite origin) nominates a pair (RFC 8445 section 8.1.1;
+//     renomination repeats it), or (b) DTLS, RTP or RTCP arrives from
+//     another path while the selected one has carried no media for
+//     mediaSwitchAfter: a client that switched paths without nominating
+//     (aggressive nomination in libnice, a network change, an ICE restart)
+//     shows it by sending its media there (RFC 8445 section 10's consent
+//     and keepalive traffic never moves it). A plain check on a backup
+//     pair selects nothing. If the selected path expires, the most recently
+//     active remaining path is selected.
+//   - The origin's answer to a check goes back to the path that sent that
+//     check (matched by STUN transaction ID in a small per-session table),
+//     or the client's check on that pair would fail.
+//
+// # What clients learn
+//
+// A Binding success response carries the requester's address as the
+// responder saw it (RFC 8489 section 14.2). Passed through unchanged, the
+// origin's responses would tell clients the relay's per-session socket
+// toward the origin (Chromium reports it as its own prflx candidate). The
+// relay verifies each origin response with the origin's ice-pwd (one that
+// does not verify is dropped, not rewritten), sets XOR-MAPPED-ADDRESS to
+// the client path's address as the relay saw it, re-signs it with the key
+// the client's request was signed with and recomputes FINGERPRINT, all
+// with pion/stun and without allocating.
+//
+// # Restarts the origin never sees
+//
+// signaling answers an ICE restart itself: the client gets new server
+// credentials, the origin keeps its own and the client's original ones.
+// From then on the relay translates: a client check ("<new-server>:<new-
+// client>", signed with the new server pwd) reaches the origin as
+// "<origin>:<original-client>" signed with the origin's pwd; the origin's
+// response is re-signed with the new server pwd; a full-ICE origin's check
+// toward the client is re-addressed to the client's new credentials and
+// signed with its new pwd, and the client's response re-signed with the
+// original client pwd. Paths verified before the restart may go on checking
+// with the previous credentials until the client nominates a new path. A
+// restart onto another relay (the session record moved in the registry) is
+// just as invisible to the origin, which sees a new source that passes its
+// own checks.
+//
+// # The data path
 //
 // The per-packet decision (decideClientPacket) is a pure function of the
-// packet, its source and the session tables; the socket loops around it only
-// read, look up and write. Packets are classified by their first byte (RFC
-// 7983): only STUN is parsed, and from a bound address only STUN, DTLS and
-// RTP/RTCP are forwarded. The public sockets are read in batches (recvmmsg
-// on Linux, see internal/udpbatch) into reused buffers; forwarding
-// allocates nothing per packet. Sessions end by Release, by the idle timeout, or
-// by a Drain deadline; each frees its socket, its goroutine, its table
-// entries and its registry record.
+// packet, its source, the session tables and the time; the socket loops
+// around it only read, look up and write. Packets are classified by their
+// first byte (RFC 7983): only STUN is parsed, and from a path only STUN,
+// DTLS and RTP/RTCP are forwarded. The public sockets are read in batches
+// (recvmmsg on Linux, see internal/udpbatch) into reused buffers;
+// forwarding, STUN rewriting included, allocates nothing per packet.
+// Sessions end by Release, by the idle timeout (only forwarded traffic is
+// activity; dropped packets are not), or by a Drain deadline; each frees
+// its socket, its goroutine, its table entries and its registry record.
 //
 // With a registry the relay registers itself under a lease, writes its
-// sessions to etcd, reloads them when it restarts with the same id, and may
-// adopt a session assigned to it that it does not know yet (one etcd lookup
-// per unknown USERNAME, behind a negative cache and a rate limit, off the
-// forwarding path).
+// sessions to etcd (with their verified paths, rate-limited and off the
+// forwarding path), reloads them when it restarts with the same id, so
+// media from a previously verified path flows at once, consent checks or
+// not, and may adopt a session assigned to it that it does not know yet
+// (one etcd lookup per unknown USERNAME, behind a negative cache and a rate
+// limit, off the forwarding path).
 package mediarelay
