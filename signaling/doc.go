@@ -72,13 +72,12 @@
 // Location, ETag and Content-Type: application/sdp; 400 malformed SDP or
 // stream; 401 with WWW-Authenticate: Bearer; 403 when the origin refuses
 // the forwarded Authorization; 404 unknown session; 405 with Allow;
-// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409),
-// or an ICE restart whose ufrag pair another session uses;
+// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409);
 // 412 stale If-Match and 428 missing If-Match on PATCH ("*" matches any);
 // 413; 415 (PATCH: with Accept-Patch); 422 unsupported offer (no
 // audio/video, more than one MediaStream, sections with different ICE
-// credentials); 502 origin errors; 503 + Retry-After when no origin or
-// relay is available or reachable. Errors carry an RFC 9457
+// credentials); 502 origin errors, or a relay that refuses a request;
+// 503 + Retry-After when no origin or relay is available or reachable. Errors carry an RFC 9457
 // application/problem+json body. A failed ICE restart keeps the session.
 //
 // # Authentication
