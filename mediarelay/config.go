@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/rtcedge/rtcedge/internal/bearer"
 	"github.com/rtcedge/rtcedge/registry"
 )
 
@@ -64,6 +65,11 @@ type Config struct {
 	// default), DataPlaneNetpoll or DataPlaneGoroutines. Off Linux it is
 	// always DataPlaneGoroutines.
 	DataPlane string
+	// Admin says who may call the admin API (gRPC through the interceptors
+	// of Admin.ServerOptions, which the caller installs on its grpc.Server,
+	// and REST through HTTPHandler): the zero value allows loopback callers
+	// only. /metrics, /healthz and /readyz stay open.
+	Admin bearer.Policy
 }
 
 // Data planes of Config.DataPlane.

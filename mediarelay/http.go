@@ -11,14 +11,15 @@ import (
 )
 
 // HTTPHandler serves the relay's REST API (grpc-gateway, in-process; the
-// WatchSessions stream is gRPC-only), /metrics, /healthz (the process runs)
-// and /readyz (the relay serves and, with a registry, is registered).
+// WatchSessions stream is gRPC-only) to the callers Config.Admin allows,
+// and to everyone /metrics, /healthz (the process runs) and /readyz (the
+// relay serves and, with a registry, is registered).
 func (r *Relay) HTTPHandler() http.Handler {
 	gw := runtime.NewServeMux()
 	// RegisterRelayServiceHandlerServer only fails for nil arguments.
 	_ = relayv1.RegisterRelayServiceHandlerServer(context.Background(), gw, r.GRPCService())
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", gw)
+	mux.Handle("/v1/", r.cfg.Admin.Middleware(gw))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
