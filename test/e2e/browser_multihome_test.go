@@ -183,6 +183,7 @@ func mhChild(t *testing.T) {
 	ctx := t.Context()
 	base := mhRelayCounters(t, ctx, relay)
 	t0 := time.Now()
+	pubAt0, playAt0 := pub.report(t), play.report(t)
 	t.Logf("both connected; measuring for %s; relay at the start: unknown_source=%d sessions=%s", mhMeasure, base.unknown, base.describe())
 	mhWait(t, 30*time.Second, "the player's first decoded frame", func() bool { return play.state(t).Frames > 0 })
 
@@ -214,7 +215,7 @@ func mhChild(t *testing.T) {
 			if p.GetSelected() {
 				sel = " (selected)"
 			}
-			paths = append(paths, p.GetAddress()+sel)
+			paths = append(paths, fmt.Sprintf("%s%s active t%+.1fs", p.GetAddress(), sel, p.GetLastActivityTime().AsTime().Sub(t0).Seconds()))
 		}
 		t.Logf("relay %s session %s: client_address=%s client_paths=%v relay_address=%s address_changes=%d c2o=%d pkts o2c=%d pkts drops=%d {%v}",
 			mhRole(s), s.GetId(), s.GetClientAddress(), paths, s.GetRelayAddress(), s.GetAddressChanges(),
@@ -241,7 +242,7 @@ func mhChild(t *testing.T) {
 
 	// 2. Frames decoded throughout.
 	gaps, maxGap, n := mhGaps(playRep.Samples, t0.UnixMilli(), tEnd.UnixMilli())
-	t.Logf("player: %d samples, framesDecoded %.0f, longest gap without a new decoded frame %d ms", n, playRep.lastFrames(), maxGap)
+	t.Logf("player: %d samples, framesDecoded %.0f, longest gap without a new decoded frame %d ms (at %s)", n, playRep.lastFrames(), maxGap, mhWhere(playRep.Samples, t0.UnixMilli(), maxGap))
 	if n < int(mhMeasure/time.Second) {
 		t.Errorf("only %d framesDecoded samples in the measurement window", n)
 	}
@@ -259,6 +260,18 @@ func mhChild(t *testing.T) {
 		t.Errorf("publisher gathered host candidates on %v only; the test needs several addresses", hosts)
 	} else if len(hosts) < len(mhOwnAddrs) {
 		t.Logf("note: not every namespace address was gathered (%v)", mhOwnAddrs)
+	}
+	// ... and checked their backup pairs while measured (every ~25 s), which
+	// is what the relay must not follow.
+	for _, c := range []struct {
+		role      string
+		at0, last *mhReport
+	}{{"publisher", pubAt0, pubRep}, {"player", playAt0, playRep}} {
+		b0, b1 := c.at0.backupRequests(), c.last.backupRequests()
+		t.Logf("%s: STUN requests on backup pairs: %.0f at connect, %.0f at the end", c.role, b0, b1)
+		if b1 <= b0 {
+			t.Errorf("%s sent no check on a backup pair while measured: the test did not exercise what it proves", c.role)
+		}
 	}
 
 	// 4. The selected local candidate is the client's own host candidate,
@@ -378,6 +391,24 @@ func mhGaps(samples [][4]float64, from, to int64) (gaps []string, maxGap int64, 
 	return gaps, maxGap, n
 }
 
+// mhWhere says when the first gap of length g (as mhGaps measures it)
+// began, relative to from.
+func mhWhere(samples [][4]float64, from, g int64) string {
+	var lastRise int64 = -1
+	prev := -1.0
+	for _, s := range samples {
+		ts, frames := int64(s[0]), s[1]
+		if ts >= from && prev >= 0 && frames > prev {
+			if lastRise >= 0 && ts-lastRise == g {
+				return fmt.Sprintf("t+%.1fs", float64(lastRise-from)/1000)
+			}
+			lastRise = ts
+		}
+		prev = frames
+	}
+	return "the end"
+}
+
 // mhDumpLog shows the relay's debug lines (client bindings, verification
 // failures) from the run.
 func mhDumpLog(t *testing.T, path string) {
@@ -448,8 +479,13 @@ func mhBrowser(t *testing.T, name, page string) *mhPage {
 	t.Cleanup(func() {
 		cancelBrowser()
 		cancelAlloc()
+		b, _ := os.ReadFile(outPath)
+		// SRTP replay/auth failures say duplicated or mangled media.
+		if i := strings.LastIndex(string(b), "Failed to unprotect"); i >= 0 {
+			l, _, _ := strings.Cut(string(b[i:]), "\n")
+			t.Logf("%s: chromium reported SRTP failures; the last: %s", name, l)
+		}
 		if t.Failed() {
-			b, _ := os.ReadFile(outPath)
 			var lines []string
 			for l := range strings.Lines(string(b)) {
 				if !strings.Contains(strings.ToLower(l), "dbus") && !strings.Contains(strings.ToLower(l), "alsa") {
@@ -567,6 +603,18 @@ func (r *mhReport) lastFrames() float64 {
 		return 0
 	}
 	return r.Samples[len(r.Samples)-1][1]
+}
+
+// backupRequests sums the STUN requests sent on pairs that are not the
+// selected one.
+func (r *mhReport) backupRequests() float64 {
+	n := 0.0
+	for _, p := range r.Pairs {
+		if !p.Selected {
+			n += p.RequestsSent
+		}
+	}
+	return n
 }
 
 // hostAddrs are the distinct addresses of the UDP host candidates gathered.
