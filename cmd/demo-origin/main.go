@@ -49,6 +49,7 @@ type config struct {
 	registerToken string
 	ttl           time.Duration
 	patchMode     string
+	readyFile     string
 	logLevel      slog.Level
 }
 
@@ -66,12 +67,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.ttl, "ttl", demoorigin.DefaultTTL, "registration lease TTL (5s-300s); refreshed every ttl/3")
 	fs.StringVar(&c.patchMode, "patch", string(demoorigin.PatchAccept),
 		"how PATCH on a session is answered: accept (trickle and ICE restart), reject (405) or close (drop the connection, as SRS does)")
+	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := cli.ValidateReadyFile(c.readyFile); err != nil {
+		return c, err
 	}
 	if _, _, err := net.SplitHostPort(c.httpListen); err != nil {
 		return c, fmt.Errorf("-http-listen %q: %w", c.httpListen, err)
@@ -170,6 +175,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	log.Info("demo origin listening (demo/test use only)", "http", lis.Addr().String(), "media", origin.MediaAddr().String(),
 		"whip", base+"/{stream}/whip", "whep", base+"/{stream}/whep", "media_advertised", mediaAddr)
 
+	// Connections and packets queue in the sockets until the server and the
+	// origin read them, so the file may announce the addresses now.
+	if err := cli.WriteReadyFile(c.readyFile, cli.Ready{HTTP: lis.Addr().String(), UDP: []string{origin.MediaAddr().String()}, URL: base}); err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer func() { _ = cli.RemoveReadyFile(c.readyFile) }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {

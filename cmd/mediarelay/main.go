@@ -54,6 +54,7 @@ type config struct {
 	tlsCert       string
 	tlsKey        string
 	clientCA      string
+	readyFile     string
 	logLevel      slog.Level
 }
 
@@ -62,7 +63,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("mediarelay", flag.ContinueOnError)
 	fs.StringVar(&c.udpListen, "udp-listen", ":8000", "public UDP address for media (one port for every session)")
-	fs.Var(&c.publicAddrs, "public-addr", "advertised ip:port clients reach the UDP port on; repeatable or comma-separated; derived from the interfaces when unset")
+	fs.Var(&c.publicAddrs, "public-addr", "advertised ip:port clients reach the UDP port on; repeatable or comma-separated; when unset: the bound address if -udp-listen names an IP, else derived from the interfaces")
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":9090", "gRPC admin API address")
 	fs.StringVar(&c.grpcAdvertise, "grpc-advertise", "", "host:port signaling dials for the gRPC API; default: -grpc-listen with this host's address")
 	fs.StringVar(&c.httpListen, "http-listen", ":9091", "HTTP address for REST, /metrics, /healthz, /readyz")
@@ -78,6 +79,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
 	fs.StringVar(&c.clientCA, "grpc-client-ca", "", "CA file: gRPC clients (signaling, operators) must present a certificate it signed (mTLS)")
+	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -85,6 +87,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	switch {
 	case c.etcd.Validate() != nil:
 		return c, c.etcd.Validate()
+	case cli.ValidateReadyFile(c.readyFile) != nil:
+		return c, cli.ValidateReadyFile(c.readyFile)
 	case c.sockets < 1 || c.sockets > 64:
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
 	case c.idleTimeout < time.Second:
@@ -115,9 +119,12 @@ func sanitize(s string) string {
 	return string(b[:min(len(b), 64)])
 }
 
-// publicAddrs parses -public-addr, or derives addresses from the interfaces
-// with the UDP port actually bound.
-func publicAddrs(flagged []string, port uint16) ([]netip.AddrPort, error) {
+// publicAddrs parses -public-addr (a bare IP takes the bound port). Unset,
+// it is the bound address when that names an IP (-udp-listen
+// 127.0.0.1:0 advertises the port the kernel picked), and otherwise the
+// interfaces' addresses with the bound port.
+func publicAddrs(flagged []string, bound netip.AddrPort) ([]netip.AddrPort, error) {
+	port := bound.Port()
 	var out []netip.AddrPort
 	for _, s := range flagged {
 		ap, err := netip.ParseAddrPort(s)
@@ -133,6 +140,9 @@ func publicAddrs(flagged []string, port uint16) ([]netip.AddrPort, error) {
 	}
 	if len(out) > 0 {
 		return out, nil
+	}
+	if a := bound.Addr().Unmap(); a.IsValid() && !a.IsUnspecified() {
+		return []netip.AddrPort{netip.AddrPortFrom(a, port)}, nil
 	}
 	ifaddrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -185,8 +195,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		log.Warn("mediarelay: the kernel granted a smaller UDP receive buffer than -socket-buffer; bursts may overflow it: raise net.core.rmem_max and net.core.wmem_max, or grant CAP_NET_ADMIN",
 			"asked", cfg.socketBuffer, "granted", got)
 	}
-	port := conns[0].LocalAddr().(*net.UDPAddr).AddrPort().Port()
-	addrs, err := publicAddrs(cfg.publicAddrs, port)
+	bound := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	addrs, err := publicAddrs(cfg.publicAddrs, bound)
 	if err != nil {
 		return err
 	}
@@ -225,6 +235,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 
 	log.Info("mediarelay starting", "version", version, "relay_id", cfg.relayID, "udp", conns[0].LocalAddr().String(),
 		"public", addrs, "grpc", grpcLis.Addr().String(), "grpc_advertise", advertise, "http", httpLis.Addr().String())
+	// Packets and connections queue in the sockets until the servers below
+	// read them, so the file may announce the addresses now.
+	public := make([]string, len(addrs))
+	for i, a := range addrs {
+		public[i] = a.String()
+	}
+	if err := cli.WriteReadyFile(cfg.readyFile, cli.Ready{UDP: []string{bound.String()}, Public: public,
+		GRPC: grpcLis.Addr().String(), GRPCAdvertise: advertise, HTTP: httpLis.Addr().String()}); err != nil {
+		_ = relay.Close()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
+		return err
+	}
+	defer func() { _ = cli.RemoveReadyFile(cfg.readyFile) }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return relay.Serve(gctx, conns...) })
 	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })

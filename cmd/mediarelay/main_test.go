@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -158,5 +162,100 @@ func TestRunMTLS(t *testing.T) {
 				t.Fatalf("GetStatus err = %v, want ok=%v", err, tc.ok)
 			}
 		})
+	}
+}
+
+func TestPublicAddrs(t *testing.T) {
+	bound := netip.MustParseAddrPort("127.0.0.1:41234")
+	tests := []struct {
+		name    string
+		flagged []string
+		bound   netip.AddrPort
+		want    []string // nil: derived from the interfaces, not checked
+		wantErr string
+	}{
+		{name: "explicit", flagged: []string{"203.0.113.7:8000"}, bound: bound, want: []string{"203.0.113.7:8000"}},
+		{name: "bare IP takes the bound port", flagged: []string{"203.0.113.7"}, bound: bound, want: []string{"203.0.113.7:41234"}},
+		{name: "unset, specific bound IP", bound: bound, want: []string{"127.0.0.1:41234"}},
+		{name: "unset, IPv4-mapped bound IP", bound: netip.MustParseAddrPort("[::ffff:127.0.0.1]:41234"), want: []string{"127.0.0.1:41234"}},
+		{name: "unset, wildcard", bound: netip.MustParseAddrPort("[::]:41234")},
+		{name: "bad", flagged: []string{"nope"}, bound: bound, wantErr: "want ip or ip:port"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := publicAddrs(tc.flagged, tc.bound)
+			if tc.wantErr != "" {
+				if err == nil || !contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == nil {
+				for _, a := range got {
+					if a.Port() != tc.bound.Port() || a.Addr().IsUnspecified() {
+						t.Errorf("derived %s: want a usable address with port %d", a, tc.bound.Port())
+					}
+				}
+				return
+			}
+			var s []string
+			for _, a := range got {
+				s = append(s, a.String())
+			}
+			if !slices.Equal(s, tc.want) {
+				t.Errorf("got %v, want %v", s, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadyFile starts the relay on port 0 everywhere with -ready-file and
+// no -public-addr: the file names the ports it bound, it advertises the UDP
+// and gRPC addresses it bound, and the file is gone after the exit.
+func TestReadyFile(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	path := filepath.Join(t.TempDir(), "ready.json")
+	env := map[string]string{"RTCEDGE_ETCD_ENDPOINTS": etcd.Endpoints()[0], "RTCEDGE_READY_FILE": path}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan [2]string, 1)
+	go func() {
+		done <- run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+			"-relay-id", "ready-relay", "-log-level", "warn"}, func(k string) string { return env[k] }, ready)
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	r, err := cli.ReadReadyFile(path)
+	if err != nil {
+		cancel()
+		<-done
+		t.Fatal(err)
+	}
+	if r.GRPC != addrs[0] || r.HTTP != addrs[1] || r.GRPCAdvertise != r.GRPC || len(r.UDP) != 1 ||
+		!slices.Equal(r.Public, r.UDP) || netip.MustParseAddrPort(r.UDP[0]).Port() == 0 || r.PID != os.Getpid() {
+		t.Errorf("ready file %+v; listeners %v", r, addrs)
+	}
+	conn, err := grpc.NewClient(r.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := relayv1.NewRelayServiceClient(conn).GetStatus(t.Context(), &relayv1.GetStatusRequest{})
+	if err != nil || !slices.Equal(st.PublicAddresses, r.UDP) {
+		t.Errorf("GetStatus public addresses %v (%v), want the bound %v", st.GetPublicAddresses(), err, r.UDP)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ready file outlived the process: %v", err)
 	}
 }

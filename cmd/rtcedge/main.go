@@ -54,6 +54,7 @@ type config struct {
 	originHTTP  int
 	originMedia int
 	dataDir     string
+	readyFile   string
 	logLevel    slog.Level
 }
 
@@ -69,12 +70,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.originHTTP, "origin-http-port", 8888, "demo origin HTTP port")
 	fs.IntVar(&c.originMedia, "origin-media-port", 8189, "demo origin UDP media port")
 	fs.StringVar(&c.dataDir, "data-dir", "", "embedded etcd data directory; empty uses a temporary one removed at exit")
+	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	if _, err := netip.ParseAddr(c.host); err != nil {
 		return c, fmt.Errorf("-host %q: want an IP address: %w", c.host, err)
+	}
+	if err := cli.ValidateReadyFile(c.readyFile); err != nil {
+		return c, err
 	}
 	for name, p := range map[string]int{"http-port": c.httpPort, "udp-port": c.udpPort, "relay-grpc-port": c.relayGRPC,
 		"relay-http-port": c.relayHTTP, "signaling-grpc-port": c.sigGRPC, "origin-http-port": c.originHTTP, "origin-media-port": c.originMedia} {
@@ -184,7 +189,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Logger: log.With("service", "demo-origin"),
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return relay.Serve(gctx, udpConns...) })
 	g.Go(func() error { return cli.ServeGRPC(relayGRPC, lis.relayGRPC) })
 	g.Go(func() error { return cli.ServeGRPC(sigGRPC, lis.sigGRPC) })
@@ -214,11 +221,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
   demo origin      %s (media udp %s)
   etcd             %v
 `, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
-	if ready != nil {
-		ready <- ep
+	readyErr := cli.WriteReadyFile(cfg.readyFile, cli.Ready{
+		HTTP: lis.sigHTTP.Addr().String(), GRPC: ep.SigGRPC, UDP: []string{ep.RelayUDP}, Public: []string{publicUDP.String()},
+		RelayGRPC: ep.RelayGRPC, RelayHTTP: lis.relayHTTP.Addr().String(), OriginHTTP: lis.originHTTP.Addr().String(),
+		OriginUDP: []string{ep.OriginMedia}, Etcd: ep.Etcd,
+	})
+	if readyErr == nil {
+		defer func() { _ = cli.RemoveReadyFile(cfg.readyFile) }()
+		if ready != nil {
+			ready <- ep
+		}
+		<-gctx.Done()
 	}
-
-	<-gctx.Done()
+	stopRun()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = sigHTTP.Shutdown(shutdownCtx)
@@ -229,6 +244,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	_ = relay.Close()
 	_ = origin.Close()
 	sig.Close()
+	if readyErr != nil {
+		// The stack was never announced: stop it all and say why.
+		_ = g.Wait()
+		return readyErr
+	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

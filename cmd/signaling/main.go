@@ -68,6 +68,7 @@ type config struct {
 	writeTimeout      time.Duration
 	idleTimeout       time.Duration
 	shutdownTimeout   time.Duration
+	readyFile         string
 	logLevel          slog.Level
 }
 
@@ -107,6 +108,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.orphanGrace, "orphan-grace", signaling.DefaultOrphanGrace, "how long a session may stay on a dead relay (for an ICE restart to move it) before it is removed")
 	fs.DurationVar(&c.pinIdle, "pin-idle", signaling.DefaultPinIdle, "a stream's origin pin older than this is released by the reaper once the stream has no session and no setup")
 	fs.DurationVar(&c.setupMargin, "setup-margin", signaling.DefaultSetupMargin, "added to -origin-timeout plus -relay-timeout to make a setup's deadline; a setup left pending past it (its instance died) is undone by the reaper")
+	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
@@ -114,6 +116,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	switch {
 	case c.etcd.Validate() != nil:
 		return c, c.etcd.Validate()
+	case cli.ValidateReadyFile(c.readyFile) != nil:
+		return c, cli.ValidateReadyFile(c.readyFile)
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
 	case (c.relayCert == "") != (c.relayKey == ""), c.relayCert != "" && c.relayCA == "":
@@ -220,6 +224,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 
 	log.Info("signaling starting", "version", version, "http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String(),
 		"tls", cfg.tlsCert != "", "auth", len(cfg.tokens) > 0 || cfg.hmacKey != "", "zone", cfg.zone)
+	// Connections queue in the listeners' backlogs until the servers below
+	// accept them, so the file may announce the addresses now.
+	if err := cli.WriteReadyFile(cfg.readyFile, cli.Ready{HTTP: httpLis.Addr().String(), GRPC: grpcLis.Addr().String()}); err != nil {
+		_ = httpLis.Close()
+		_ = grpcLis.Close()
+		return err
+	}
+	defer func() { _ = cli.RemoveReadyFile(cfg.readyFile) }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error

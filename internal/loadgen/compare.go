@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
 
@@ -271,35 +271,51 @@ func (c *child) stop() error {
 	}
 }
 
-// freePort returns a loopback port free at the time of the call.
-func freePort(network string) (uint16, error) {
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("loadgen: picking a port: %w", err)
+// waitReady waits until child c (an rtcedge binary started with
+// -ready-file path) has written path, then until url+"/readyz" answers 200
+// (url derived from the file by readyURL), all within timeout; it stops c
+// on a failure. name is for errors.
+func waitReady(ctx context.Context, c *child, name, path string, timeout time.Duration, readyURL func(cli.Ready) string) (cli.Ready, error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
+	var r cli.Ready
+	haveFile := false
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return r, fmt.Errorf("loadgen: %s exited: %v: %s", name, c.err, c.stderrTail())
+		case <-ctx.Done():
+			_ = c.stop()
+			return r, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).AddrPort().Port(), nil
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("loadgen: picking a port: %w", err)
+		if !haveFile {
+			var err error
+			if r, err = cli.ReadReadyFile(path); err != nil {
+				continue
+			}
+			haveFile = true
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).AddrPort().Port(), nil
+		resp, err := hc.Get(readyURL(r) + "/readyz")
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return r, nil
+		}
 	}
+	_ = c.stop()
+	return r, fmt.Errorf("loadgen: %s was not ready in %s: %s", name, timeout, c.stderrTail())
 }
 
 // startCForward starts the C forwarder toward origin, pinned to
 // cfg.CPUTarget, and returns once it listens, with its address.
 func startCForward(ctx context.Context, cfg CompareConfig, origin netip.AddrPort) (*child, netip.AddrPort, error) {
-	port, err := freePort("udp")
-	if err != nil {
-		return nil, netip.AddrPort{}, err
-	}
-	c, l, err := startChildLine(ctx, cfg.CPUTarget, 10*time.Second, "cforward", cfg.CForwardBin,
-		"-l", fmt.Sprintf("127.0.0.1:%d", port), "-o", origin.String(), "-b", strconv.Itoa(cfg.SocketBuffer))
+	c, l, err := startChildLine(ctx, cfg.CPUTarget, 30*time.Second, "cforward", cfg.CForwardBin,
+		"-l", "127.0.0.1:0", "-o", origin.String(), "-b", strconv.Itoa(cfg.SocketBuffer))
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
@@ -353,54 +369,29 @@ func startChildLine(ctx context.Context, cpu int, timeout time.Duration, name, b
 	}
 }
 
-// startRelay starts the relay binary, pinned, and returns once its /readyz
-// answers, with its gRPC address.
+// startRelay starts the relay binary, pinned, on loopback port 0
+// everywhere (it advertises the UDP address it bound), and returns once
+// its /readyz answers, with its gRPC address from its -ready-file.
 func startRelay(ctx context.Context, cfg CompareConfig, etcd []string, n int) (*child, string, error) {
-	udp, err := freePort("udp")
+	dir, err := os.MkdirTemp("", "rtcedge-load-relay-")
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("loadgen: %w", err)
 	}
-	grpcPort, err := freePort("tcp")
-	if err != nil {
-		return nil, "", err
-	}
-	httpPort, err := freePort("tcp")
-	if err != nil {
-		return nil, "", err
-	}
-	pub := fmt.Sprintf("127.0.0.1:%d", udp)
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", grpcPort)
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	defer os.RemoveAll(dir)
+	readyFile := filepath.Join(dir, "ready.json")
 	c, err := startChild(cfg.CPUTarget, io.Discard, cfg.RelayBin,
-		"-udp-listen", pub, "-public-addr", pub, "-grpc-listen", grpcAddr, "-http-listen", httpAddr,
+		"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0", "-ready-file", readyFile,
 		"-etcd-endpoints", strings.Join(etcd, ","), "-relay-id", "load-"+strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36),
 		"-socket-buffer", strconv.Itoa(cfg.SocketBuffer), "-log-level", "warn")
 	if err != nil {
 		return nil, "", err
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.done:
-			return nil, "", fmt.Errorf("loadgen: the relay exited: %v: %s", c.err, c.stderrTail())
-		case <-ctx.Done():
-			_ = c.stop()
-			return nil, "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			if cfg.CPUTarget >= 0 {
-				_ = pinProcess(c.pid(), cfg.CPUTarget)
-			}
-			return c, grpcAddr, nil
-		}
+	r, err := waitReady(ctx, c, "the relay", readyFile, 60*time.Second, func(r cli.Ready) string { return "http://" + r.HTTP })
+	if err != nil {
+		return nil, "", err
 	}
-	_ = c.stop()
-	return nil, "", fmt.Errorf("loadgen: the relay was not ready in 20s: %s", c.stderrTail())
+	if cfg.CPUTarget >= 0 {
+		_ = pinProcess(c.pid(), cfg.CPUTarget)
+	}
+	return c, r.GRPC, nil
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rtcedge/rtcedge/internal/cli"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
@@ -327,53 +328,27 @@ func startEtcdChild(ctx context.Context, command []string, noFsync bool, cpu int
 	return c, ep, nil
 }
 
-// startSignaling starts the signaling binary pinned to cpu, without rate
-// limit (every client is 127.0.0.1) and demo page, its log in logPath,
-// and returns once its /readyz answers, with its HTTP URL and gRPC
-// address.
+// startSignaling starts the signaling binary pinned to cpu on loopback
+// port 0, without rate limit (every client is 127.0.0.1) and demo page,
+// its log in logPath, and returns once its /readyz answers, with its HTTP
+// URL and gRPC address from its -ready-file.
 func startSignaling(ctx context.Context, cfg SetupsConfig, cpu int, etcd []string, logPath string) (*child, string, string, error) {
-	httpPort, err := freePort("tcp")
-	if err != nil {
-		return nil, "", "", err
-	}
-	grpcPort, err := freePort("tcp")
-	if err != nil {
-		return nil, "", "", err
-	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", grpcPort)
+	readyFile := logPath + ".ready.json"
+	defer os.Remove(readyFile)
 	c, err := startChildLog(cpu, nil, logPath, cfg.SignalingBin,
-		"-http-listen", httpAddr, "-grpc-listen", grpcAddr, "-etcd-endpoints", strings.Join(etcd, ","),
+		"-http-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-ready-file", readyFile, "-etcd-endpoints", strings.Join(etcd, ","),
 		"-rate-limit", "0", "-no-demo-page", "-log-level", cfg.SignalingLogLevel)
 	if err != nil {
 		return nil, "", "", err
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-		select {
-		case <-c.done:
-			return nil, "", "", fmt.Errorf("loadgen: signaling exited: %v: %s", c.err, c.stderrTail())
-		case <-ctx.Done():
-			_ = c.stop()
-			return nil, "", "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		resp, err := hc.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			if cpu >= 0 {
-				_ = pinProcess(c.pid(), cpu)
-			}
-			return c, "http://" + httpAddr, grpcAddr, nil
-		}
+	r, err := waitReady(ctx, c, "signaling", readyFile, 60*time.Second, func(r cli.Ready) string { return "http://" + r.HTTP })
+	if err != nil {
+		return nil, "", "", err
 	}
-	_ = c.stop()
-	return nil, "", "", fmt.Errorf("loadgen: signaling was not ready in 20s: %s", c.stderrTail())
+	if cpu >= 0 {
+		_ = pinProcess(c.pid(), cpu)
+	}
+	return c, "http://" + r.HTTP, r.GRPC, nil
 }
 
 // stopChild stops c and logs an unclean exit.

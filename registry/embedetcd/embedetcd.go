@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -21,9 +18,12 @@ type Config struct {
 	// Dir is the data directory; empty uses a temporary one removed by Close.
 	Dir string
 	// ClientURL is the client listen URL, e.g. "http://127.0.0.1:2379";
-	// empty picks a free loopback port.
+	// empty is "http://127.0.0.1:0": the kernel picks the port, and
+	// Endpoints reports it. With port 0 etcd's gRPC gateway (REST under
+	// /v3/) is off: etcd would dial the configured address, port 0.
 	ClientURL string
-	// PeerURL is the peer listen URL; empty picks a free loopback port.
+	// PeerURL is the peer listen URL; empty is "http://127.0.0.1:0". A
+	// single member never dials it.
 	PeerURL string
 	// Logger receives start/stop logs and etcd's own error-level logs
 	// (without the harmless "mux: server closed"-style shutdown noise); nil
@@ -41,10 +41,17 @@ type Config struct {
 
 // Server is a running (or stopped) embedded etcd.
 type Server struct {
-	cfg       Config
-	tempDir   bool
+	cfg     Config
+	tempDir bool
+	// clientURL and peerURL are what etcd listens on: the configured URLs
+	// until the first start, then the addresses it bound, so Restart
+	// binds the same ports.
 	clientURL url.URL
 	peerURL   url.URL
+	// peerAdvertise is the peer URL recorded in the data dir (port 0 when
+	// the port was picked); it must stay the same across restarts.
+	peerAdvertise url.URL
+	gateway       bool
 
 	mu   sync.Mutex // guards the following
 	etcd *embed.Etcd
@@ -66,22 +73,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.cfg.Dir, s.tempDir = dir, true
 	}
-	// A free port is picked by listening on port 0 and closing the listener;
-	// another process may take it before etcd binds it. Then pick again.
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if s.clientURL, err = pickURL(cfg.ClientURL); err != nil {
-			err = fmt.Errorf("embedetcd: client url: %w", err)
-			break
-		}
-		if s.peerURL, err = pickURL(cfg.PeerURL); err != nil {
-			err = fmt.Errorf("embedetcd: peer url: %w", err)
-			break
-		}
+	if s.clientURL, err = parseURL(cfg.ClientURL); err != nil {
+		err = fmt.Errorf("embedetcd: client url: %w", err)
+	} else if s.peerURL, err = parseURL(cfg.PeerURL); err != nil {
+		err = fmt.Errorf("embedetcd: peer url: %w", err)
+	} else {
+		s.peerAdvertise = s.peerURL
+		s.gateway = s.clientURL.Port() != "0"
 		err = s.start(ctx)
-		if err == nil || cfg.ClientURL != "" && cfg.PeerURL != "" || !addrInUse(err) {
-			break
-		}
 	}
 	if err != nil {
 		if s.tempDir {
@@ -92,22 +92,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// pickURL parses raw, or picks a free loopback port when it is empty.
-func pickURL(raw string) (url.URL, error) {
-	if raw != "" {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return url.URL{}, err
-		}
-		return *u, nil
+// parseURL parses raw; empty is loopback port 0.
+func parseURL(raw string) (url.URL, error) {
+	if raw == "" {
+		return url.URL{Scheme: "http", Host: "127.0.0.1:0"}, nil
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := url.Parse(raw)
 	if err != nil {
 		return url.URL{}, err
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return url.URL{Scheme: "http", Host: addr}, nil
+	return *u, nil
 }
 
 func (s *Server) start(ctx context.Context) error {
@@ -117,8 +111,9 @@ func (s *Server) start(ctx context.Context) error {
 	ec.ListenClientUrls = []url.URL{s.clientURL}
 	ec.AdvertiseClientUrls = []url.URL{s.clientURL}
 	ec.ListenPeerUrls = []url.URL{s.peerURL}
-	ec.AdvertisePeerUrls = []url.URL{s.peerURL}
+	ec.AdvertisePeerUrls = []url.URL{s.peerAdvertise}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.EnableGRPCGateway = s.gateway
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(s.cfg.Logger))
 	ec.LogLevel = "error"
 	ec.UnsafeNoFsync = s.cfg.UnsafeNoFsync
@@ -144,6 +139,19 @@ func (s *Server) start(ctx context.Context) error {
 		e.Close()
 		return ctx.Err()
 	}
+	// Keep the bound addresses (the ports picked for port 0) for
+	// Endpoints and Restart; a restart binds the same ones, so they are
+	// written only by the first start (Endpoints may run meanwhile).
+	if len(e.Clients) > 0 {
+		if a := e.Clients[0].Addr().String(); a != s.clientURL.Host {
+			s.clientURL.Host = a
+		}
+	}
+	if len(e.Peers) > 0 {
+		if a := e.Peers[0].Listener.Addr().String(); a != s.peerURL.Host {
+			s.peerURL.Host = a
+		}
+	}
 	s.mu.Lock()
 	s.etcd = e
 	s.mu.Unlock()
@@ -167,7 +175,8 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart starts a stopped etcd again with the same directory and ports.
+// Restart starts a stopped etcd again with the same directory and ports
+// (the ones it bound, when they were picked).
 func (s *Server) Restart(ctx context.Context) error {
 	s.Stop()
 	// The old listeners may linger for a moment after Close.
@@ -191,9 +200,4 @@ func (s *Server) Close() error {
 		return os.RemoveAll(s.cfg.Dir)
 	}
 	return nil
-}
-
-// addrInUse reports whether err is a listen failure on a taken port.
-func addrInUse(err error) bool {
-	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }

@@ -1,20 +1,22 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/rtcedge/rtcedge/internal/cli"
 )
 
-// startAllInOne builds and runs cmd/rtcedge on free loopback ports and
-// returns the page URL and the relay's UDP address from what it prints.
+// startAllInOne builds and runs cmd/rtcedge on loopback port 0 everywhere
+// and returns the page URL and the relay's UDP address from its
+// -ready-file.
 func startAllInOne(t *testing.T) (page, relay string) {
 	t.Helper()
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
@@ -24,56 +26,41 @@ func startAllInOne(t *testing.T) (page, relay string) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building cmd/rtcedge: %v\n%s", err, out)
 	}
+	readyFile := filepath.Join(t.TempDir(), "rtcedge.ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "-http-port", "0", "-udp-port", "0", "-relay-grpc-port", "0", "-relay-http-port", "0",
-		"-signaling-grpc-port", "0", "-origin-http-port", "0", "-origin-media-port", "0", "-log-level", "warn")
+		"-signaling-grpc-port", "0", "-origin-http-port", "0", "-origin-media-port", "0", "-log-level", "warn",
+		"-"+cli.ReadyFileFlag, readyFile)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 15 * time.Second
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cancel()
-		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+		if err := <-exited; err != nil && ctx.Err() == nil {
 			t.Errorf("rtcedge exited: %v", err)
 		}
 	})
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r, err := cli.ReadReadyFile(readyFile)
+		if err == nil && len(r.UDP) == 1 {
+			return "http://" + r.HTTP + "/", r.UDP[0]
 		}
-		close(lines)
-	}()
-	deadline := time.After(60 * time.Second)
-	for page == "" || relay == "" {
 		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatal("rtcedge exited before printing its URLs")
-			}
-			f := strings.Fields(l)
-			switch {
-			case len(f) >= 3 && f[0] == "demo" && f[1] == "page":
-				page = f[2]
-			case len(f) >= 4 && f[0] == "relay" && f[1] == "media":
-				relay = f[3]
-			}
-		case <-deadline:
-			t.Fatal("rtcedge printed no URLs")
+		case err := <-exited:
+			exited <- err // for the cleanup
+			t.Fatalf("rtcedge exited before it reported its addresses: %v (its log is above)", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rtcedge did not report its addresses within 2m: %v", err)
 		}
 	}
-	go func() {
-		for range lines {
-		}
-	}()
-	return page, relay
 }
 
 type pageStats struct {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,6 +311,7 @@ func selectedRemote(pc *webrtc.PeerConnection) string {
 // waitFor polls cond every 100ms until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = scaledWait(d)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -316,6 +319,19 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// scaledWait stretches a waitFor deadline by RTCEDGE_E2E_WAIT_SCALE
+// (default 3): the deadlines in the tests are what a quiet machine needs,
+// and a loaded 2-core machine running the race detector may need several
+// times that. A passing wait returns as soon as its condition holds, so
+// the scale costs nothing; it only delays a real failure.
+func scaledWait(d time.Duration) time.Duration {
+	scale := 3.0
+	if v, err := strconv.ParseFloat(os.Getenv("RTCEDGE_E2E_WAIT_SCALE"), 64); err == nil && v >= 1 {
+		scale = v
+	}
+	return time.Duration(float64(d) * scale)
 }
 
 func webrtcConfig() webrtc.Configuration { return webrtc.Configuration{} }

@@ -18,7 +18,7 @@ import (
 // at the origin.
 func TestPublishAndPlayAcrossTiers(t *testing.T) {
 	s := startStack(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
 	pub := publish(t, ctx, s.sigA.url+"/whip/live/e2e")

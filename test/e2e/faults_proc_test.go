@@ -69,7 +69,7 @@ func TestProcEtcdOutage(t *testing.T) {
 		t.Skip("a 30 s etcd outage with real processes; skipped with -short")
 	}
 	s := startProcStack(t, 2, 2)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/outage")
 	pl := play(t, ctx, s.sigs[1].url+"/whep/live/outage")
@@ -99,7 +99,7 @@ func TestProcEtcdOutage(t *testing.T) {
 	time.Sleep(time.Until(start.Add(30 * time.Second)))
 	to := pub.next.Load()
 	s.etcd.start()
-	s.etcd.waitReady(20 * time.Second)
+	s.etcd.waitReady(startDeadline)
 	t.Logf("etcd out for %s; the publisher sent counters %d-%d meanwhile (%d write errors in total)",
 		time.Since(start).Round(100*time.Millisecond), from, to-1, pub.failed.Load())
 
@@ -179,7 +179,7 @@ func TestProcEtcdOutage(t *testing.T) {
 // keeps sending to.
 func TestProcRelayRestartResumesSessions(t *testing.T) {
 	s := startProcStack(t, 1, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	relay := s.relays[0]
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/restart")
@@ -194,7 +194,7 @@ func TestProcRelayRestartResumesSessions(t *testing.T) {
 	killed := time.Now()
 	time.Sleep(time.Second)
 	relay.start()
-	relay.waitReady(20 * time.Second)
+	relay.waitReady(startDeadline)
 	after, err := relay.sessions(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestProcRelayRestartResumesSessions(t *testing.T) {
 // reaped.
 func TestProcRelayDeathRecoveredByICERestart(t *testing.T) {
 	s := startProcStack(t, 2, 2)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/rehome")
 	pl := play(t, ctx, s.sigs[1].url+"/whep/live/rehome")
@@ -314,7 +314,7 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 	b := buildBinaries(t)
 	certs := testcerts.Write(t)
 	etcd := startEtcdProc(t, b, &certs)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
 	const rootPass, userPass = "root-secret", "rtcedge-secret"
@@ -385,30 +385,30 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 		args      []string
 		want      []string // any of these in the log
 	}{
-		{"relay-badpass", b.relay, append([]string{"-relay-id", "relay-x", "-udp-listen", freeAddr(t, "udp"), "-public-addr", "127.0.0.1",
-			"-grpc-listen", freeAddr(t, "tcp"), "-http-listen", freeAddr(t, "tcp")}, etcd.etcdArgs("rtcedge", "wrong")...),
+		{"relay-badpass", b.relay, append([]string{"-relay-id", "relay-x", "-udp-listen", anyPort, "-public-addr", "127.0.0.1",
+			"-grpc-listen", anyPort, "-http-listen", anyPort}, etcd.etcdArgs("rtcedge", "wrong")...),
 			[]string{"authentication failed"}},
-		{"sig-badpass", b.signaling, append([]string{"-http-listen", freeAddr(t, "tcp"), "-grpc-listen", freeAddr(t, "tcp")},
+		{"sig-badpass", b.signaling, append([]string{"-http-listen", anyPort, "-grpc-listen", anyPort},
 			etcd.etcdArgs("rtcedge", "wrong")...), []string{"authentication failed"}},
-		{"relay-noca", b.relay, append([]string{"-relay-id", "relay-y", "-udp-listen", freeAddr(t, "udp"), "-public-addr", "127.0.0.1",
-			"-grpc-listen", freeAddr(t, "tcp"), "-http-listen", freeAddr(t, "tcp")}, withoutCA...),
+		{"relay-noca", b.relay, append([]string{"-relay-id", "relay-y", "-udp-listen", anyPort, "-public-addr", "127.0.0.1",
+			"-grpc-listen", anyPort, "-http-listen", anyPort}, withoutCA...),
 			[]string{untrusted}},
-		{"sig-noca", b.signaling, append([]string{"-http-listen", freeAddr(t, "tcp"), "-grpc-listen", freeAddr(t, "tcp")}, withoutCA...),
+		{"sig-noca", b.signaling, append([]string{"-http-listen", anyPort, "-grpc-listen", anyPort}, withoutCA...),
 			[]string{untrusted}},
 		// Without a user the etcd client does not even dial at start: this
 		// one used to run forever, never registered.
-		{"relay-noca-nouser", b.relay, append([]string{"-relay-id", "relay-z", "-udp-listen", freeAddr(t, "udp"), "-public-addr", "127.0.0.1",
-			"-grpc-listen", freeAddr(t, "tcp"), "-http-listen", freeAddr(t, "tcp")}, dropCA(etcd.etcdArgs("", ""))...),
+		{"relay-noca-nouser", b.relay, append([]string{"-relay-id", "relay-z", "-udp-listen", anyPort, "-public-addr", "127.0.0.1",
+			"-grpc-listen", anyPort, "-http-listen", anyPort}, dropCA(etcd.etcdArgs("", ""))...),
 			[]string{untrusted}},
 	} {
 		p := newProc(t, c.name, c.bin, c.args...)
 		t0 := time.Now()
-		code := p.waitExit(20 * time.Second)
+		code := p.waitExit(60 * time.Second)
 		logs := p.logs()
 		lastLine := tailLines(logs, 1)
 		t.Logf("%s: exit %d after %s: %s", c.name, code, time.Since(t0).Round(100*time.Millisecond), lastLine)
 		if code <= 0 {
-			t.Errorf("%s: exit code %d, want a failure at start (still running after 20s is -1)", c.name, code)
+			t.Errorf("%s: exit code %d, want a failure at start (still running after 60s is -1)", c.name, code)
 		}
 		found := false
 		for _, w := range c.want {
@@ -433,7 +433,7 @@ func TestProcEtcdTLSAndAuth(t *testing.T) {
 // and etcd holds no setup or session record.
 func TestProcSignalingKilledMidSetup(t *testing.T) {
 	s := startProcStack(t, 1, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	relay := s.relays[0]
 	// Its setups end by origin 2 s + relay 3 s + margin 1 s.
@@ -512,7 +512,7 @@ func patchStatus(t *testing.T, ctx context.Context, resource string) int {
 // stream is pinned to the live origin, where a player gets its media.
 func TestProcOriginStopsHeartbeating(t *testing.T) {
 	s := startProcStack(t, 1, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	// Its id sorts first, so with equal load the stream pins to it.
 	dying := startOriginProc(t, s.bins, "a-dying-origin", s.sigs[0], 5*time.Second)

@@ -24,7 +24,7 @@ import (
 // with no manual action.
 func TestEtcdOutageKeepsLiveSessions(t *testing.T) {
 	s := startStack(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigA.url+"/whip/live/outage")
 	pl := play(t, ctx, s.sigB.url+"/whep/live/outage")
@@ -172,7 +172,7 @@ func iceRestart(t *testing.T, ctx context.Context, pc *webrtc.PeerConnection, re
 // restart (PATCH) moves it onto the other relay, where media flows again.
 func TestRelayDeathRecoveredByICERestart(t *testing.T) {
 	s := startStack(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	pub := publish(t, ctx, s.sigA.url+"/whip/live/rehome")
 	waitFor(t, 15*time.Second, "media at the origin", func() bool { return s.origin.origin.Stats().PacketsForwarded > 0 })
@@ -213,7 +213,7 @@ func TestRelayDeathRecoveredByICERestart(t *testing.T) {
 // origin.
 func TestOriginFailover(t *testing.T) {
 	s := startStack(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	// A second origin that registers once, with the shortest lease, and
 	// never heartbeats again; its id sorts first so the stream pins to it.

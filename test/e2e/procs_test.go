@@ -7,8 +7,14 @@ package e2e
 // from tools/etcd, each with its output captured to a file that the test
 // prints when it fails. Processes can be stopped, killed (SIGKILL), frozen
 // (SIGSTOP/SIGCONT) and started again with the same command line, so the
-// same ports, data directory and relay id. Everything listens on
-// 127.0.0.1, and every process is killed at the test's cleanup.
+// same data directory and relay id. Everything listens on 127.0.0.1, and
+// every process is killed at the test's cleanup.
+//
+// No port is picked by the harness: every process binds port 0 and says
+// what it got, the rtcedge binaries in their -ready-file (JSON, see
+// cli.Ready), etcd in its log ("serving client traffic", "serving peer
+// traffic"). A process started again gets the addresses its first run
+// reported (pin), so a relay restarts on its port and etcd on its.
 //
 // The binaries are built once per `go test` run into a directory under the
 // system temp dir named after the test process (dirs of dead test processes
@@ -23,10 +29,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,6 +49,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/internal/testcerts"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
@@ -143,40 +150,24 @@ func removeStaleRunDirs(base string) {
 	}
 }
 
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
-}
+// anyPort is the listen address of every child: loopback, the port the
+// kernel picks.
+const anyPort = "127.0.0.1:0"
 
-// freeAddr is freePort as "127.0.0.1:port".
-func freeAddr(t *testing.T, network string) string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, network)))
-}
+// startDeadline bounds how long a child may take to bind its listeners
+// and report them; generous, for a loaded 2-core machine running the race
+// detector.
+const startDeadline = 60 * time.Second
 
 // proc is one child process; start runs it again with the same command
 // line, its output appended to the same log file.
 type proc struct {
-	t    *testing.T
-	name string
-	bin  string
-	args []string
-	log  string
+	t         *testing.T
+	name      string
+	bin       string
+	args      []string
+	log       string
+	readyFile string // the -ready-file path, for the rtcedge binaries
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -192,11 +183,70 @@ func newProc(t *testing.T, name, bin string, args ...string) *proc {
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("---- %s (%s %s) log, last lines ----\n%s", name, filepath.Base(bin), strings.Join(args, " "), tailLines(p.logs(), 80))
+			t.Logf("---- %s (%s %s) log, last lines ----\n%s", name, filepath.Base(bin), strings.Join(p.args, " "), tailLines(p.logs(), 80))
 		}
 	})
 	p.start()
 	return p
+}
+
+// newServiceProc is newProc for an rtcedge binary: it adds -ready-file, so
+// waitReadyFile can learn the addresses the process bound.
+func newServiceProc(t *testing.T, name, bin string, args ...string) *proc {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), name+".ready.json")
+	p := newProc(t, name, bin, append([]string{"-" + cli.ReadyFileFlag, ready}, args...)...)
+	p.readyFile = ready
+	return p
+}
+
+// waitReadyFile waits up to d for the process to write its ready file and
+// returns it, failing the test with the process's name and the tail of
+// its log when it exits first or the deadline passes.
+func (p *proc) waitReadyFile(d time.Duration) cli.Ready {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		r, err := cli.ReadReadyFile(p.readyFile)
+		if err == nil {
+			return r
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			p.t.Fatalf("%s: %v", p.name, err)
+		}
+		if !p.running() {
+			p.t.Fatalf("%s exited before it reported its addresses (%s):\n%s", p.name, p.exitStatus(), tailLines(p.logs(), 30))
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not report its addresses within %s:\n%s", p.name, d, tailLines(p.logs(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pin sets the value of flag in the command line (adding it when absent),
+// so the next start uses it: a restart binds the address the first run
+// reported.
+func (p *proc) pin(flag, value string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i+1 < len(p.args); i++ {
+		if p.args[i] == flag {
+			p.args[i+1] = value
+			return
+		}
+	}
+	p.args = append(p.args, flag, value)
+}
+
+// exitStatus describes how the current run ended.
+func (p *proc) exitStatus() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waitErr == nil {
+		return "exit status 0"
+	}
+	return p.waitErr.Error()
 }
 
 // start runs the process (again).
@@ -209,6 +259,12 @@ func (p *proc) start() {
 		case <-p.exited:
 		default:
 			p.t.Fatalf("%s: start while running", p.name)
+		}
+	}
+	if p.readyFile != "" {
+		// A killed run leaves its file behind; the next run writes anew.
+		if err := os.Remove(p.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.t.Fatal(err)
 		}
 	}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -265,7 +321,8 @@ func (p *proc) kill() {
 	}
 }
 
-// stop sends SIGTERM and waits up to 10 s for the exit, then kills.
+// stop sends SIGTERM and waits up to 30 s for the exit (the binaries give
+// in-flight work 10 s), then kills.
 func (p *proc) stop() {
 	if !p.signal(syscall.SIGTERM) {
 		return
@@ -273,8 +330,8 @@ func (p *proc) stop() {
 	_, exited := p.current()
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
-		p.t.Errorf("%s did not exit within 10s of SIGTERM; killing it", p.name)
+	case <-time.After(30 * time.Second):
+		p.t.Errorf("%s did not exit within 30s of SIGTERM; killing it", p.name)
 		p.kill()
 	}
 }
@@ -341,7 +398,7 @@ func (p *proc) waitHTTP(url string, client *http.Client, d time.Duration) {
 	last := ""
 	for {
 		if !p.running() {
-			p.t.Fatalf("%s exited while waiting for %s:\n%s", p.name, url, tailLines(p.logs(), 30))
+			p.t.Fatalf("%s exited (%s) while waiting for %s:\n%s", p.name, p.exitStatus(), url, tailLines(p.logs(), 30))
 		}
 		resp, err := client.Get(url)
 		if err == nil {
@@ -368,27 +425,77 @@ type etcdProc struct {
 	certs    *testcerts.Files
 }
 
-// startEtcdProc starts a single-member etcd. With certs it serves clients
-// over TLS and requires client certificates signed by certs.CA.
+// startEtcdProc starts a single-member etcd on port 0 and learns its
+// client and peer addresses from its log; a restart (start) binds the
+// same ones. With certs it serves clients over TLS and requires client
+// certificates signed by certs.CA.
+//
+// The peer URL etcd advertises (and records in its data dir) stays
+// http://127.0.0.1:0: a single member never dials it. The gRPC gateway is
+// off, because it would dial the configured client address, port 0.
 func startEtcdProc(t *testing.T, b procBinaries, certs *testcerts.Files) *etcdProc {
 	t.Helper()
 	scheme := "http"
 	if certs != nil {
 		scheme = "https"
 	}
-	client := scheme + "://" + freeAddr(t, "tcp")
-	peer := "http://" + freeAddr(t, "tcp")
+	client := scheme + "://" + anyPort
+	peer := "http://" + anyPort
 	args := []string{"--name", "e2e", "--data-dir", filepath.Join(t.TempDir(), "etcd-data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "e2e=" + peer,
-		"--unsafe-no-fsync", "--log-level", "warn"}
+		"--enable-grpc-gateway=false", "--unsafe-no-fsync", "--log-level", "info"}
 	if certs != nil {
 		args = append(args, "--cert-file", certs.ServerCert, "--key-file", certs.ServerKey,
 			"--client-cert-auth", "--trusted-ca-file", certs.CA)
 	}
-	e := &etcdProc{proc: newProc(t, "etcd", b.etcd, args...), endpoint: client, certs: certs}
-	e.waitReady(15 * time.Second)
+	e := &etcdProc{proc: newProc(t, "etcd", b.etcd, args...), certs: certs}
+	clientAddr, peerAddr := e.waitListening(startDeadline)
+	e.endpoint = scheme + "://" + clientAddr
+	e.pin("--listen-client-urls", e.endpoint)
+	e.pin("--advertise-client-urls", e.endpoint)
+	e.pin("--listen-peer-urls", "http://"+peerAddr)
+	e.waitReady(startDeadline)
 	return e
+}
+
+// waitListening waits until etcd's log names the client and peer
+// addresses it serves on (the run's own lines: the log is appended to
+// across restarts).
+func (e *etcdProc) waitListening(d time.Duration) (client, peer string) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		logs := e.logs()
+		if i := strings.LastIndex(logs, "\n==== "); i >= 0 {
+			logs = logs[i:]
+		}
+		for _, l := range strings.Split(logs, "\n") {
+			var line struct {
+				Msg     string `json:"msg"`
+				Address string `json:"address"`
+			}
+			if json.Unmarshal([]byte(l), &line) != nil || line.Address == "" {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(line.Msg, "serving client traffic"):
+				client = line.Address
+			case line.Msg == "serving peer traffic":
+				peer = line.Address
+			}
+		}
+		if client != "" && peer != "" {
+			return client, peer
+		}
+		if !e.running() {
+			e.t.Fatalf("etcd exited before it served (%s):\n%s", e.exitStatus(), tailLines(e.logs(), 30))
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("etcd did not report its listeners within %s:\n%s", d, tailLines(e.logs(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // tlsConfig is the client side of the etcd TLS (nil without TLS).
@@ -459,20 +566,29 @@ type relayProc struct {
 	admin relayv1.RelayServiceClient
 }
 
-// startRelayProc starts a relay with a fresh UDP, gRPC and HTTP port on
-// loopback and waits until it is registered (/readyz). etcdArgs are its
-// -etcd-* flags.
+// startRelayProc starts a relay on loopback port 0 (UDP, gRPC and HTTP)
+// and waits until it is registered (/readyz). It advertises the UDP
+// address it bound (no -public-addr: a specific -udp-listen IP is what it
+// advertises), and a restart (start) binds the same three addresses.
+// etcdArgs are its -etcd-* flags.
 func startRelayProc(t *testing.T, b procBinaries, id, zone string, etcdArgs []string) *relayProc {
 	t.Helper()
-	udp, grpcAddr, httpAddr := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
-	args := append([]string{"-relay-id", id, "-zone", zone, "-udp-listen", udp, "-public-addr", udp,
-		"-grpc-listen", grpcAddr, "-http-listen", httpAddr, "-socket-buffer", "1048576", "-log-level", "debug"}, etcdArgs...)
-	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	args := append([]string{"-relay-id", id, "-zone", zone, "-udp-listen", anyPort,
+		"-grpc-listen", anyPort, "-http-listen", anyPort, "-socket-buffer", "1048576", "-log-level", "debug"}, etcdArgs...)
+	p := newServiceProc(t, id, b.relay, args...)
+	ready := p.waitReadyFile(startDeadline)
+	if len(ready.UDP) != 1 || len(ready.Public) != 1 || ready.Public[0] != ready.UDP[0] || ready.GRPCAdvertise != ready.GRPC {
+		t.Fatalf("%s reported %+v; want it to advertise the UDP and gRPC addresses it bound", id, ready)
+	}
+	p.pin("-udp-listen", ready.UDP[0])
+	p.pin("-grpc-listen", ready.GRPC)
+	p.pin("-http-listen", ready.HTTP)
+	cc, err := grpc.NewClient(ready.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	r := &relayProc{proc: newProc(t, id, b.relay, args...), id: id, udp: udp, http: "http://" + httpAddr,
+	r := &relayProc{proc: p, id: id, udp: ready.UDP[0], http: "http://" + ready.HTTP,
 		admin: relayv1.NewRelayServiceClient(cc)}
 	t.Cleanup(func() {
 		// Runs before the process is killed: what the relay saw.
@@ -487,7 +603,7 @@ func startRelayProc(t *testing.T, b procBinaries, id, zone string, etcdArgs []st
 			}
 		}
 	})
-	r.waitReady(20 * time.Second)
+	r.waitReady(startDeadline)
 	return r
 }
 
@@ -521,12 +637,15 @@ type sigProc struct {
 // Extra flags come last and override.
 func startSignalingProc(t *testing.T, b procBinaries, name, zone string, etcdArgs []string, extra ...string) *sigProc {
 	t.Helper()
-	httpAddr, grpcAddr := freeAddr(t, "tcp"), freeAddr(t, "tcp")
-	args := append([]string{"-http-listen", httpAddr, "-grpc-listen", grpcAddr, "-zone", zone, "-rate-limit", "0",
+	args := append([]string{"-http-listen", anyPort, "-grpc-listen", anyPort, "-zone", zone, "-rate-limit", "0",
 		"-reap-interval", "1s", "-orphan-grace", "10m", "-no-demo-page"}, etcdArgs...)
 	args = append(args, extra...)
-	s := &sigProc{proc: newProc(t, name, b.signaling, args...), url: "http://" + httpAddr, grpc: grpcAddr}
-	s.waitHTTP(s.url+"/readyz", nil, 20*time.Second)
+	p := newServiceProc(t, name, b.signaling, args...)
+	ready := p.waitReadyFile(startDeadline)
+	p.pin("-http-listen", ready.HTTP)
+	p.pin("-grpc-listen", ready.GRPC)
+	s := &sigProc{proc: p, url: "http://" + ready.HTTP, grpc: ready.GRPC}
+	s.waitHTTP(s.url+"/readyz", nil, startDeadline)
 	return s
 }
 
@@ -565,10 +684,13 @@ func startOriginProc(t *testing.T, b procBinaries, id string, registerVia *sigPr
 	if len(ttl) > 0 {
 		lease = ttl[0]
 	}
-	httpAddr := freeAddr(t, "tcp")
-	o := &originProc{proc: newProc(t, id, b.origin, "-http-listen", httpAddr, "-media-listen", freeAddr(t, "udp"),
-		"-signaling-grpc", registerVia.grpc, "-origin-id", id, "-ttl", lease.String()), url: "http://" + httpAddr}
-	o.waitHTTP(o.url+"/healthz", nil, 20*time.Second)
+	p := newServiceProc(t, id, b.origin, "-http-listen", anyPort, "-media-listen", anyPort,
+		"-signaling-grpc", registerVia.grpc, "-origin-id", id, "-ttl", lease.String())
+	ready := p.waitReadyFile(startDeadline)
+	p.pin("-http-listen", ready.HTTP)
+	p.pin("-media-listen", ready.UDP[0])
+	o := &originProc{proc: p, url: "http://" + ready.HTTP}
+	o.waitHTTP(o.url+"/healthz", nil, startDeadline)
 	return o
 }
 
@@ -599,7 +721,7 @@ func startProcStack(t *testing.T, relays, sigs int) *procStack {
 		s.sigs = append(s.sigs, startSignalingProc(t, b, "sig-"+zones[i], zones[i], s.etcd.etcdArgs("", "")))
 	}
 	s.origin = startOriginProc(t, b, "demo-origin", s.sigs[0])
-	waitFor(t, 20*time.Second, "every relay and the origin registered", func() bool {
+	waitFor(t, startDeadline, "every relay and the origin registered", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		rs, err := s.reg.ListRelays(ctx)
