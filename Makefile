@@ -12,8 +12,23 @@ GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)prot
 
 .PHONY: all abuse soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
 
-## ci: everything CI runs (the README's test command)
-ci: check-generate lint test e2e fuzz-short
+## ci: everything CI runs (the README's test command), with each stage's wall time
+# Stages run one after another through $(MAKE), so each one's time is
+# printed as it ends and all of them in a summary (also when one fails).
+CI_STAGES := generate:check-generate lint:lint test:test e2e:e2e fuzz:fuzz-short
+ci:
+	@set -o pipefail; summary=""; ci_start=$$(date +%s); \
+	report() { echo; echo "ci: stage times"; printf "$$summary"; \
+		printf '  %-9s %5ss\n' total $$(( $$(date +%s) - ci_start )); }; \
+	for st in $(CI_STAGES); do \
+		name=$${st%%:*}; target=$${st#*:}; t0=$$(date +%s); \
+		echo "==== ci: $$name ($$target) started $$(date -u +%H:%M:%S)"; \
+		if $(MAKE) --no-print-directory $$target; then status=ok; else status=FAILED; fi; \
+		secs=$$(( $$(date +%s) - t0 )); \
+		echo "==== ci: $$name $$status in $${secs}s"; \
+		summary="$$summary$$(printf '  %-9s %5ss %s' $$name $$secs $$status)\n"; \
+		if [ $$status = FAILED ]; then report; exit 1; fi; \
+	done; report
 
 all: build
 

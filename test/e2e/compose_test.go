@@ -3,24 +3,33 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// composeProject keeps the test's stack apart from a developer's own.
-const composeProject = "rtcedge-e2e"
+// composeStack is one run of the repo's docker-compose.yml under a
+// project name of its own (rtcedge-e2e-<pid>), with its own subnet and
+// host ports, so it runs beside a developer's stack, another test run, or
+// a stack a killed run left behind.
+type composeStack struct {
+	project string
+	env     []string // the variables docker-compose.yml reads
+}
 
 // compose runs docker-compose (v1) or docker compose (v2) on the repo's
-// docker-compose.yml.
-func compose(t *testing.T, ctx context.Context, args ...string) (string, error) {
+// docker-compose.yml for this stack.
+func (c *composeStack) compose(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	t.Helper()
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
-	base := []string{"-p", composeProject, "-f", filepath.Join(root, "docker-compose.yml")}
+	base := []string{"-p", c.project, "-f", filepath.Join(root, "docker-compose.yml")}
 	var cmd *exec.Cmd
 	if _, err := exec.LookPath("docker-compose"); err == nil {
 		cmd = exec.CommandContext(ctx, "docker-compose", append(base, args...)...)
@@ -28,8 +37,72 @@ func compose(t *testing.T, ctx context.Context, args ...string) (string, error) 
 		cmd = exec.CommandContext(ctx, "docker", append(append([]string{"compose"}, base...), args...)...)
 	}
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), c.env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// port returns the host address Docker published a service's TCP port on.
+func (c *composeStack) port(t *testing.T, ctx context.Context, service string, port int) string {
+	t.Helper()
+	out, err := c.compose(t, ctx, "port", service, strconv.Itoa(port))
+	addr := strings.TrimSpace(out)
+	if err != nil || addr == "" || strings.HasSuffix(addr, ":0") {
+		t.Fatalf("compose port %s %d: %v %q", service, port, err, out)
+	}
+	return addr
+}
+
+// upComposeStack starts the stack (`up -d --no-build`) and takes it down at
+// cleanup, checking nothing of it is left running. Docker picks the host
+// TCP ports. The relays' UDP ports cannot be picked by Docker (each relay
+// must advertise its port before it starts), nor can the /24 subnet, so
+// they are drawn at random (UDP from 20000-32767, below Linux's ephemeral
+// range) and drawn again when Docker refuses them as taken.
+func upComposeStack(t *testing.T, ctx context.Context) (c *composeStack, relay1UDP, relay2UDP string) {
+	t.Helper()
+	c = &composeStack{project: "rtcedge-e2e-" + strconv.Itoa(os.Getpid())}
+	t.Cleanup(func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if t.Failed() {
+			out, _ := c.compose(t, dctx, "logs", "--tail", "40")
+			t.Logf("compose logs (project %s):\n%s", c.project, out)
+		}
+		if out, err := c.compose(t, dctx, "down", "-v", "--remove-orphans"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+		out, _ := exec.CommandContext(dctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+c.project).CombinedOutput()
+		if strings.TrimSpace(string(out)) != "" {
+			t.Errorf("containers left running after down: %s", out)
+		}
+	})
+	for attempt := 1; ; attempt++ {
+		u1 := 20000 + rand.IntN(12768)
+		u2 := 20000 + (u1-20000+1+rand.IntN(12767))%12768
+		relay1UDP, relay2UDP = "127.0.0.1:"+strconv.Itoa(u1), "127.0.0.1:"+strconv.Itoa(u2)
+		c.env = []string{
+			fmt.Sprintf("RTCEDGE_SUBNET=172.%d.%d", 20+rand.IntN(12), rand.IntN(256)),
+			"SIGNALING1_HTTP_PORT=", "SIGNALING1_GRPC_PORT=", "SIGNALING2_HTTP_PORT=", "SIGNALING2_GRPC_PORT=",
+			"RELAY1_GRPC_PORT=", "RELAY1_HTTP_PORT=", "RELAY2_GRPC_PORT=", "RELAY2_HTTP_PORT=",
+			"RELAY1_UDP_PORT=" + strconv.Itoa(u1), "RELAY1_PUBLIC_ADDR=" + relay1UDP,
+			"RELAY2_UDP_PORT=" + strconv.Itoa(u2), "RELAY2_PUBLIC_ADDR=" + relay2UDP,
+		}
+		out, err := c.compose(t, ctx, "up", "-d", "--no-build")
+		if err == nil {
+			t.Logf("compose project %s up (%v)", c.project, c.env)
+			return c, relay1UDP, relay2UDP
+		}
+		taken := strings.Contains(out, "already allocated") || strings.Contains(out, "address already in use") ||
+			strings.Contains(out, "overlaps") || strings.Contains(out, "Pool overlaps")
+		if !taken || attempt == 5 {
+			t.Fatalf("compose up (attempt %d, %v): %v\n%s", attempt, c.env, err, out)
+		}
+		t.Logf("compose up (attempt %d): a port or the subnet is taken; drawing again:\n%s", attempt, out)
+		if out, err := c.compose(t, ctx, "down", "-v", "--remove-orphans"); err != nil {
+			t.Fatalf("compose down after a failed up: %v\n%s", err, out)
+		}
+	}
 }
 
 // grpcurl runs the grpcurl pinned in tools/go.mod.
@@ -54,29 +127,16 @@ func TestComposeStack(t *testing.T) {
 	if os.Getenv("RTCEDGE_E2E_COMPOSE") != "1" {
 		t.Skip("set RTCEDGE_E2E_COMPOSE=1 (make e2e does) to run the compose stack")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
-	_, _ = compose(t, ctx, "down", "-v", "--remove-orphans")
-	if out, err := compose(t, ctx, "up", "-d", "--no-build"); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if t.Failed() {
-			out, _ := compose(t, dctx, "logs", "--tail", "40")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if out, err := compose(t, dctx, "down", "-v", "--remove-orphans"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-		out, _ := exec.CommandContext(dctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+composeProject).CombinedOutput()
-		if strings.TrimSpace(string(out)) != "" {
-			t.Errorf("containers left running after down: %s", out)
-		}
-	})
+	c, _, relay2UDP := upComposeStack(t, ctx)
+	sig1 := "http://" + c.port(t, ctx, "signaling-1", 8080)
+	sig2 := "http://" + c.port(t, ctx, "signaling-2", 8080)
+	relay1GRPC := c.port(t, ctx, "relay-1", 9090)
+	relay1HTTP := "http://" + c.port(t, ctx, "relay-1", 9091)
+	relay2HTTP := "http://" + c.port(t, ctx, "relay-2", 9091)
 	waitFor(t, 90*time.Second, "the stack healthy with the origin registered", func() bool {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:8080/v1/origins", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sig1+"/v1/origins", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
@@ -86,37 +146,37 @@ func TestComposeStack(t *testing.T) {
 			Origins []struct{ ID string } `json:"origins"`
 		}
 		return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&body) == nil && len(body.Origins) == 1 &&
-			httpGet(t, "http://127.0.0.1:8081/readyz") == 200 && httpGet(t, "http://127.0.0.1:9091/readyz") == 200 &&
-			httpGet(t, "http://127.0.0.1:9095/readyz") == 200
+			httpGet(t, sig2+"/readyz") == 200 && httpGet(t, relay1HTTP+"/readyz") == 200 &&
+			httpGet(t, relay2HTTP+"/readyz") == 200
 	})
 
 	// Scenario (a) through the containers: publish via signaling-1 (zone a,
 	// relay-1), play via signaling-2 (zone b, relay-2).
-	pub := publish(t, ctx, "http://127.0.0.1:8080/whip/live/compose")
-	pl := play(t, ctx, "http://127.0.0.1:8081/whep/live/compose")
+	pub := publish(t, ctx, sig1+"/whip/live/compose")
+	pl := play(t, ctx, sig2+"/whep/live/compose")
 	waitFor(t, 30*time.Second, "the publisher's payloads at the player", func() bool {
 		m, _ := pl.received()
 		return m >= 20
 	})
 	waitFor(t, 10*time.Second, "the player's selected pair", func() bool { return selectedRemote(pl.pc) != "" })
-	if got := selectedRemote(pl.pc); got != "127.0.0.1:8001" {
-		t.Errorf("player's media goes to %s, want relay-2 at 127.0.0.1:8001", got)
+	if got := selectedRemote(pl.pc); got != relay2UDP {
+		t.Errorf("player's media goes to %s, want relay-2 at %s", got, relay2UDP)
 	}
 
 	// grpcurl against relay-1: list (reflection), then list and release the
 	// publisher's session.
-	if out := grpcurl(t, ctx, "-plaintext", "127.0.0.1:9090", "list"); !strings.Contains(out, "relay.v1.RelayService") {
+	if out := grpcurl(t, ctx, "-plaintext", relay1GRPC, "list"); !strings.Contains(out, "relay.v1.RelayService") {
 		t.Fatalf("grpcurl list: %s", out)
 	}
 	var list struct {
 		Sessions []struct{ ID string } `json:"sessions"`
 	}
-	out := grpcurl(t, ctx, "-plaintext", "127.0.0.1:9090", "relay.v1.RelayService/ListSessions")
+	out := grpcurl(t, ctx, "-plaintext", relay1GRPC, "relay.v1.RelayService/ListSessions")
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Sessions) != 1 {
 		t.Fatalf("ListSessions on relay-1: %v\n%s", err, out)
 	}
-	grpcurl(t, ctx, "-plaintext", "-d", `{"id":"`+list.Sessions[0].ID+`"}`, "127.0.0.1:9090", "relay.v1.RelayService/ReleaseSession")
-	out = grpcurl(t, ctx, "-plaintext", "127.0.0.1:9090", "relay.v1.RelayService/GetStatus")
+	grpcurl(t, ctx, "-plaintext", "-d", `{"id":"`+list.Sessions[0].ID+`"}`, relay1GRPC, "relay.v1.RelayService/ReleaseSession")
+	out = grpcurl(t, ctx, "-plaintext", relay1GRPC, "relay.v1.RelayService/GetStatus")
 	if strings.Contains(out, `"sessionCount"`) {
 		t.Errorf("relay-1 still counts sessions after release: %s", out)
 	}
