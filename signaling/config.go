@@ -42,8 +42,20 @@ type Config struct {
 	// Auth protects WHIP and WHEP; the zero value allows everything.
 	Auth Auth
 	// RegistrationToken, when set, is the bearer token origin registration
-	// (gRPC, REST and the SRS heartbeat) must carry.
+	// (gRPC, REST and the SRS heartbeat) must carry. Without it,
+	// registration is accepted from loopback peers only (or, on gRPC, from
+	// peers whose client certificate the TLS layer verified), unless
+	// InsecureOpenRegistration is set.
 	RegistrationToken string
+	// InsecureOpenRegistration, without a RegistrationToken, accepts
+	// registration from any peer: anyone who can reach signaling can then
+	// register an origin and capture streams. For private networks only;
+	// New logs a warning. It has no effect when RegistrationToken is set.
+	InsecureOpenRegistration bool
+	// RelayToken, when set, is sent as "authorization: Bearer <token>" on
+	// every gRPC call signaling makes to relays (relays started with the
+	// same token require it).
+	RelayToken string
 	// ForwardAuthorization passes the client's Authorization header to the
 	// origin.
 	ForwardAuthorization bool

@@ -80,6 +80,18 @@
 // 503 + Retry-After when no origin or relay is available or reachable. Errors carry an RFC 9457
 // application/problem+json body. A failed ICE restart keeps the session.
 //
+// # Errors and request ids
+//
+// Every response carries X-Request-Id: the client's own X-Request-Id when
+// it is 1-64 token characters (RFC 9110), else a fresh random id. The
+// request's log lines carry the same id as request_id. An error's detail
+// describes what was wrong with the client's input (a malformed offer, a
+// bad stream name or sdpfrag), or else is a stable sentence such as "the
+// stream's origin is unavailable; retry" or "no relay is available;
+// retry": it never names an origin or relay, an internal address or URL,
+// nor carries Go or gRPC error text. The cause is logged at Warn (Error
+// for a 500) with the request id.
+//
 // # Authentication
 //
 // Off by default. Config.Auth takes static bearer tokens and/or an
@@ -90,7 +102,38 @@
 //
 // (base64url without padding; dir is "publish" for WHIP or "play" for
 // WHEP; exp in Unix seconds), minted by MintToken and sent as
-// "Authorization: Bearer <token>". Origin registration (gRPC, REST and the
-// SRS heartbeat, which may put it in ?token=) takes Config.RegistrationToken
-// as a bearer token; both are compared in constant time.
+// "Authorization: Bearer <token>".
+//
+// # Origin registration
+//
+// Registering origins controls where streams go, so it is closed by
+// default. Origin registration (origin.v1.OriginRegistry over gRPC and
+// REST under /v1/, and the SRS heartbeat POST /api/v1/srs/register) is
+// allowed:
+//
+//   - with Config.RegistrationToken (-registration-token) set: to callers
+//     that send it as "Authorization: Bearer <token>" (gRPC metadata
+//     "authorization"; the SRS heartbeat, which cannot set headers, may
+//     put it in ?token=), compared in constant time, whatever their
+//     address; otherwise 401 with WWW-Authenticate (gRPC Unauthenticated);
+//   - without a token: to loopback peers only (127.0.0.0/8, ::1), and on
+//     gRPC to peers whose client certificate the TLS layer verified (mTLS,
+//     -grpc-client-ca); any other peer gets 403 (gRPC PermissionDenied)
+//     with a detail naming -registration-token and
+//     -insecure-open-registration;
+//   - without a token and with Config.InsecureOpenRegistration
+//     (-insecure-open-registration): to everyone, for private networks
+//     only; New logs a warning.
+//
+// The HTTP peer is the connection's address (http.Request.RemoteAddr):
+// X-Forwarded-For is not trusted, so behind a reverse proxy on the same
+// host every caller looks local; set a token there. A refused
+// registration writes nothing to etcd. The gRPC health and reflection
+// services stay open.
+//
+// # Relay calls
+//
+// With Config.RelayToken set, every gRPC call to a relay carries
+// "authorization: Bearer <token>" (the relay's admin token), on top of
+// the transport credentials of SetRelayCredentials.
 package signaling

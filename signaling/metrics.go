@@ -90,7 +90,7 @@ func (srv *Server) instrument(endpoint string, h http.HandlerFunc) http.HandlerF
 			rec.status = http.StatusOK
 		}
 		srv.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
-		srv.log.Info("http", "method", r.Method, "path", r.URL.Path, "endpoint", endpoint, "status", rec.status,
+		srv.logger(r.Context()).Info("http", "method", r.Method, "path", r.URL.Path, "endpoint", endpoint, "status", rec.status,
 			"duration", time.Since(start), "remote", r.RemoteAddr)
 	}
 }

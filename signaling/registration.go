@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,54 +13,89 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/rtcedge/rtcedge/internal/bearer"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	"github.com/rtcedge/rtcedge/registry"
 )
 
-// tokenOK checks a registration bearer token in constant time.
-func (s *Server) tokenOK(header string) bool {
-	if s.cfg.RegistrationToken == "" {
-		return true
-	}
-	tok, ok := strings.CutPrefix(header, "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.RegistrationToken)) == 1
+// registrationHint names, in refusals, the flags that open registration.
+const registrationHint = "start signaling with -registration-token and send it as a bearer token, " +
+	"or with -insecure-open-registration on a private network"
+
+// registrationPolicy is who may register origins: with a
+// RegistrationToken, callers that present it; without one, loopback peers
+// only (on gRPC also peers with a verified client certificate), unless
+// InsecureOpenRegistration.
+func (s *Server) registrationPolicy() bearer.Policy {
+	return bearer.Policy{Token: s.cfg.RegistrationToken, Insecure: s.cfg.InsecureOpenRegistration, Hint: registrationHint}
 }
 
 // registryService implements origin.v1.OriginRegistry.
 type registryService struct {
 	originv1.UnimplementedOriginRegistryServer
 	s *Server
+	// viaHTTP: the instance behind the REST gateway, whose HTTP handler
+	// applied the policy to the HTTP peer already (the gateway's calls have
+	// no gRPC peer).
+	viaHTTP bool
 }
 
+// authorize applies the registration policy to a gRPC call: 401-like
+// Unauthenticated without the token, PermissionDenied for a peer that is
+// not on this host when no token is configured.
 func (g *registryService) authorize(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	header := ""
-	if v := md.Get("authorization"); len(v) > 0 {
-		header = v[0]
+	if g.viaHTTP {
+		return nil
 	}
-	if !g.s.tokenOK(header) {
+	var authz string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) > 0 {
+			authz = v[0]
+		}
+	}
+	p := g.s.registrationPolicy()
+	var addr net.Addr
+	if pr, ok := peer.FromContext(ctx); ok {
+		addr = pr.Addr
+		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			p.VerifiedTLS = true
+		}
+	}
+	err := p.Allow(authz, addr)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bearer.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "a valid registration bearer token is required")
 	}
-	return nil
+	g.s.log.Warn("signaling: registration refused: no registration token is configured and the peer is not on this host", "peer", addr)
+	return status.Error(codes.PermissionDenied, err.Error()+" ("+registrationHint+")")
 }
 
-func regStatus(err error) error {
+// regStatus maps a registry failure to a gRPC status: a refused input
+// keeps its message (it describes the caller's request); the store's own
+// failures get a stable one, their cause logged.
+func (s *Server) regStatus(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, registry.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, registry.ErrUnavailable):
-		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, registry.ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, registry.ErrUnavailable):
+		s.log.Warn("signaling: registry unavailable", "err", err)
+		return status.Error(codes.Unavailable, "the registry is unavailable; retry")
 	}
-	return status.Error(codes.Internal, err.Error())
+	s.log.Error("signaling: registry call failed", "err", err)
+	return status.Error(codes.Internal, "internal error")
 }
 
 var kinds = map[originv1.OriginKind]string{
@@ -135,7 +169,7 @@ func (g *registryService) RegisterOrigin(ctx context.Context, req *originv1.Regi
 	}
 	stored, created, err := g.s.cfg.Registry.RegisterOrigin(ctx, rec)
 	if err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	if created {
 		g.s.log.Info("signaling: origin registered", "origin", stored.ID, "kind", stored.Kind)
@@ -148,7 +182,7 @@ func (g *registryService) DeregisterOrigin(ctx context.Context, req *originv1.De
 		return nil, err
 	}
 	if err := g.s.cfg.Registry.DeregisterOrigin(ctx, req.GetId()); err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	return &originv1.DeregisterOriginResponse{}, nil
 }
@@ -159,11 +193,11 @@ func (g *registryService) ListOrigins(ctx context.Context, req *originv1.ListOri
 	}
 	origins, err := g.s.cfg.Registry.ListOrigins(ctx)
 	if err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	pins, err := g.s.cfg.Registry.ListPins(ctx)
 	if err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	streams := map[string]int{}
 	for _, p := range pins {
@@ -184,11 +218,11 @@ func (g *registryService) ListStreams(ctx context.Context, req *originv1.ListStr
 	}
 	pins, err := g.s.cfg.Registry.ListPins(ctx)
 	if err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	origins, err := g.s.cfg.Registry.ListOrigins(ctx)
 	if err != nil {
-		return nil, regStatus(err)
+		return nil, g.s.regStatus(err)
 	}
 	alive := map[string]bool{}
 	for _, o := range origins {
@@ -285,9 +319,19 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 	if tok := r.URL.Query().Get("token"); authz == "" && tok != "" {
 		authz = "Bearer " + tok
 	}
-	if !s.tokenOK(authz) {
+	var peerAddr net.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		peerAddr = net.TCPAddrFromAddrPort(ap)
+	}
+	switch err := s.registrationPolicy().Allow(authz, peerAddr); {
+	case errors.Is(err, bearer.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
 		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
+		return
+	case err != nil:
+		s.logger(r.Context()).Warn("signaling: SRS registration refused: no registration token is configured and the peer is not on this host",
+			"remote", r.RemoteAddr)
+		reply(http.StatusForbidden, http.StatusForbidden, err.Error()+" ("+registrationHint+")")
 		return
 	}
 	body, herr := s.readBody(w, r)
@@ -301,13 +345,17 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, _, err := s.cfg.Registry.RegisterOrigin(r.Context(), o); err != nil {
-		st := http.StatusInternalServerError
-		if errors.Is(err, registry.ErrInvalid) {
-			st = http.StatusBadRequest
-		} else if errors.Is(err, registry.ErrUnavailable) {
-			st = http.StatusServiceUnavailable
+		st, msg := http.StatusInternalServerError, "internal error"
+		switch {
+		case errors.Is(err, registry.ErrInvalid):
+			st, msg = http.StatusBadRequest, err.Error()
+		case errors.Is(err, registry.ErrUnavailable):
+			st, msg = http.StatusServiceUnavailable, "the registry is unavailable; retry"
 		}
-		reply(st, st, err.Error())
+		if st != http.StatusBadRequest {
+			s.logger(r.Context()).Warn("signaling: SRS registration failed", "origin", o.ID, "err", err)
+		}
+		reply(st, st, msg)
 		return
 	}
 	reply(http.StatusOK, 0, "")

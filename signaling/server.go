@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/rtcedge/rtcedge/internal/bearer"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/signaling/internal/originadapter"
@@ -57,7 +58,11 @@ func New(cfg Config) (*Server, error) {
 		instance: newID(),
 	}
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst)
-	s.handler = s.limit(s.routes())
+	s.handler = withRequestID(s.limit(s.routes()))
+	if cfg.RegistrationToken == "" && cfg.InsecureOpenRegistration {
+		s.log.Warn("signaling: origin registration is open to every peer (InsecureOpenRegistration, no registration token): " +
+			"anyone who can reach this instance can register an origin and capture streams; set a registration token outside private networks")
+	}
 	return s, nil
 }
 
@@ -68,7 +73,9 @@ func (s *Server) SetRelayCredentials(c credentials.TransportCredentials) { s.rel
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // RegisterGRPC registers origin.v1.OriginRegistry, grpc.health.v1 and
-// server reflection on g.
+// server reflection on g. Every OriginRegistry call is subject to the
+// registration policy (see the package doc); health and reflection are
+// open.
 func (s *Server) RegisterGRPC(g *grpc.Server) {
 	originv1.RegisterOriginRegistryServer(g, &registryService{s: s})
 	h := health.NewServer()
@@ -103,7 +110,11 @@ func (s *Server) relayClient(addr string) (relayv1.RelayServiceClient, error) {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if s.cfg.RelayToken != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Token(s.cfg.RelayToken)))
+	}
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("signaling: relay %s: %w", addr, err)
 	}
@@ -130,8 +141,10 @@ func (s *Server) routes() http.Handler {
 		}
 		return runtime.DefaultHeaderMatcher(k)
 	}))
-	_ = originv1.RegisterOriginRegistryHandlerServer(context.Background(), gw, &registryService{s: s})
-	mux.Handle("/v1/", s.instrument("origin-registry", gw.ServeHTTP))
+	// The REST gateway calls the service in-process, without a gRPC peer:
+	// the policy is applied here, to the HTTP peer, instead.
+	_ = originv1.RegisterOriginRegistryHandlerServer(context.Background(), gw, &registryService{s: s, viaHTTP: true})
+	mux.Handle("/v1/", s.instrument("origin-registry", s.registrationPolicy().Middleware(gw).ServeHTTP))
 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -147,7 +160,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := s.cfg.Registry.ListRelays(ctx); err != nil {
-		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		s.logger(r.Context()).Warn("signaling: not ready", "err", err)
+		http.Error(w, "not ready: the registry does not answer", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
@@ -157,7 +171,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) cors(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", s.cfg.AllowOrigin)
-	h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After")
+	h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After, "+RequestIDHeader)
 }
 
 // options answers OPTIONS: a CORS preflight, or a plain OPTIONS with
@@ -165,7 +179,7 @@ func (s *Server) cors(w http.ResponseWriter) {
 func (s *Server) options(w http.ResponseWriter, r *http.Request, methods string) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", methods)
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, "+RequestIDHeader)
 	h.Set("Access-Control-Max-Age", "86400")
 	// Accept-Post, Accept-Patch and the ICE servers go on a plain OPTIONS
 	// only, not on a CORS preflight (RFC 9725 sections 4.2 and 4.6).

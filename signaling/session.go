@@ -17,6 +17,7 @@ import (
 	"github.com/rtcedge/rtcedge/mediarelay"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/signaling/internal/originadapter"
 	"github.com/rtcedge/rtcedge/signaling/internal/sdpx"
 )
 
@@ -44,7 +45,7 @@ func (s *Server) sessionResource(w http.ResponseWriter, r *http.Request) {
 			problem(w, http.StatusNotFound, "no such session", "session "+id+" does not exist")
 			return
 		}
-		s.fail(w, s.registryError("session lookup failed", err))
+		s.fail(w, r, s.registryError("session lookup failed", err))
 		return
 	}
 	switch r.Method {
@@ -72,7 +73,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, rs regist
 			_, err = rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: rs.ID})
 			cancel()
 			if err != nil && status.Code(err) != codes.NotFound {
-				s.log.Warn("signaling: relay release failed", "session", rs.ID, "relay", rs.RelayID, "err", err)
+				s.logger(ctx).Warn("signaling: relay release failed", "session", rs.ID, "relay", rs.RelayID, "err", err)
 			}
 		}
 	}
@@ -82,14 +83,14 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, rs regist
 		cancel()
 		if err != nil || resp.Status >= 500 {
 			s.metrics.originErrors.WithLabelValues("delete").Inc()
-			s.log.Warn("signaling: origin DELETE failed", "session", rs.ID, "err", err)
+			s.logger(ctx).Warn("signaling: origin DELETE failed", "session", rs.ID, "origin", rs.OriginID, "status", statusOf(resp), "err", err)
 		}
 	}
 	if err := s.cfg.Registry.DeleteSession(ctx, rs.ID); err != nil && !errors.Is(err, registry.ErrNotFound) {
-		s.fail(w, s.registryError("session not removed", err))
+		s.fail(w, r, s.registryError("session not removed", err))
 		return
 	}
-	s.log.Info("signaling: session deleted", "session", rs.ID, "stream", rs.Stream)
+	s.logger(ctx).Info("signaling: session deleted", "session", rs.ID, "stream", rs.Stream)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -135,7 +136,7 @@ func (s *Server) patchSession(w http.ResponseWriter, r *http.Request, rs registr
 	}
 	body, herr := s.readBody(w, r)
 	if herr != nil {
-		s.fail(w, herr)
+		s.fail(w, r, herr)
 		return
 	}
 	if mt == "application/sdp" {
@@ -180,7 +181,7 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 	}
 	server, err := newServerICE()
 	if err != nil {
-		s.fail(w, &httpError{status: http.StatusInternalServerError, title: "ICE restart failed", detail: err.Error()})
+		s.fail(w, r, &httpError{status: http.StatusInternalServerError, title: "ICE restart failed", detail: detailInternal, cause: err})
 		return
 	}
 	keys := registry.ICEKeys{
@@ -197,12 +198,13 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 		relayCands, err = s.rehome(ctx, rs, keys)
 	}
 	if err != nil {
-		s.fail(w, restartError(err))
+		s.fail(w, r, restartError(err))
 		return
 	}
 	cands, err := relayCandidates(relayCands)
 	if err != nil {
-		problem(w, http.StatusBadGateway, "relay error", err.Error())
+		s.fail(w, r, &httpError{status: http.StatusBadGateway, title: "relay error", detail: detailRelayFailed,
+			cause: fmt.Errorf("session %s, relay %s: %w", rs.ID, rs.RelayID, err)})
 		return
 	}
 	etag := newETag()
@@ -210,7 +212,7 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 		x.ETag = etag
 		return nil
 	}); err != nil {
-		s.fail(w, s.registryError("restart not recorded", err))
+		s.fail(w, r, s.registryError("restart not recorded", err))
 		return
 	}
 	// RFC 9725 section 4.3.3: the reply repeats the ice-options,
@@ -221,17 +223,20 @@ func (s *Server) iceRestart(w http.ResponseWriter, r *http.Request, rs registry.
 	w.Header().Set("ETag", etag)
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, reply)
-	s.log.Info("signaling: ICE restart answered at the edge", "session", rs.ID)
+	s.logger(ctx).Info("signaling: ICE restart answered at the edge", "session", rs.ID)
 }
 
 // restartError maps a failed restart on the relays to HTTP: a request the
 // relay refuses as invalid is 502 (the client's credentials were checked
-// here, the server's made here), anything else 503 with Retry-After.
+// here, the server's made here), anything else 503 with Retry-After. err
+// (relay ids, gRPC messages) is the logged cause only.
 func restartError(err error) *httpError {
 	if errors.Is(err, errRelayRefused) {
-		return &httpError{status: http.StatusBadGateway, title: "relay refused the restart", detail: err.Error()}
+		return &httpError{status: http.StatusBadGateway, title: "relay refused the restart",
+			detail: "the relay refused the ICE restart; the session is unchanged", cause: err}
 	}
-	return &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true, detail: err.Error()}
+	return &httpError{status: http.StatusServiceUnavailable, title: "relay restart failed", retry: true,
+		detail: "no relay could take the ICE restart; the session is unchanged; retry", cause: err}
 }
 
 // counterOfferAnswer forwards the client's answer to a WHEP 406
@@ -251,24 +256,26 @@ func (s *Server) counterOfferAnswer(w http.ResponseWriter, r *http.Request, rs r
 	cancel()
 	if err != nil || resp.Status/100 != 2 {
 		s.metrics.originErrors.WithLabelValues("answer").Inc()
-		detail := fmt.Sprint(err)
+		e := &httpError{status: http.StatusBadGateway, title: "origin rejected the answer", detail: detailOriginUnavailable,
+			cause: fmt.Errorf("origin %s, PATCH of the counter-offer's answer: %w", rs.OriginID, err)}
 		if err == nil {
-			detail = fmt.Sprintf("the origin answered %d to the answer", resp.Status)
+			e.detail = fmt.Sprintf("the stream's origin answered %d to the answer", resp.Status)
+			e.cause = fmt.Errorf("origin %s answered %d to the counter-offer's answer: %s", rs.OriginID, resp.Status, snippet(resp.Body))
 		}
-		problem(w, http.StatusBadGateway, "origin rejected the answer", detail)
+		s.fail(w, r, e)
 		return
 	}
 	client := registry.ICECredentials{Ufrag: parsed.ICE.Ufrag, Pwd: parsed.ICE.Pwd}
 	if _, err := s.restartOnRelay(ctx, rs, registry.ICEKeys{Client: client, OriginClient: client,
 		Server: rs.Server(), Origin: rs.OriginICE}); err != nil {
-		s.fail(w, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()})
+		s.fail(w, r, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: detailNoRelay, cause: err})
 		return
 	}
 	if _, err := s.cfg.Registry.UpdateSession(ctx, rs.ID, func(x *registry.Session) error {
 		delete(x.Labels, LabelAwaitingAnswer)
 		return nil
 	}); err != nil {
-		s.fail(w, s.registryError("answer not recorded", err))
+		s.fail(w, r, s.registryError("answer not recorded", err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -365,6 +372,14 @@ func (s *Server) rehome(ctx context.Context, rs registry.Session, keys registry.
 		return nil, fmt.Errorf("moving the session to relay %s: %w", relay.ID, err)
 	}
 	s.metrics.rehomed.Inc()
-	s.log.Info("signaling: session moved to another relay", "session", rs.ID, "from", rs.RelayID, "to", relay.ID)
+	s.logger(ctx).Info("signaling: session moved to another relay", "session", rs.ID, "from", rs.RelayID, "to", relay.ID)
 	return mediarelay.Candidates(addrs), nil
+}
+
+// statusOf is an origin response's status for logs, 0 without one.
+func statusOf(resp *originadapter.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.Status
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/netip"
@@ -64,17 +65,49 @@ func (d Dir) relay() relayv1.Direction {
 	return relayv1.Direction_DIRECTION_PUBLISH
 }
 
-// httpError is a failure with its HTTP status.
+// httpError is a failure with its HTTP status. Its detail is sent to the
+// client, so it never names an internal address, URL, host or Go error
+// text: a stable sentence, or what was wrong with the client's own input.
+// The cause, which may name all of those, is logged only.
 type httpError struct {
 	status int
 	title  string
 	detail string
-	retry  bool // send Retry-After
+	retry  bool  // send Retry-After
+	cause  error // logged with the request id, never sent
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.title, e.detail) }
 
-func (s *Server) fail(w http.ResponseWriter, e *httpError) {
+// Stable details of failures behind the edge, sent instead of their causes.
+const (
+	detailOriginUnavailable = "the stream's origin is unavailable; retry"
+	detailOriginFailed      = "the stream's origin could not set up the session; retry"
+	detailNoOrigin          = "no origin is available for this stream; retry"
+	detailNoRelay           = "no relay is available; retry"
+	detailRelayFailed       = "the relay could not set up the session; retry"
+	detailStoreUnavailable  = "the session store is unavailable; retry"
+	detailInternal          = "internal error; the X-Request-Id response header identifies it in the edge's logs"
+)
+
+// logFailure logs a failed request's cause with its request id: at Error
+// for a 500, at Warn otherwise. A failure without a cause (the client's
+// own input) is not logged here: the request log line has its status.
+func (s *Server) logFailure(r *http.Request, e *httpError) {
+	if e.cause == nil {
+		return
+	}
+	lvl := slog.LevelWarn
+	if e.status == http.StatusInternalServerError {
+		lvl = slog.LevelError
+	}
+	s.logger(r.Context()).Log(r.Context(), lvl, "signaling: request failed", "method", r.Method, "path", r.URL.Path,
+		"status", e.status, "title", e.title, "err", e.cause)
+}
+
+// fail logs e's cause and answers with e as application/problem+json.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *httpError) {
+	s.logFailure(r, e)
 	if e.retry {
 		retryProblem(w, e.status, s.cfg.RetryAfter, e.title, e.detail)
 		return
@@ -156,12 +189,12 @@ func (s *Server) endpoint(dir Dir, stream streamFunc) http.HandlerFunc {
 		}
 		body, herr := s.readBody(w, r)
 		if herr != nil {
-			s.fail(w, herr)
+			s.fail(w, r, herr)
 			return
 		}
 		res, herr := s.setup(r.Context(), dir, key, string(body), r.Header.Get("Authorization"))
 		if herr != nil {
-			s.fail(w, herr)
+			s.fail(w, r, herr)
 			return
 		}
 		s.writeCreated(w, res)
@@ -177,7 +210,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *http
 			return nil, &httpError{status: http.StatusRequestEntityTooLarge, title: "body too large",
 				detail: fmt.Sprintf("the body exceeds %d bytes", s.cfg.BodyLimit)}
 		}
-		return nil, &httpError{status: http.StatusBadRequest, title: "unreadable body", detail: err.Error()}
+		return nil, &httpError{status: http.StatusBadRequest, title: "unreadable body", detail: "the request body could not be read", cause: err}
 	}
 	return b, nil
 }
@@ -269,7 +302,8 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	endpoint, err := originadapter.Endpoint(origin, st, dir.adapter(), DefaultVhost)
 	if err != nil {
 		s.metrics.originErrors.WithLabelValues("config").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin misconfigured", detail: err.Error()}
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin misconfigured", detail: "the stream's origin is misconfigured",
+			cause: fmt.Errorf("origin %s: %w", origin.ID, err)}
 	}
 	hdr := http.Header{}
 	if s.cfg.ForwardAuthorization && authorization != "" {
@@ -283,7 +317,8 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	if err != nil {
 		// Its lease will lapse if it is gone: worth a retry.
 		s.metrics.originErrors.WithLabelValues("transport").Inc()
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin unreachable", retry: true, detail: err.Error()}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin unreachable", retry: true, detail: detailOriginUnavailable,
+			cause: fmt.Errorf("origin %s: %w", origin.ID, err)}
 	}
 	switch {
 	case resp.Status == http.StatusCreated, resp.Status == http.StatusNotAcceptable && dir == DirPlay:
@@ -293,16 +328,23 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	case resp.Status == http.StatusUnauthorized, resp.Status == http.StatusForbidden:
 		// With ForwardAuthorization the origin judges the client's token.
 		s.metrics.originErrors.WithLabelValues("rejected").Inc()
-		return nil, &httpError{status: http.StatusForbidden, title: "origin refused", detail: fmt.Sprintf("the origin answered %d: not authorised for this stream", resp.Status)}
+		return nil, &httpError{status: http.StatusForbidden, title: "origin refused",
+			detail: fmt.Sprintf("the stream's origin answered %d: not authorised for this stream", resp.Status),
+			cause:  fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
 	case resp.Status == http.StatusServiceUnavailable:
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin busy", retry: true, detail: "the origin is unavailable"}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin busy", retry: true, detail: detailOriginUnavailable,
+			cause: fmt.Errorf("origin %s answered 503: %s", origin.ID, snippet(resp.Body))}
 	case resp.Status >= 400 && resp.Status < 500:
+		// The origin's body may say why, but it is the origin's text (it
+		// can name hosts and paths): it goes to the log only.
 		s.metrics.originErrors.WithLabelValues("rejected").Inc()
 		return nil, &httpError{status: http.StatusUnprocessableEntity, title: "origin rejected the offer",
-			detail: fmt.Sprintf("origin answered %d: %s", resp.Status, snippet(resp.Body))}
+			detail: fmt.Sprintf("the stream's origin answered %d to the offer: check its codecs and media sections", resp.Status),
+			cause:  fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
 	default:
 		s.metrics.originErrors.WithLabelValues("status").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: fmt.Sprintf("origin answered %d", resp.Status)}
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
+			cause: fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
 	}
 	// From here on, the origin holds a session: undo it on any failure.
 	cleanupOrigin := func() {
@@ -312,12 +354,13 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.OriginTimeout)
 		defer cancel()
 		if _, err := s.origins.Do(dctx, http.MethodDelete, resp.Location, "", nil, hdr); err != nil {
-			s.log.Warn("signaling: could not delete the origin's session", "location", resp.Location, "err", err)
+			s.logger(ctx).Warn("signaling: could not delete the origin's session", "location", resp.Location, "err", err)
 		}
 	}
 	if resp.Location == "" {
 		s.metrics.originErrors.WithLabelValues("no_location").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: "the origin's answer has no Location"}
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
+			cause: fmt.Errorf("origin %s: its answer has no Location", origin.ID)}
 	}
 	// Record the origin's session at once, before anything else can fail or
 	// this instance die, so that a reaper can delete it.
@@ -331,14 +374,15 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	if err != nil {
 		cleanupOrigin()
 		s.metrics.originErrors.WithLabelValues("bad_answer").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: "the origin's answer: " + err.Error()}
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
+			cause: fmt.Errorf("origin %s: its answer: %w", origin.ID, err)}
 	}
 	addrs := originMediaAddrs(origin, answer)
 	if len(addrs) == 0 {
 		cleanupOrigin()
 		s.metrics.originErrors.WithLabelValues("no_media_address").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin error",
-			detail: "the origin's answer has no UDP candidate with an IP address and its registration no media address"}
+		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
+			cause: fmt.Errorf("origin %s: its answer has no UDP candidate with an IP address and its registration no media address", origin.ID)}
 	}
 	relay, err := s.cfg.Registry.PickRelay(ctx, s.cfg.Zone)
 	if err != nil {
@@ -348,7 +392,8 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 	rc, err := s.relayClient(relay.GRPCAddress)
 	if err != nil {
 		cleanupOrigin()
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: err.Error()}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: detailNoRelay,
+			cause: fmt.Errorf("relay %s: %w", relay.ID, err)}
 	}
 	// releaseRelay undoes the allocation: the relay's session and the
 	// registry record it wrote (in case the relay cannot be reached).
@@ -356,10 +401,10 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		rctx, cancel := context.WithTimeout(context.Background(), s.cfg.RelayCallTimeout)
 		defer cancel()
 		if _, err := rc.ReleaseSession(rctx, &relayv1.ReleaseSessionRequest{Id: id}); err != nil && status.Code(err) != codes.NotFound {
-			s.log.Warn("signaling: could not release the relay session", "session", id, "relay", relay.ID, "err", err)
+			s.logger(ctx).Warn("signaling: could not release the relay session", "session", id, "relay", relay.ID, "err", err)
 		}
 		if err := s.cfg.Registry.DeleteSession(rctx, id); err != nil && !errors.Is(err, registry.ErrNotFound) {
-			s.log.Warn("signaling: could not delete the session record", "session", id, "err", err)
+			s.logger(ctx).Warn("signaling: could not delete the session record", "session", id, "err", err)
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
@@ -378,23 +423,26 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 			releaseRelay()
 		}
 		cleanupOrigin()
+		cause := fmt.Errorf("relay %s (%s): AllocateSession: %w", relay.ID, relay.GRPCAddress, err)
 		if code == codes.InvalidArgument || code == codes.AlreadyExists {
-			return nil, &httpError{status: http.StatusBadRequest, title: "session rejected", detail: status.Convert(err).Message()}
+			return nil, &httpError{status: http.StatusBadRequest, title: "session rejected",
+				detail: "the relay refused the session's parameters (the offer's ICE credentials)", cause: cause}
 		}
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true,
-			detail: fmt.Sprintf("relay %s: %s", relay.ID, status.Convert(err).Message())}
+		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: detailNoRelay, cause: cause}
 	}
 	cands, err := relayCandidates(alloc.GetCandidates())
 	if err != nil {
 		releaseRelay()
 		cleanupOrigin()
-		return nil, &httpError{status: http.StatusBadGateway, title: "relay error", detail: err.Error()}
+		return nil, &httpError{status: http.StatusBadGateway, title: "relay error", detail: detailRelayFailed,
+			cause: fmt.Errorf("relay %s: %w", relay.ID, err)}
 	}
 	rewritten, err := answer.RewriteAnswer(cands)
 	if err != nil {
 		releaseRelay()
 		cleanupOrigin()
-		return nil, &httpError{status: http.StatusBadGateway, title: "answer rewrite failed", detail: err.Error()}
+		return nil, &httpError{status: http.StatusBadGateway, title: "answer rewrite failed", detail: detailOriginFailed,
+			cause: fmt.Errorf("rewriting origin %s's answer: %w", origin.ID, err)}
 	}
 	etag := newETag()
 	// Complete the session record and clear the pending setup in one
@@ -440,7 +488,7 @@ func (s *Server) setupSpan() time.Duration {
 // record a reaper claimed meanwhile is left to the reaper.
 func (s *Server) abandonSetup(ctx context.Context, p registry.PendingSetup) {
 	if err := s.cfg.Registry.DeleteSetup(context.WithoutCancel(ctx), p.ID, p.Rev); err != nil && !errors.Is(err, registry.ErrNotFound) {
-		s.log.Warn("signaling: could not delete the pending setup; the reaper will", "session", p.ID, "err", err)
+		s.logger(ctx).Warn("signaling: could not delete the pending setup; the reaper will", "session", p.ID, "err", err)
 	}
 }
 
@@ -479,15 +527,23 @@ func relayCandidates(cs []*relayv1.Candidate) ([]sdpx.Candidate, error) {
 }
 
 // registryError maps registry failures: no origin/relay and an unreachable
-// etcd are 503 with Retry-After.
+// etcd are 503 with Retry-After. The detail is stable; err is the logged
+// cause.
 func (s *Server) registryError(title string, err error) *httpError {
+	e := &httpError{status: http.StatusServiceUnavailable, title: title, retry: true, cause: err}
 	switch {
-	case errors.Is(err, registry.ErrNoOrigin), errors.Is(err, registry.ErrNoRelay), errors.Is(err, registry.ErrUnavailable):
-		return &httpError{status: http.StatusServiceUnavailable, title: title, retry: true, detail: err.Error()}
+	case errors.Is(err, registry.ErrNoOrigin):
+		e.detail = detailNoOrigin
+	case errors.Is(err, registry.ErrNoRelay):
+		e.detail = detailNoRelay
+	case errors.Is(err, registry.ErrUnavailable):
+		e.detail = detailStoreUnavailable
 	case errors.Is(err, registry.ErrInvalid):
-		return &httpError{status: http.StatusBadRequest, title: title, detail: err.Error()}
+		e.status, e.retry, e.detail = http.StatusBadRequest, false, "the request was refused as invalid"
+	default:
+		e.status, e.retry, e.detail = http.StatusInternalServerError, false, detailInternal
 	}
-	return &httpError{status: http.StatusInternalServerError, title: title, detail: err.Error()}
+	return e
 }
 
 func snippet(b []byte) string {
@@ -549,6 +605,7 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 		}
 		body, herr := s.readBody(w, r)
 		if herr != nil {
+			s.logFailure(r, herr)
 			reply(herr.status, herr.status, map[string]any{"msg": herr.detail})
 			return
 		}
@@ -563,6 +620,7 @@ func (s *Server) legacy(dir Dir) http.HandlerFunc {
 		}
 		res, herr := s.setup(r.Context(), dir, key, offerSDP, r.Header.Get("Authorization"))
 		if herr != nil {
+			s.logFailure(r, herr)
 			if herr.retry {
 				w.Header().Set("Retry-After", fmt.Sprint(int(s.cfg.RetryAfter/time.Second)))
 			}

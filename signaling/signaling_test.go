@@ -142,7 +142,7 @@ func TestConformance(t *testing.T) {
 		{name: "get session", method: "GET", url: session, status: 204},
 		{name: "put session not allowed", method: "PUT", url: session, status: 405, problem: true},
 		{name: "session preflight", method: "OPTIONS", url: session, header: []string{"Access-Control-Request-Method", "PATCH", "Origin", "http://page"}, status: 204,
-			wantHeaders: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match"}},
+			wantHeaders: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, X-Request-Id"}},
 		{name: "body too large", method: "POST", url: base + "/whip/live/x", ctype: "application/sdp", body: strings.Repeat("a", 40<<10), status: 413, problem: true},
 		{name: "bad stream", method: "POST", url: base + "/whip/live/b%20d", ctype: "application/sdp", body: offer, status: 400, problem: true},
 		{name: "unknown session", method: "DELETE", url: base + "/sessions/nope", status: 404, problem: true},
