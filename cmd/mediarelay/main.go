@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/rtcedge/rtcedge/internal/bearer"
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/mediarelay"
 	"github.com/rtcedge/rtcedge/registry"
@@ -55,6 +56,8 @@ type config struct {
 	tlsKey        string
 	clientCA      string
 	readyFile     string
+	adminToken    string
+	insecureAdmin bool
 	logLevel      slog.Level
 }
 
@@ -79,6 +82,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
 	fs.StringVar(&c.clientCA, "grpc-client-ca", "", "CA file: gRPC clients (signaling, operators) must present a certificate it signed (mTLS)")
+	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token every admin API call (gRPC and REST /v1/) must carry; give signaling the same as -relay-token. Unset: only loopback callers, or mTLS clients with -grpc-client-ca")
+	fs.BoolVar(&c.insecureAdmin, "insecure-admin-api", false, "INSECURE: serve the admin API (release, drain) to anyone who can reach it, without a token or mTLS")
 	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
@@ -101,8 +106,17 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-grpc-client-ca needs -grpc-tls-cert")
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
+	case c.adminToken != "" && c.insecureAdmin:
+		return c, errors.New("-admin-token and -insecure-admin-api exclude each other")
 	}
 	return c, nil
+}
+
+// adminPolicy is who may call the admin API: the token holders, else mTLS
+// clients (gRPC) and loopback callers, else with the opt-in everyone.
+func (c config) adminPolicy() bearer.Policy {
+	return bearer.Policy{Token: c.adminToken, VerifiedTLS: c.clientCA != "", Insecure: c.insecureAdmin,
+		Hint: "set -admin-token on the relay and the same -relay-token on signaling, use mTLS with -grpc-client-ca, or -insecure-admin-api"}
 }
 
 // sanitize turns a host name into a valid relay id.
@@ -217,11 +231,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
 		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL, DataPlane: cfg.dataPlane,
+		Admin: cfg.adminPolicy(),
 	})
 	if err != nil {
 		return err
 	}
-	var opts []grpc.ServerOption
+	if cfg.insecureAdmin {
+		log.Warn("mediarelay: -insecure-admin-api: anyone who can reach the admin API may release sessions and drain this relay",
+			"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	} else if cfg.adminToken == "" && !(bearer.IsLoopbackListen(grpcLis.Addr().String()) && bearer.IsLoopbackListen(httpLis.Addr().String())) {
+		log.Info("mediarelay: the admin API answers loopback callers only (and mTLS clients on gRPC); set -admin-token for signaling and operators elsewhere")
+	}
+	opts := cfg.adminPolicy().ServerOptions()
 	if cfg.tlsCert != "" {
 		creds, err := cli.ServerTLS(cfg.tlsCert, cfg.tlsKey, cfg.clientCA)
 		if err != nil {

@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
+	"github.com/rtcedge/rtcedge/internal/bearer"
 	"github.com/rtcedge/rtcedge/internal/cli"
 	"github.com/rtcedge/rtcedge/internal/clitest"
 	"github.com/rtcedge/rtcedge/internal/testcerts"
@@ -257,5 +260,60 @@ func TestReadyFile(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the ready file outlived the process: %v", err)
+	}
+}
+
+// TestRunAdminToken: with -admin-token every admin call, gRPC (reflection
+// included) and REST, needs the token, even from this host; health, probes
+// and metrics stay open.
+func TestRunAdminToken(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	ctx := t.Context()
+	env := map[string]string{"RTCEDGE_ETCD_ENDPOINTS": etcd.Endpoints()[0], "RTCEDGE_ADMIN_TOKEN": "s3cret"}
+	addrs := clitest.Run(t, func(ctx context.Context, ready chan<- [2]string) error {
+		return run(ctx, []string{"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0",
+			"-public-addr", "127.0.0.1", "-relay-id", "token-relay", "-log-level", "warn"}, func(k string) string { return env[k] }, ready)
+	})
+	dial := func(opts ...grpc.DialOption) relayv1.RelayServiceClient {
+		conn, err := grpc.NewClient(addrs[0], append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return relayv1.NewRelayServiceClient(conn)
+	}
+	if _, err := dial().GetStatus(ctx, &relayv1.GetStatusRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("GetStatus without the token: %v", err)
+	}
+	if _, err := dial(grpc.WithPerRPCCredentials(bearer.Token("s3cret"))).GetStatus(ctx, &relayv1.GetStatusRequest{}); err != nil {
+		t.Fatalf("GetStatus with the token: %v", err)
+	}
+	tests := []struct {
+		name, method, path, token string
+		want                      int
+	}{
+		{name: "status without token", method: http.MethodGet, path: "/v1/status", want: http.StatusUnauthorized},
+		{name: "drain without token", method: http.MethodPost, path: "/v1/drain", want: http.StatusUnauthorized},
+		{name: "release with a wrong token", method: http.MethodDelete, path: "/v1/sessions/x", token: "nope", want: http.StatusUnauthorized},
+		{name: "status with the token", method: http.MethodGet, path: "/v1/status", token: "s3cret", want: http.StatusOK},
+		{name: "healthz open", method: http.MethodGet, path: "/healthz", want: http.StatusOK},
+		{name: "metrics open", method: http.MethodGet, path: "/metrics", want: http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx, tc.method, "http://"+addrs[1]+tc.path, nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("%s %s = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+			}
+		})
 	}
 }

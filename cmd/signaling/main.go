@@ -51,6 +51,8 @@ type config struct {
 	tokens            cli.StringList
 	hmacKey           string
 	regToken          string
+	insecureReg       bool
+	relayToken        string
 	forwardAuth       bool
 	allowOrigin       string
 	bodyLimit         int64
@@ -90,7 +92,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Var(&c.iceServers, "ice-server", "ICE server advertised in Link headers: stun:host:port or turn:user:pass@host:port; repeatable")
 	fs.Var(&c.tokens, "auth-token", "static WHIP/WHEP bearer token; repeatable; none and no -auth-hmac-key disables auth")
 	fs.StringVar(&c.hmacKey, "auth-hmac-key", "", "hex HMAC-SHA256 key for signed, stream-scoped bearer tokens")
-	fs.StringVar(&c.regToken, "registration-token", "", "bearer token origins must present to register (gRPC, REST, SRS heartbeat)")
+	fs.StringVar(&c.regToken, "registration-token", "", "bearer token origins must present to register (gRPC, REST, SRS heartbeat); unset: registration only from loopback (or mTLS clients with -grpc-client-ca)")
+	fs.BoolVar(&c.insecureReg, "insecure-open-registration", false, "INSECURE: without -registration-token, accept origin registration from anyone who can reach signaling (who could then capture streams)")
+	fs.StringVar(&c.relayToken, "relay-token", "", "bearer token sent on every call to relays: the relays' -admin-token")
 	fs.BoolVar(&c.forwardAuth, "forward-authorization", false, "pass the client's Authorization header to the origin")
 	fs.StringVar(&c.allowOrigin, "cors-allow-origin", "*", "Access-Control-Allow-Origin")
 	fs.Int64Var(&c.bodyLimit, "body-limit", signaling.DefaultBodyLimit, "maximum request body bytes")
@@ -185,7 +189,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	sig, err := signaling.New(signaling.Config{
 		Page: page, RateLimit: cfg.rateLimit, RateBurst: cfg.rateBurst, ReapInterval: cfg.reapInterval, OrphanGrace: cfg.orphanGrace,
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
-		RegistrationToken: cfg.regToken, ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
+		RegistrationToken: cfg.regToken, InsecureOpenRegistration: cfg.insecureReg, RelayToken: cfg.relayToken,
+		ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
 		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL, SetupMargin: cfg.setupMargin, PinIdle: cfg.pinIdle,
 	})
