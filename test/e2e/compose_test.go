@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e
 
 import (
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,6 +56,38 @@ func (c *composeStack) port(t *testing.T, ctx context.Context, service string, p
 	return addr
 }
 
+// composeProjectPrefix starts the compose project name of every test run;
+// the test process's pid follows.
+const composeProjectPrefix = "rtcedge-e2e-"
+
+// removeStaleComposeStacks takes down the stacks of test runs whose process
+// is gone (killed before its cleanup ran). They would not collide with this
+// run, but they hold containers, ports and a network.
+func removeStaleComposeStacks(t *testing.T, ctx context.Context) {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "docker", "ps", "-a", "--filter", "label=com.docker.compose.project",
+		"--format", `{{.Label "com.docker.compose.project"}}`).Output()
+	if err != nil {
+		t.Logf("listing compose projects: %v", err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, project := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(strings.TrimPrefix(project, composeProjectPrefix))
+		if seen[project] || !strings.HasPrefix(project, composeProjectPrefix) || err != nil || pid == os.Getpid() ||
+			syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		seen[project] = true
+		stale := &composeStack{project: project}
+		if out, err := stale.compose(t, ctx, "down", "-v", "--remove-orphans"); err != nil {
+			t.Logf("taking down the stale stack %s: %v\n%s", project, err, out)
+		} else {
+			t.Logf("took down the stack %s of a test run that is gone", project)
+		}
+	}
+}
+
 // upComposeStack starts the stack (`up -d --no-build`) and takes it down at
 // cleanup, checking nothing of it is left running. Docker picks the host
 // TCP ports. The relays' UDP ports cannot be picked by Docker (each relay
@@ -61,7 +96,8 @@ func (c *composeStack) port(t *testing.T, ctx context.Context, service string, p
 // range) and drawn again when Docker refuses them as taken.
 func upComposeStack(t *testing.T, ctx context.Context) (c *composeStack, relay1UDP, relay2UDP string) {
 	t.Helper()
-	c = &composeStack{project: "rtcedge-e2e-" + strconv.Itoa(os.Getpid())}
+	c = &composeStack{project: composeProjectPrefix + strconv.Itoa(os.Getpid())}
+	removeStaleComposeStacks(t, ctx)
 	t.Cleanup(func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
