@@ -1,0 +1,5 @@
+//go:build !race
+
+package mediarelay
+
+const raceEnabled = false
