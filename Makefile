@@ -40,6 +40,9 @@ build:
 ## test: unit and integration tests with the race detector (real etcd, real sockets)
 test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/')
+	@# Allocation counts are exact only without the race detector (it makes
+	@# sync.Pool drop what is put back).
+	$(GO) test -count=1 -run 'Alloc' ./mediarelay/...
 
 ## e2e: end-to-end tests: pion clients through the tiers, Chromium on the demo page, the compose stack
 e2e: images
