@@ -26,6 +26,24 @@ const (
 	MaxPacketSize = 1500
 	// readBatch is how many datagrams one read of a public socket takes.
 	readBatch = 32
+
+	// DefaultTCPMaxConns is Config.TCPMaxConns's default: open ICE-TCP
+	// connections, verified or not, across the relay.
+	DefaultTCPMaxConns = 4096
+	// DefaultTCPMaxConnsPerIP is Config.TCPMaxConnsPerIP's default: open
+	// connections from one source IP (a corporate NAT puts many clients
+	// behind one address, so it is not 1).
+	DefaultTCPMaxConnsPerIP = 64
+	// DefaultTCPVerifyTimeout is Config.TCPVerifyTimeout's default: how long
+	// a new connection has to deliver a verified Binding request.
+	DefaultTCPVerifyTimeout = 5 * time.Second
+	// DefaultTCPIdleTimeout is Config.TCPIdleTimeout's default: a verified
+	// connection that sends nothing for that long is closed (clients send
+	// consent checks every few seconds, RFC 7675).
+	DefaultTCPIdleTimeout = 30 * time.Second
+	// DefaultTCPWriteQueue is Config.TCPWriteQueue's default: packets
+	// waiting for a connection's writer; more are dropped and counted.
+	DefaultTCPWriteQueue = 128
 )
 
 // Config configures a Relay.
@@ -65,6 +83,29 @@ type Config struct {
 	// default), DataPlaneNetpoll or DataPlaneGoroutines. Off Linux it is
 	// always DataPlaneGoroutines.
 	DataPlane string
+	// PublicTCPAddrs are the addresses clients reach the TCP port
+	// (ServeTCP) on, one ICE-TCP passive host candidate each, advertised
+	// after the UDP ones with a lower priority (RFC 6544 section 4.2). Empty:
+	// no TCP candidates (a relay may still ServeTCP, e.g. behind a load
+	// balancer that signaling advertises).
+	PublicTCPAddrs []netip.AddrPort
+	// TCPMaxConns limits open TCP connections; default DefaultTCPMaxConns.
+	// Connections beyond it are closed at once and counted.
+	TCPMaxConns int
+	// TCPMaxConnsPerIP limits open TCP connections from one source IP;
+	// default DefaultTCPMaxConnsPerIP.
+	TCPMaxConnsPerIP int
+	// TCPVerifyTimeout is the time a new TCP connection has, from accept,
+	// to send a STUN Binding request that verifies as its first frame;
+	// default DefaultTCPVerifyTimeout. A connection that has not is closed.
+	TCPVerifyTimeout time.Duration
+	// TCPIdleTimeout closes a verified TCP connection that sent nothing for
+	// that long; default DefaultTCPIdleTimeout.
+	TCPIdleTimeout time.Duration
+	// TCPWriteQueue bounds the packets queued for one TCP connection's
+	// writer (the data plane never waits on a TCP socket: beyond it packets
+	// are dropped and counted); default DefaultTCPWriteQueue.
+	TCPWriteQueue int
 	// Admin says who may call the admin API (gRPC through the interceptors
 	// of Admin.ServerOptions, which the caller installs on its grpc.Server,
 	// and REST through HTTPHandler): the zero value allows loopback callers
@@ -119,6 +160,29 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RegistrationTTL == 0 {
 		c.RegistrationTTL = DefaultRelayTTL
+	}
+	for _, a := range c.PublicTCPAddrs {
+		if !a.IsValid() || a.Port() == 0 {
+			return fmt.Errorf("%w: public TCP address %s: want ip:port", ErrInvalid, a)
+		}
+	}
+	if c.TCPMaxConns < 0 || c.TCPMaxConnsPerIP < 0 || c.TCPVerifyTimeout < 0 || c.TCPIdleTimeout < 0 || c.TCPWriteQueue < 0 {
+		return fmt.Errorf("%w: negative TCP limit", ErrInvalid)
+	}
+	if c.TCPMaxConns == 0 {
+		c.TCPMaxConns = DefaultTCPMaxConns
+	}
+	if c.TCPMaxConnsPerIP == 0 {
+		c.TCPMaxConnsPerIP = DefaultTCPMaxConnsPerIP
+	}
+	if c.TCPVerifyTimeout == 0 {
+		c.TCPVerifyTimeout = DefaultTCPVerifyTimeout
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = DefaultTCPIdleTimeout
+	}
+	if c.TCPWriteQueue == 0 {
+		c.TCPWriteQueue = DefaultTCPWriteQueue
 	}
 	if c.LookupRate <= 0 {
 		c.LookupRate = 20

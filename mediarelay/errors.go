@@ -17,4 +17,7 @@ var (
 	ErrFull = errors.New("mediarelay: session limit reached")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("mediarelay: closed")
+	// ErrFrameTooLarge is returned by the RFC 4571 frame reader for a frame
+	// longer than MaxPacketSize; the TCP connection is closed.
+	ErrFrameTooLarge = errors.New("mediarelay: TCP frame larger than the maximum packet size")
 )

@@ -44,13 +44,23 @@ var (
 	descUnknown = prometheus.NewDesc("rtcedge_relay_unknown_source_drops_total",
 		"Packets dropped because their source is no verified client path, by reason: unverified (not STUN, from an address no check verified), unknown_username (STUN for a USERNAME no session has; looked up in the registry).", []string{"reason"}, nil)
 	descPaths = prometheus.NewDesc("rtcedge_relay_client_paths", "Verified client paths of the open sessions.", nil, nil)
+
+	descTCPConns    = prometheus.NewDesc("rtcedge_relay_tcp_connections", "Open ICE-TCP connections by state: unverified (no verified Binding request yet), verified (a session's path).", []string{"state"}, nil)
+	descTCPAccepted = prometheus.NewDesc("rtcedge_relay_tcp_accepted_total", "ICE-TCP connections accepted within the limits.", nil, nil)
+	descTCPRejected = prometheus.NewDesc("rtcedge_relay_tcp_rejected_total",
+		"ICE-TCP connections closed at accept, by reason: max_conns, max_conns_per_ip, relay_closed, bad_address.", []string{"reason"}, nil)
+	descTCPClosed = prometheus.NewDesc("rtcedge_relay_tcp_closed_total",
+		"ICE-TCP connections the relay closed after accepting them, by reason: verify_timeout (no verified Binding request in time), not_binding (the first frame was no Binding request with USERNAME), integrity (the first check did not verify, or was a replay), unknown_session, oversize (a frame over the maximum packet size), idle, peer (closed or reset by the client), write_error (a write failed or timed out), path_removed (expired or evicted), session_ended, relay_closed.", []string{"reason"}, nil)
+	descTCPFrames     = prometheus.NewDesc("rtcedge_relay_tcp_frames_total", "RFC 4571 frames by direction: received (from clients, whole frames) and sent (written to clients).", []string{"direction"}, nil)
+	descTCPQueueDrops = prometheus.NewDesc("rtcedge_relay_tcp_write_queue_drops_total", "Packets for TCP clients dropped because the connection's write queue was full (a client reading slower than its media arrives).", nil, nil)
 )
 
 // collector reads the relay's counters at scrape time.
 type collector struct{ r *Relay }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining, descMoves, descUnknown, descPaths} {
+	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining, descMoves, descUnknown, descPaths,
+		descTCPConns, descTCPAccepted, descTCPRejected, descTCPClosed, descTCPFrames, descTCPQueueDrops} {
 		ch <- d
 	}
 }
@@ -98,4 +108,25 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		draining = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
+	c.collectTCP(ch)
+}
+
+// collectTCP reports the TCP side's metrics.
+func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
+	t := &c.r.tcp
+	t.mu.Lock()
+	open, verified := len(t.conns), t.verified
+	t.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descTCPConns, prometheus.GaugeValue, float64(verified), "verified")
+	ch <- prometheus.MustNewConstMetric(descTCPConns, prometheus.GaugeValue, float64(open-verified), "unverified")
+	ch <- prometheus.MustNewConstMetric(descTCPAccepted, prometheus.CounterValue, float64(t.accepted.Load()))
+	for i := range t.rejected {
+		ch <- prometheus.MustNewConstMetric(descTCPRejected, prometheus.CounterValue, float64(t.rejected[i].Load()), tcpRejectNames[i])
+	}
+	for i := range t.closed {
+		ch <- prometheus.MustNewConstMetric(descTCPClosed, prometheus.CounterValue, float64(t.closed[i].Load()), tcpCloseNames[i])
+	}
+	ch <- prometheus.MustNewConstMetric(descTCPFrames, prometheus.CounterValue, float64(t.framesIn.Load()), "received")
+	ch <- prometheus.MustNewConstMetric(descTCPFrames, prometheus.CounterValue, float64(t.framesOut.Load()), "sent")
+	ch <- prometheus.MustNewConstMetric(descTCPQueueDrops, prometheus.CounterValue, float64(t.queueDrops.Load()))
 }

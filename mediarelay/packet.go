@@ -99,18 +99,45 @@ const (
 func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Message, now int64) decision {
 	class := classify(b)
 	if p := t.byAddr(src); p != nil {
-		s := p.s
-		switch class {
-		case classOther:
-			return decision{v: verdictDropUnclassified, s: s, p: p}
-		case classSTUN:
-			return decideFromPath(b, src, p, msg)
-		}
-		if sel := s.client.Load(); sel != p && (sel == nil || now-sel.lastMedia.Load() >= int64(mediaSwitchAfter)) {
-			return decision{v: verdictMedia, s: s, p: p}
-		}
-		return decision{v: verdictForward, s: s, p: p}
+		return decideOnPath(b, class, p, msg, now)
 	}
+	return decideNewSource(b, class, src, nil, t, msg)
+}
+
+// decideTCPFrame is decideClientPacket for frame b from TCP connection
+// tc: the connection is a path once a Binding request on it verified, and
+// until then only such a request is of use. The same rules as for UDP,
+// with the connection, not its address, as the path's identity.
+func decideTCPFrame(b []byte, tc *tcpConn, t *tables, msg *stun.Message, now int64) decision {
+	class := classify(b)
+	if p := tc.path.Load(); p != nil {
+		if p.removed.Load() {
+			return decision{v: verdictDropUnknown} // the connection is closing
+		}
+		return decideOnPath(b, class, p, msg, now)
+	}
+	return decideNewSource(b, class, tc.remote, tc, t, msg)
+}
+
+// decideOnPath decides on a packet of class from verified path p.
+func decideOnPath(b []byte, class packetClass, p *path, msg *stun.Message, now int64) decision {
+	s := p.s
+	switch class {
+	case classOther:
+		return decision{v: verdictDropUnclassified, s: s, p: p}
+	case classSTUN:
+		return decideFromPath(b, p.addr, p, msg)
+	}
+	if sel := s.client.Load(); sel != p && (sel == nil || now-sel.lastMedia.Load() >= int64(mediaSwitchAfter)) {
+		return decision{v: verdictMedia, s: s, p: p}
+	}
+	return decision{v: verdictForward, s: s, p: p}
+}
+
+// decideNewSource decides on a packet of class from src, which is no
+// verified path (via: the TCP connection it came on; nil for UDP). Only a
+// Binding request that verifies is of use.
+func decideNewSource(b []byte, class packetClass, src netip.AddrPort, via *tcpConn, t *tables, msg *stun.Message) decision {
 	if class != classSTUN {
 		return decision{v: verdictDropUnknown}
 	}
@@ -126,7 +153,7 @@ func decideClientPacket(b []byte, src netip.AddrPort, t *tables, msg *stun.Messa
 		return decision{v: verdictLookup}
 	}
 	c := s.creds.Load()
-	if !s.verifyBinding(msg, c, src) {
+	if !s.verifyBinding(msg, c, src, via) {
 		return decision{v: verdictDropIntegrity, s: s}
 	}
 	return decision{v: verdictCheck, s: s, creds: c}
@@ -148,7 +175,7 @@ func decideFromPath(b []byte, src netip.AddrPort, p *path, msg *stun.Message) de
 			return decision{v: verdictDropIntegrity, s: s, p: p}
 		}
 		c := s.credsFor(user)
-		if c == nil || !s.verifyBinding(msg, c, src) {
+		if c == nil || !s.verifyBinding(msg, c, src, p.tcp) {
 			return decision{v: verdictDropIntegrity, s: s, p: p}
 		}
 		return decision{v: verdictCheck, s: s, p: p, creds: c}
@@ -167,12 +194,12 @@ func decodeSTUN(b []byte, msg *stun.Message) bool {
 	return msg.Decode() == nil
 }
 
-// verifyBinding checks a decoded Binding request from src against
-// credentials c: MESSAGE-INTEGRITY must be present and verify with the
-// server pwd, FINGERPRINT must verify when present, and the transaction
-// must not be one the session already accepted from another address (a
-// replay).
-func (s *session) verifyBinding(msg *stun.Message, c *credentials, src netip.AddrPort) bool {
+// verifyBinding checks a decoded Binding request from src (on TCP
+// connection via; nil for UDP) against credentials c: MESSAGE-INTEGRITY
+// must be present and verify with the server pwd, FINGERPRINT must verify
+// when present, and the transaction must not be one the session already
+// accepted from another address or connection (a replay).
+func (s *session) verifyBinding(msg *stun.Message, c *credentials, src netip.AddrPort, via *tcpConn) bool {
 	mi, err := msg.Get(stun.AttrMessageIntegrity)
 	if err != nil || len(mi) != integritySize {
 		return false
@@ -185,5 +212,5 @@ func (s *session) verifyBinding(msg *stun.Message, c *credentials, src netip.Add
 			return false
 		}
 	}
-	return s.rememberTransaction(msg.TransactionID, src, c)
+	return s.rememberTransaction(msg.TransactionID, src, via, c)
 }

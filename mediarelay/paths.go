@@ -34,7 +34,7 @@ func (c moveCause) String() string { return causeNames[c] }
 // goes there from now on.
 func (r *Relay) selectPath(s *session, p *path, cause moveCause) {
 	r.mu.Lock()
-	if s.closed.Load() || r.tabs.byAddr(p.addr) != p {
+	if s.closed.Load() || p.removed.Load() || p.tcp == nil && r.tabs.byAddr(p.addr) != p {
 		r.mu.Unlock() // the path was removed meanwhile
 		return
 	}
@@ -76,6 +76,40 @@ func (r *Relay) addPath(s *session, src netip.AddrPort, ps *pubSock, now int64) 
 		// port): the previous one no longer has a client there.
 		r.removePathLocked(prev)
 	}
+	p := &path{s: s, addr: src, sock: ps, verified: time.Now().UnixNano()}
+	n := r.appendPathLocked(s, p, now)
+	r.tabs.setAddrLocked(src, p)
+	s.pathsDirty.Store(true)
+	r.log.Debug("relay: client path verified", "session", s.id, "addr", src, "paths", n)
+	return p
+}
+
+// addTCPPath makes TCP connection tc, on which a verified check arrived,
+// one of the session's paths, under the same cap as UDP paths. TCP paths
+// are not in the address table (a UDP datagram from the connection's
+// address proves nothing) and not written to the registry (a connection
+// does not survive a restart of the relay). nil: the session or the
+// connection is closed.
+func (r *Relay) addTCPPath(s *session, tc *tcpConn, now int64) *path {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.closed.Load() || tc.isClosed() {
+		return nil
+	}
+	if p := tc.path.Load(); p != nil {
+		return p
+	}
+	p := &path{s: s, addr: tc.remote, tcp: tc, verified: time.Now().UnixNano()}
+	n := r.appendPathLocked(s, p, now)
+	tc.path.Store(p)
+	r.log.Debug("relay: client path verified", "session", s.id, "addr", tc.remote, "transport", "tcp", "paths", n)
+	return p
+}
+
+// appendPathLocked adds p to its session's paths, active at now; at
+// MaxPaths the least recently active path other than the selected one
+// makes room. It returns the number of paths.
+func (r *Relay) appendPathLocked(s *session, p *path, now int64) int {
 	paths := s.pathList()
 	if len(paths) >= MaxPaths {
 		sel := s.client.Load()
@@ -88,23 +122,22 @@ func (r *Relay) addPath(s *session, src netip.AddrPort, ps *pubSock, now int64) 
 		r.removePathLocked(victim)
 		paths = s.pathList()
 	}
-	p := &path{s: s, addr: src, sock: ps, verified: time.Now().UnixNano()}
 	p.lastSeen.Store(now)
 	next := append(make([]*path, 0, len(paths)+1), paths...)
 	next = append(next, p)
 	s.paths.Store(&next)
-	r.tabs.setAddrLocked(src, p)
-	s.pathsDirty.Store(true)
-	r.log.Debug("relay: client path verified", "session", s.id, "addr", src, "paths", len(next))
-	return p
+	return len(next)
 }
 
-// removePathLocked drops path p from its session and the address table. If
-// it was the selected path, the most recently active remaining one is
-// selected (or none).
+// removePathLocked drops path p from its session and the address table (a
+// TCP path's connection is closed). If it was the selected path, the most
+// recently active remaining one is selected (or none).
 func (r *Relay) removePathLocked(p *path) {
 	s := p.s
-	if r.tabs.byAddr(p.addr) == p {
+	p.removed.Store(true)
+	if p.tcp != nil {
+		p.tcp.close(tcpClosePathRemoved)
+	} else if r.tabs.byAddr(p.addr) == p {
 		r.tabs.setAddrLocked(p.addr, nil)
 	}
 	paths := s.pathList()
@@ -195,12 +228,17 @@ func (r *Relay) pubSockFor(via string, client netip.AddrPort) *pubSock {
 	return nil
 }
 
-// pathRecords renders the session's paths for the registry.
+// pathRecords renders the session's UDP paths for the registry. TCP paths
+// are left out: a TCP connection ends with the relay process, and the
+// client reconnects (ICE-TCP) or moves to a UDP path by itself.
 func pathRecords(s *session) []registry.ClientPath {
 	sel := s.client.Load()
 	paths := s.pathList()
 	out := make([]registry.ClientPath, 0, len(paths))
 	for _, p := range paths {
+		if p.tcp != nil {
+			continue
+		}
 		rec := registry.ClientPath{Addr: p.addr.String(), Selected: p == sel}
 		if p.sock.local.IsValid() {
 			rec.Via = p.sock.local.String()

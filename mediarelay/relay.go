@@ -52,6 +52,8 @@ type Relay struct {
 	totals          counters // of sessions already released
 	moves           [numCauses]atomic.Uint64
 
+	tcp tcpState // ICE-TCP listeners and connections (ServeTCP)
+
 	mu         sync.Mutex // guards the following
 	sessions   map[string]*session
 	draining   bool
@@ -95,6 +97,7 @@ func New(cfg Config) (*Relay, error) {
 			cfg.Logger.Warn("relay: poller unavailable, a reader goroutine per socket instead", "err", err)
 		}
 	}
+	r.tcp.init()
 	r.metrics = newMetrics(r)
 	r.tabs = newTables()
 	r.clock.Store(time.Now().UnixNano())
@@ -207,8 +210,9 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	return r.Close()
 }
 
-// Close stops the relay: it closes the public sockets and every session's
-// socket, ends all goroutines and revokes the registration. Session records
+// Close stops the relay: it closes the public sockets, the TCP listeners
+// and connections and every session's socket, ends all goroutines
+// (ServeTCP returns) and revokes the registration. Session records
 // stay in the registry, so a relay started again with the same id reloads
 // them.
 func (r *Relay) Close() error {
@@ -233,6 +237,7 @@ func (r *Relay) Close() error {
 				_ = ps.conn.Close() // its reader returns
 			}
 		}
+		r.closeTCP() // listeners and connections; their goroutines return
 		for _, s := range sessions {
 			r.closeSession(s)
 		}
@@ -350,7 +355,13 @@ func (r *Relay) readPublic(ps *pubSock) {
 func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, sc *stunScratch) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	now := r.clock.Load()
-	d := decideClientPacket(b, src, r.tabs, &sc.in, now)
+	r.act(decideClientPacket(b, src, r.tabs, &sc.in, now), src, ps, nil, b, sc, now)
+}
+
+// act carries out decision d on packet b from src, which arrived on public
+// socket ps (UDP) or TCP connection tc; sc holds the decoded STUN message,
+// when b is STUN.
+func (r *Relay) act(d decision, src netip.AddrPort, ps *pubSock, tc *tcpConn, b []byte, sc *stunScratch, now int64) {
 	switch d.v {
 	case verdictForward:
 		d.p.touch(now, b[0] >= 20) // DTLS, RTP, RTCP; not STUN indications
@@ -360,7 +371,7 @@ func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, sc
 		r.selectPath(d.s, d.p, causeMedia)
 		r.forward(d.s, b)
 	case verdictCheck:
-		r.check(d, src, ps, b, sc, now)
+		r.check(d, src, ps, tc, b, sc, now)
 	case verdictResponse:
 		d.p.touch(now, false)
 		var origin netip.AddrPort
@@ -387,13 +398,19 @@ func (r *Relay) handleClientPacket(ps *pubSock, b []byte, src netip.AddrPort, sc
 	}
 }
 
-// check acts on a verified Binding request: the address becomes (or stays)
-// one of the session's paths, a nomination selects it, and the request goes
-// on to the origin with the credentials the origin knows.
-func (r *Relay) check(d decision, src netip.AddrPort, ps *pubSock, b []byte, sc *stunScratch, now int64) {
+// check acts on a verified Binding request: the address (UDP, from public
+// socket ps) or the connection (TCP, tc) becomes or stays one of the
+// session's paths, a nomination selects it, and the request goes on to the
+// origin with the credentials the origin knows.
+func (r *Relay) check(d decision, src netip.AddrPort, ps *pubSock, tc *tcpConn, b []byte, sc *stunScratch, now int64) {
 	s, p := d.s, d.p
 	if p == nil {
-		if p = r.addPath(s, src, ps, now); p == nil {
+		if tc != nil {
+			p = r.addTCPPath(s, tc, now)
+		} else {
+			p = r.addPath(s, src, ps, now)
+		}
+		if p == nil {
 			return
 		}
 	}
@@ -506,7 +523,10 @@ func (r *Relay) removeSession(id string) *session {
 	delete(r.sessions, id)
 	r.tabs.setUfragLocked(s.creds.Load().username, nil)
 	for _, p := range s.pathList() {
-		if r.tabs.byAddr(p.addr) == p {
+		p.removed.Store(true)
+		if p.tcp != nil {
+			p.tcp.close(tcpCloseSessionEnded)
+		} else if r.tabs.byAddr(p.addr) == p {
 			r.tabs.setAddrLocked(p.addr, nil)
 		}
 	}
@@ -594,8 +614,37 @@ func (r *Relay) clockLoop() {
 
 // candidates returns the relay's ICE candidates, one per public address,
 // component 1, highest priority first (RFC 8445 section 5.1.2.1: host type
-// preference 126, local preference falling with the address's rank).
-func (r *Relay) candidates() []*relayv1.Candidate { return Candidates(r.cfg.PublicAddrs) }
+// preference 126, local preference falling with the address's rank): the
+// UDP ones, then a TCP passive one per public TCP address.
+func (r *Relay) candidates() []*relayv1.Candidate {
+	return append(Candidates(r.cfg.PublicAddrs), TCPCandidates(r.cfg.PublicTCPAddrs)...)
+}
+
+// TCPCandidates returns the ICE-TCP candidates of a relay accepting TCP on
+// addrs: host, "tcptype passive" (RFC 6544), component 1. Their priority
+// is below every UDP candidate's (RFC 6544 section 4.2: the same type
+// preference, 126 for host; local preference 2^13 * direction-pref +
+// other-pref, with direction-pref 4 for a passive host candidate and
+// other-pref 8191 falling with the address's rank), so a client that can
+// reach the relay over UDP uses it.
+func TCPCandidates(addrs []netip.AddrPort) []*relayv1.Candidate {
+	const passiveHostDirectionPref = 4
+	out := make([]*relayv1.Candidate, 0, len(addrs))
+	for i, a := range addrs {
+		other := uint32(8191 - min(i, 8191))
+		out = append(out, &relayv1.Candidate{
+			Foundation: tcpFoundation(a.Addr()),
+			Component:  1,
+			Protocol:   "tcp",
+			Priority:   candidatePriority(1<<13*passiveHostDirectionPref+other, 1),
+			Address:    a.Addr().String(),
+			Port:       uint32(a.Port()),
+			Type:       "host",
+			TcpType:    "passive",
+		})
+	}
+	return out
+}
 
 // Candidates returns the ICE candidates of a relay advertising addrs, as
 // AllocateSession returns them; signaling uses it for a relay it moves a
@@ -622,11 +671,20 @@ func candidatePriority(localPref, component uint32) uint32 {
 }
 
 // foundation is a stable decimal foundation per address (FNV-1a 32).
-func foundation(a netip.Addr) string {
-	h := uint32(2166136261)
-	for _, b := range a.AsSlice() {
-		h ^= uint32(b)
+func foundation(a netip.Addr) string { return fmt.Sprint(fnv1a(2166136261, a.AsSlice())) }
+
+// tcpFoundation is a TCP candidate's foundation: another than the UDP
+// candidate's of the same address (RFC 8445 section 5.1.1.3: the transport
+// differs).
+func tcpFoundation(a netip.Addr) string {
+	return fmt.Sprint(fnv1a(fnv1a(2166136261, a.AsSlice()), []byte("tcp")))
+}
+
+// fnv1a continues an FNV-1a 32 hash h over b.
+func fnv1a(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h ^= uint32(c)
 		h *= 16777619
 	}
-	return fmt.Sprint(h)
+	return h
 }

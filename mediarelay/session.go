@@ -94,12 +94,23 @@ type counters struct {
 // (session.client) only.
 type path struct {
 	s        *session
-	addr     netip.AddrPort
-	sock     *pubSock // the public socket it arrived on; replies leave from it
-	verified int64    // unix nanos of its first verified check
+	addr     netip.AddrPort // the client's address (for TCP, the connection's remote address)
+	sock     *pubSock       // UDP: the public socket it arrived on; replies leave from it
+	tcp      *tcpConn       // TCP: the connection; nil for UDP
+	verified int64          // unix nanos of its first verified check
+
+	removed atomic.Bool // no longer a path of its session (set under Relay.mu)
 
 	lastSeen  atomic.Int64 // coarse clock of the last packet forwarded from it
 	lastMedia atomic.Int64 // coarse clock of its last DTLS, RTP or RTCP
+}
+
+// transport is "tcp" for an ICE-TCP path, else "udp".
+func (p *path) transport() string {
+	if p.tcp != nil {
+		return "tcp"
+	}
+	return "udp"
 }
 
 // touch records activity on p at coarse time now; media says the packet
@@ -123,6 +134,7 @@ const txSlots = 32
 type transaction struct {
 	id    [stun.TransactionIDSize]byte
 	from  netip.AddrPort
+	via   *tcpConn // the TCP connection it came on; nil for UDP
 	creds *credentials
 }
 
@@ -166,34 +178,35 @@ func (s *session) credsFor(user []byte) *credentials {
 	return nil
 }
 
-// rememberTransaction records a verified Binding transaction from src and
-// reports whether it may be forwarded: a new one, or a retransmission from
-// the address that sent it first. The same transaction from another address
-// is a replay and proves nothing.
-func (s *session) rememberTransaction(id [stun.TransactionIDSize]byte, src netip.AddrPort, c *credentials) bool {
+// rememberTransaction records a verified Binding transaction from src (on
+// TCP connection via; nil for UDP) and reports whether it may be
+// forwarded: a new one, or a retransmission from the address and
+// connection that sent it first. The same transaction from another address
+// or connection is a replay and proves nothing.
+func (s *session) rememberTransaction(id [stun.TransactionIDSize]byte, src netip.AddrPort, via *tcpConn, c *credentials) bool {
 	s.txMu.Lock()
 	defer s.txMu.Unlock()
 	for i := range min(s.txN, len(s.txs)) {
 		if s.txs[i].id == id {
-			return s.txs[i].from == src
+			return s.txs[i].from == src && s.txs[i].via == via
 		}
 	}
-	s.txs[s.txN%len(s.txs)] = transaction{id: id, from: src, creds: c}
+	s.txs[s.txN%len(s.txs)] = transaction{id: id, from: src, via: via, creds: c}
 	s.txN++
 	return true
 }
 
-// transaction returns the client address and credentials of a Binding
-// transaction the relay forwarded to the origin.
-func (s *session) transaction(id [stun.TransactionIDSize]byte) (netip.AddrPort, *credentials, bool) {
+// transaction returns the client address, TCP connection (nil for UDP) and
+// credentials of a Binding transaction the relay forwarded to the origin.
+func (s *session) transaction(id [stun.TransactionIDSize]byte) (netip.AddrPort, *tcpConn, *credentials, bool) {
 	s.txMu.Lock()
 	defer s.txMu.Unlock()
 	for i := range min(s.txN, len(s.txs)) {
 		if s.txs[i].id == id {
-			return s.txs[i].from, s.txs[i].creds, true
+			return s.txs[i].from, s.txs[i].via, s.txs[i].creds, true
 		}
 	}
-	return netip.AddrPort{}, nil, false
+	return netip.AddrPort{}, nil, nil, false
 }
 
 // pathList returns the session's verified paths (do not modify).
@@ -238,7 +251,7 @@ func (s *session) snapshot(relayID string, state relayv1.SessionState) *relayv1.
 		out.ClientAddress = sel.addr.String()
 	}
 	for _, p := range s.pathList() {
-		cp := &relayv1.ClientPath{Address: p.addr.String(), Transport: "udp", Selected: p == sel,
+		cp := &relayv1.ClientPath{Address: p.addr.String(), Transport: p.transport(), Selected: p == sel,
 			VerifyTime: timestamp(time.Unix(0, p.verified))}
 		if t := p.lastSeen.Load(); t != 0 {
 			cp.LastActivityTime = timestamp(time.Unix(0, t))

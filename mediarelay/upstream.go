@@ -193,9 +193,13 @@ func (r *Relay) fromOrigin(s *session, sel *path, buf []byte, n int, sc *stunScr
 	switch msg.Type.Class {
 	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
 		to, c := sel, s.creds.Load()
-		if from, tc, ok := s.transaction(msg.TransactionID); ok {
+		if from, via, tc, ok := s.transaction(msg.TransactionID); ok {
 			c = tc
-			if p := r.tabs.byAddr(from); p != nil && p.s == s {
+			if via != nil {
+				if p := via.path.Load(); p != nil && p.s == s && !p.removed.Load() {
+					to = p
+				}
+			} else if p := r.tabs.byAddr(from); p != nil && p.s == s {
 				to = p
 			}
 		}
@@ -226,8 +230,13 @@ func (r *Relay) fromOrigin(s *session, sel *path, buf []byte, n int, sc *stunScr
 }
 
 // toClient writes an origin packet to client path to, from the public
-// socket the path's verified STUN arrived on.
+// socket the path's verified STUN arrived on, or queues it for the path's
+// TCP connection.
 func (r *Relay) toClient(s *session, to *path, p []byte) {
+	if to.tcp != nil {
+		to.tcp.send(s, p)
+		return
+	}
 	if to.sock.conn == nil { // the data-plane thread writes through out only
 		s.dropWrite.Add(1)
 		return
@@ -277,7 +286,7 @@ func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Me
 				continue
 			}
 		}
-		if to.sock.out == nil {
+		if to.tcp != nil || to.sock.out == nil {
 			h.r.toClient(s, to, m.Buf[:n])
 			continue
 		}

@@ -269,16 +269,22 @@ type Candidate struct {
 	Foundation string `protobuf:"bytes,1,opt,name=foundation,proto3" json:"foundation,omitempty"`
 	// component is the ICE component id, 1 (RTP) or 2 (RTCP).
 	Component uint32 `protobuf:"varint,2,opt,name=component,proto3" json:"component,omitempty"`
-	// protocol is the transport, always "udp".
+	// protocol is the transport: "udp", or "tcp" for an ICE-TCP candidate
+	// (RFC 6544; see tcp_type).
 	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// priority is the RFC 8445 section 5.1.2 priority, 1 to 2^31-1.
 	Priority uint32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
 	// address is the IP literal (IPv4 or IPv6, no brackets, no zone).
 	Address string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
-	// port is the UDP port, 1-65535.
+	// port is the UDP or TCP port, 1-65535.
 	Port uint32 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`
 	// type is the candidate type, always "host" for a relay address.
-	Type          string `protobuf:"bytes,7,opt,name=type,proto3" json:"type,omitempty"`
+	Type string `protobuf:"bytes,7,opt,name=type,proto3" json:"type,omitempty"`
+	// tcp_type is the RFC 6544 section 4.5 tcptype of a TCP candidate:
+	// "passive" for the relay's TCP addresses (clients connect to them; the
+	// relay never connects out). Empty for UDP candidates. An SDP renders it
+	// as "tcptype passive" after "typ host".
+	TcpType       string `protobuf:"bytes,8,opt,name=tcp_type,json=tcpType,proto3" json:"tcp_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +364,13 @@ func (x *Candidate) GetPort() uint32 {
 func (x *Candidate) GetType() string {
 	if x != nil {
 		return x.Type
+	}
+	return ""
+}
+
+func (x *Candidate) GetTcpType() string {
+	if x != nil {
+		return x.TcpType
 	}
 	return ""
 }
@@ -731,7 +744,9 @@ type ClientPath struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// address is the client's "ip:port" as the relay sees it.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// transport is "udp".
+	// transport is "udp", or "tcp" for an ICE-TCP connection (RFC 6544, framed
+	// per RFC 4571) to the relay's TCP port; address is then the connection's
+	// remote address.
 	Transport string `protobuf:"bytes,2,opt,name=transport,proto3" json:"transport,omitempty"`
 	// selected says downstream (origin to client) goes to this path.
 	Selected bool `protobuf:"varint,3,opt,name=selected,proto3" json:"selected,omitempty"`
@@ -1861,7 +1876,7 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x14relay/v1/relay.proto\x12\brelay.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\x0eIceCredentials\x12\x14\n" +
 	"\x05ufrag\x18\x01 \x01(\tR\x05ufrag\x12\x10\n" +
-	"\x03pwd\x18\x02 \x01(\tR\x03pwd\"\xc3\x01\n" +
+	"\x03pwd\x18\x02 \x01(\tR\x03pwd\"\xde\x01\n" +
 	"\tCandidate\x12\x1e\n" +
 	"\n" +
 	"foundation\x18\x01 \x01(\tR\n" +
@@ -1871,7 +1886,8 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\rR\bpriority\x12\x18\n" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x06 \x01(\rR\x04port\x12\x12\n" +
-	"\x04type\x18\a \x01(\tR\x04type\"A\n" +
+	"\x04type\x18\a \x01(\tR\x04type\x12\x19\n" +
+	"\btcp_type\x18\b \x01(\tR\atcpType\"A\n" +
 	"\x0fTrafficCounters\x12\x18\n" +
 	"\apackets\x18\x01 \x01(\x04R\apackets\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"\xa6\x01\n" +

@@ -1,0 +1,461 @@
+package mediarelay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v2"
+)
+
+// ICE-TCP (RFC 6544) at the edge: clients whose networks block UDP connect
+// to the relay's TCP port (the relay's candidates there are "tcptype
+// passive"), and each verified connection is one more path of its session.
+// The origin side stays UDP: frames from a TCP path go to the origin over
+// the session's socket, and what the origin sends to a selected TCP path
+// is framed (RFC 4571) and queued for the connection's writer.
+
+// tcpWriteBatch is how many queued frames one write (writev) takes.
+const tcpWriteBatch = 16
+
+// lookupPoll is how often a connection whose first check names a session
+// the relay does not know yet looks again while the registry is asked.
+const lookupPoll = 50 * time.Millisecond
+
+// tcpCloseReason is why the relay closed a TCP connection.
+type tcpCloseReason uint8
+
+const (
+	tcpCloseVerifyTimeout  tcpCloseReason = iota // no verified Binding request within TCPVerifyTimeout
+	tcpCloseNotBinding                           // the first frame was no Binding request with USERNAME
+	tcpCloseIntegrity                            // the first check failed MESSAGE-INTEGRITY or FINGERPRINT, or was a replay
+	tcpCloseUnknownSession                       // the first check named a session neither the relay nor the registry has
+	tcpCloseOversize                             // a frame longer than MaxPacketSize
+	tcpCloseIdle                                 // a verified connection sent nothing for TCPIdleTimeout
+	tcpClosePeer                                 // the client closed or reset it
+	tcpCloseWriteError                           // a write failed or timed out (the client stopped reading)
+	tcpClosePathRemoved                          // its path expired or was evicted (the MaxPaths cap)
+	tcpCloseSessionEnded                         // its session was released
+	tcpCloseRelayClosed                          // the relay closed
+	numTCPCloseReasons
+)
+
+var tcpCloseNames = [numTCPCloseReasons]string{"verify_timeout", "not_binding", "integrity", "unknown_session",
+	"oversize", "idle", "peer", "write_error", "path_removed", "session_ended", "relay_closed"}
+
+func (c tcpCloseReason) String() string { return tcpCloseNames[c] }
+
+// tcpRejectReason is why the relay refused a TCP connection at accept.
+type tcpRejectReason uint8
+
+const (
+	tcpRejectMaxConns      tcpRejectReason = iota // TCPMaxConns open
+	tcpRejectMaxConnsPerIP                        // TCPMaxConnsPerIP open from the source IP
+	tcpRejectClosed                               // the relay is closing
+	tcpRejectBadAddress                           // no IP address as the remote address
+	numTCPRejectReasons
+)
+
+var tcpRejectNames = [numTCPRejectReasons]string{"max_conns", "max_conns_per_ip", "relay_closed", "bad_address"}
+
+// tcpState is the relay's TCP side: listeners, connections and counters.
+type tcpState struct {
+	accepted   atomic.Uint64
+	rejected   [numTCPRejectReasons]atomic.Uint64
+	closed     [numTCPCloseReasons]atomic.Uint64
+	framesIn   atomic.Uint64 // complete frames read from clients
+	framesOut  atomic.Uint64 // frames written to clients
+	queueDrops atomic.Uint64 // origin packets dropped: a connection's write queue was full
+
+	mu       sync.Mutex // guards the following
+	shut     bool       // closeTCP ran: no more listeners or connections
+	lns      map[net.Listener]struct{}
+	conns    map[*tcpConn]struct{}
+	perIP    map[netip.Addr]int
+	verified int // connections with a path
+}
+
+func (t *tcpState) init() {
+	t.lns = map[net.Listener]struct{}{}
+	t.conns = map[*tcpConn]struct{}{}
+	t.perIP = map[netip.Addr]int{}
+}
+
+// tcpFrame is one framed packet queued for a connection's writer; frames
+// are reused through framePool, so queueing allocates nothing.
+type tcpFrame struct {
+	n int
+	b [frameHeader + MaxPacketSize]byte
+}
+
+var framePool = sync.Pool{New: func() any { return new(tcpFrame) }}
+
+// stunPool holds the STUN scratch space of the TCP connections' readers:
+// a connection takes one only while it handles a STUN frame, so an idle
+// connection holds none.
+var stunPool = sync.Pool{New: func() any { return newSTUNScratch() }}
+
+// tcpConn is one ICE-TCP connection from a client. Its reader goroutine
+// reads frames and acts on them as the UDP loops act on datagrams; once a
+// Binding request on it verified, it is a path of that session and a
+// writer goroutine drains its bounded queue of frames from the origin.
+type tcpConn struct {
+	r      *Relay
+	conn   net.Conn
+	remote netip.AddrPort
+
+	path   atomic.Pointer[path] // set once its first check verified
+	out    chan *tcpFrame       // origin packets for the client; bounded, never waited on
+	done   chan struct{}        // closed by close: the writer returns
+	closed atomic.Bool
+	once   sync.Once
+	wbufs  net.Buffers // the writer's writev vector, reused
+}
+
+// isClosed reports whether close ran.
+func (tc *tcpConn) isClosed() bool { return tc.closed.Load() }
+
+// close closes the connection for reason (counted once, the first
+// reason); the reader's next read and the writer return.
+func (tc *tcpConn) close(reason tcpCloseReason) {
+	tc.once.Do(func() {
+		tc.closed.Store(true)
+		tc.r.tcp.closed[reason].Add(1)
+		_ = tc.conn.Close()
+		close(tc.done)
+		tc.r.log.Debug("relay: TCP connection closed", "remote", tc.remote, "reason", reason.String())
+	})
+}
+
+// send queues origin packet p of session s for the client without waiting:
+// with the queue full (a client that reads slower than its media arrives)
+// the packet is dropped and counted.
+func (tc *tcpConn) send(s *session, p []byte) {
+	if tc.closed.Load() || len(p) > MaxPacketSize {
+		s.dropWrite.Add(1)
+		return
+	}
+	f := framePool.Get().(*tcpFrame)
+	binary.BigEndian.PutUint16(f.b[:frameHeader], uint16(len(p)))
+	f.n = frameHeader + copy(f.b[frameHeader:], p)
+	select {
+	case tc.out <- f:
+		s.o2cPackets.Add(1)
+		s.o2cBytes.Add(uint64(len(p)))
+	default:
+		framePool.Put(f)
+		s.dropWrite.Add(1)
+		tc.r.tcp.queueDrops.Add(1)
+	}
+}
+
+// ServeTCP accepts ICE-TCP connections (RFC 6544, passive; frames per RFC
+// 4571) on ln until the relay closes, then returns nil; it returns
+// ErrClosed when the relay is already closed, and the listener's error
+// when ln fails otherwise. Close closes ln and every connection and waits
+// for their goroutines. It may run next to Serve, with any number of
+// listeners; Config.PublicTCPAddrs is what clients are told.
+//
+// A connection must send, as its first frame and within TCPVerifyTimeout,
+// a STUN Binding request whose USERNAME names a session (this relay's, or
+// one the registry assigns to it) and whose MESSAGE-INTEGRITY verifies;
+// it then is a path of that session under the same rules as a UDP address.
+// Anything else closes it.
+func (r *Relay) ServeTCP(ln net.Listener) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	r.wg.Add(1)
+	r.tcp.mu.Lock()
+	r.tcp.lns[ln] = struct{}{}
+	r.tcp.mu.Unlock()
+	r.mu.Unlock()
+	defer r.wg.Done()
+	defer func() {
+		r.tcp.mu.Lock()
+		delete(r.tcp.lns, ln)
+		r.tcp.mu.Unlock()
+		_ = ln.Close()
+	}()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-r.closing:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("mediarelay: TCP listener %s: %w", ln.Addr(), err)
+			}
+			// Out of descriptors or a connection reset before accept:
+			// wait a little rather than spin.
+			r.log.Debug("relay: TCP accept", "err", err, "retry_in", backoff)
+			select {
+			case <-r.closing:
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		r.acceptTCP(c)
+	}
+}
+
+// acceptTCP admits connection c within the limits and starts its reader.
+func (r *Relay) acceptTCP(c net.Conn) {
+	remote, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		remote, err = ta.AddrPort(), nil
+	}
+	reject := numTCPRejectReasons
+	t := &r.tcp
+	t.mu.Lock()
+	switch ip := remote.Addr().Unmap(); {
+	case err != nil || !remote.IsValid():
+		reject = tcpRejectBadAddress
+	case t.shut:
+		reject = tcpRejectClosed
+	case len(t.conns) >= r.cfg.TCPMaxConns:
+		reject = tcpRejectMaxConns
+	case t.perIP[ip] >= r.cfg.TCPMaxConnsPerIP:
+		reject = tcpRejectMaxConnsPerIP
+	}
+	if reject != numTCPRejectReasons {
+		t.mu.Unlock()
+		t.rejected[reject].Add(1)
+		_ = c.Close()
+		r.log.Debug("relay: TCP connection refused", "remote", c.RemoteAddr(), "reason", tcpRejectNames[reject])
+		return
+	}
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	tc := &tcpConn{r: r, conn: c, remote: remote, out: make(chan *tcpFrame, r.cfg.TCPWriteQueue), done: make(chan struct{})}
+	t.conns[tc] = struct{}{}
+	t.perIP[remote.Addr()]++
+	r.wg.Add(1) // before closeTCP's Wait: t.shut is false under t.mu
+	t.mu.Unlock()
+	t.accepted.Add(1)
+	go r.serveTCPConn(tc)
+}
+
+// closeTCP closes the listeners and connections; no more are admitted.
+func (r *Relay) closeTCP() {
+	t := &r.tcp
+	t.mu.Lock()
+	t.shut = true
+	for ln := range t.lns {
+		_ = ln.Close()
+	}
+	conns := make([]*tcpConn, 0, len(t.conns))
+	for tc := range t.conns {
+		conns = append(conns, tc)
+	}
+	t.mu.Unlock()
+	for _, tc := range conns {
+		tc.close(tcpCloseRelayClosed)
+	}
+}
+
+// serveTCPConn runs a connection's reader until it ends, then removes its
+// path and its accounting.
+func (r *Relay) serveTCPConn(tc *tcpConn) {
+	defer r.wg.Done()
+	tc.close(r.readTCP(tc))
+	r.mu.Lock()
+	if p := tc.path.Load(); p != nil && !p.removed.Load() {
+		r.removePathLocked(p)
+	}
+	r.mu.Unlock()
+	t := &r.tcp
+	t.mu.Lock()
+	delete(t.conns, tc)
+	if t.perIP[tc.remote.Addr()]--; t.perIP[tc.remote.Addr()] <= 0 {
+		delete(t.perIP, tc.remote.Addr())
+	}
+	if tc.path.Load() != nil {
+		t.verified--
+	}
+	t.mu.Unlock()
+}
+
+// readTCP reads and handles a connection's frames until it must close, and
+// says why.
+func (r *Relay) readTCP(tc *tcpConn) tcpCloseReason {
+	deadline := time.Now().Add(r.cfg.TCPVerifyTimeout)
+	_ = tc.conn.SetReadDeadline(deadline) // the whole first frame: a slowloris gets no more
+	fr := newFrameReader(tc.conn, MaxPacketSize)
+	var deadlineSet int64 // coarse clock when the idle deadline was last moved
+	for {
+		b, err := fr.next()
+		if err != nil {
+			switch {
+			case tc.isClosed():
+				return tcpCloseRelayClosed // the reason that closed it was counted
+			case errors.Is(err, ErrFrameTooLarge):
+				return tcpCloseOversize
+			case isTimeout(err) && tc.path.Load() == nil:
+				return tcpCloseVerifyTimeout
+			case isTimeout(err):
+				return tcpCloseIdle
+			}
+			return tcpClosePeer
+		}
+		r.tcp.framesIn.Add(1)
+		if tc.path.Load() == nil {
+			if reason, ok := r.verifyTCP(tc, b, deadline); !ok {
+				return reason
+			}
+			r.tcp.mu.Lock()
+			r.tcp.verified++
+			r.tcp.mu.Unlock()
+			r.wg.Add(1) // this reader holds a count: Close's Wait has not returned
+			go r.writeTCP(tc)
+			continue
+		}
+		now := r.clock.Load()
+		if now != deadlineSet {
+			deadlineSet = now
+			_ = tc.conn.SetReadDeadline(time.Unix(0, now).Add(r.cfg.TCPIdleTimeout))
+		}
+		r.handleTCPFrame(tc, b, now)
+	}
+}
+
+// verifyTCP handles the first frame of a connection: a Binding request
+// that verifies makes the connection a path (true); anything else says
+// why the connection closes. A USERNAME the relay does not know is looked
+// up in the registry (the session may be one assigned to this relay that
+// it has not adopted yet) while the deadline allows.
+func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseReason, bool) {
+	sc := stunPool.Get().(*stunScratch)
+	defer func() {
+		sc.in.Raw = nil // the frame buffer is the reader's
+		stunPool.Put(sc)
+	}()
+	now := r.clock.Load()
+	d := decideTCPFrame(b, tc, r.tabs, &sc.in, now)
+	if d.v == verdictLookup {
+		r.requestLookup(&sc.in)
+		timer := time.NewTimer(lookupPoll)
+		defer timer.Stop()
+		maxPolls := int(r.cfg.TCPVerifyTimeout/lookupPoll) + 1
+		for range maxPolls {
+			select {
+			case <-r.closing:
+				return tcpCloseRelayClosed, false
+			case <-tc.done:
+				return tcpCloseRelayClosed, false
+			case <-timer.C:
+			}
+			if time.Now().After(deadline) {
+				return tcpCloseUnknownSession, false
+			}
+			if user, err := sc.in.Get(stun.AttrUsername); err == nil && r.tabs.byUsername(user) != nil {
+				d = decideTCPFrame(b, tc, r.tabs, &sc.in, r.clock.Load())
+				break
+			}
+			timer.Reset(lookupPoll)
+		}
+	}
+	switch d.v {
+	case verdictCheck:
+		r.check(d, tc.remote, nil, tc, b, sc, now)
+		if tc.path.Load() == nil {
+			return tcpCloseUnknownSession, false // the session ended meanwhile
+		}
+		return 0, true
+	case verdictDropIntegrity:
+		d.s.dropIntegrity.Add(1)
+		r.log.Debug("relay: STUN over TCP failed verification", "session", d.s.id, "remote", tc.remote)
+		return tcpCloseIntegrity, false
+	case verdictLookup:
+		return tcpCloseUnknownSession, false
+	}
+	return tcpCloseNotBinding, false
+}
+
+// handleTCPFrame acts on a frame from a verified connection as
+// handleClientPacket acts on a datagram from a verified address.
+func (r *Relay) handleTCPFrame(tc *tcpConn, b []byte, now int64) {
+	if classify(b) != classSTUN {
+		r.act(decideTCPFrame(b, tc, r.tabs, nil, now), tc.remote, nil, tc, b, nil, now)
+		return
+	}
+	sc := stunPool.Get().(*stunScratch)
+	r.act(decideTCPFrame(b, tc, r.tabs, &sc.in, now), tc.remote, nil, tc, b, sc, now)
+	sc.in.Raw = nil // the frame buffer is the reader's
+	stunPool.Put(sc)
+}
+
+// writeTCP is a verified connection's writer: it writes the queued frames,
+// several at a time (writev), until the connection closes. A write that
+// cannot finish within TCPIdleTimeout (a client that stopped reading)
+// closes the connection.
+func (r *Relay) writeTCP(tc *tcpConn) {
+	defer r.wg.Done()
+	var frames [tcpWriteBatch]*tcpFrame
+	var bufs [tcpWriteBatch][]byte
+	var deadlineSet int64
+	for {
+		var f *tcpFrame
+		select {
+		case f = <-tc.out:
+		case <-tc.done:
+			for range cap(tc.out) { // return what is queued to the pool
+				select {
+				case f = <-tc.out:
+					framePool.Put(f)
+				default:
+					return
+				}
+			}
+			return
+		}
+		frames[0] = f
+		n := 1
+	fill:
+		for n < len(frames) {
+			select {
+			case f = <-tc.out:
+				frames[n] = f
+				n++
+			default:
+				break fill
+			}
+		}
+		if now := r.clock.Load(); now != deadlineSet {
+			deadlineSet = now
+			_ = tc.conn.SetWriteDeadline(time.Unix(0, now).Add(r.cfg.TCPIdleTimeout))
+		}
+		var err error
+		if n == 1 {
+			_, err = tc.conn.Write(frames[0].b[:frames[0].n])
+		} else {
+			for i := range n {
+				bufs[i] = frames[i].b[:frames[i].n]
+			}
+			tc.wbufs = bufs[:n]
+			_, err = tc.wbufs.WriteTo(tc.conn)
+		}
+		for i := range n {
+			framePool.Put(frames[i])
+			frames[i], bufs[i] = nil, nil
+		}
+		if err != nil {
+			tc.close(tcpCloseWriteError)
+			continue // returns through tc.done
+		}
+		r.tcp.framesOut.Add(uint64(n))
+	}
+}
