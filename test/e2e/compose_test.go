@@ -141,17 +141,30 @@ func upComposeStack(t *testing.T, ctx context.Context) (c *composeStack, relay1U
 	}
 }
 
+// The compose stack's development tokens (docker-compose.yml's defaults):
+// its containers reach each other off loopback, so control APIs need them.
+const (
+	composeAdminToken        = "rtcedge-dev-admin-token"
+	composeRegistrationToken = "rtcedge-dev-registration-token"
+)
+
 // grpcurl runs the grpcurl pinned in tools/go.mod.
 func grpcurl(t *testing.T, ctx context.Context, args ...string) string {
 	t.Helper()
+	out, err := grpcurlErr(ctx, args...)
+	if err != nil {
+		t.Fatalf("grpcurl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// grpcurlErr runs grpcurl and returns its output and error.
+func grpcurlErr(ctx context.Context, args ...string) (string, error) {
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "-modfile=tools/go.mod", "grpcurl"}, args...)...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("grpcurl %v: %v\n%s", args, err, out)
-	}
-	return string(out)
+	return string(out), err
 }
 
 // TestComposeStack is scenario (c): the docker-compose stack on the offline
@@ -173,6 +186,7 @@ func TestComposeStack(t *testing.T) {
 	relay2HTTP := "http://" + c.port(t, ctx, "relay-2", 9091)
 	waitFor(t, 90*time.Second, "the stack healthy with the origin registered", func() bool {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sig1+"/v1/origins", nil)
+		req.Header.Set("Authorization", "Bearer "+composeRegistrationToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
@@ -199,20 +213,29 @@ func TestComposeStack(t *testing.T) {
 		t.Errorf("player's media goes to %s, want relay-2 at %s", got, relay2UDP)
 	}
 
-	// grpcurl against relay-1: list (reflection), then list and release the
-	// publisher's session.
-	if out := grpcurl(t, ctx, "-plaintext", relay1GRPC, "list"); !strings.Contains(out, "relay.v1.RelayService") {
+	// grpcurl against relay-1: refused without the admin token (the
+	// published port is not loopback to the container), then with it list
+	// (reflection), list and release the publisher's session.
+	if out, err := grpcurlErr(ctx, "-plaintext", relay1GRPC, "relay.v1.RelayService/ListSessions"); err == nil ||
+		!strings.Contains(out, "Unauthenticated") && !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("grpcurl without the admin token: %v\n%s", err, out)
+	}
+	if code := httpGet(t, relay1HTTP+"/v1/sessions"); code != http.StatusForbidden && code != http.StatusUnauthorized {
+		t.Fatalf("REST admin without the token: %d", code)
+	}
+	auth := []string{"-plaintext", "-H", "authorization: Bearer " + composeAdminToken}
+	if out := grpcurl(t, ctx, append(auth, relay1GRPC, "list")...); !strings.Contains(out, "relay.v1.RelayService") {
 		t.Fatalf("grpcurl list: %s", out)
 	}
 	var list struct {
 		Sessions []struct{ ID string } `json:"sessions"`
 	}
-	out := grpcurl(t, ctx, "-plaintext", relay1GRPC, "relay.v1.RelayService/ListSessions")
+	out := grpcurl(t, ctx, append(auth, relay1GRPC, "relay.v1.RelayService/ListSessions")...)
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Sessions) != 1 {
 		t.Fatalf("ListSessions on relay-1: %v\n%s", err, out)
 	}
-	grpcurl(t, ctx, "-plaintext", "-d", `{"id":"`+list.Sessions[0].ID+`"}`, relay1GRPC, "relay.v1.RelayService/ReleaseSession")
-	out = grpcurl(t, ctx, "-plaintext", relay1GRPC, "relay.v1.RelayService/GetStatus")
+	grpcurl(t, ctx, append(auth, "-d", `{"id":"`+list.Sessions[0].ID+`"}`, relay1GRPC, "relay.v1.RelayService/ReleaseSession")...)
+	out = grpcurl(t, ctx, append(auth, relay1GRPC, "relay.v1.RelayService/GetStatus")...)
 	if strings.Contains(out, `"sessionCount"`) {
 		t.Errorf("relay-1 still counts sessions after release: %s", out)
 	}
