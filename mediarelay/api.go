@@ -651,11 +651,15 @@ func (r *Relay) relayRecord() registry.Relay {
 	for _, a := range r.cfg.PublicAddrs {
 		addrs = append(addrs, a.String())
 	}
+	var tcpAddrs []string
+	for _, a := range r.cfg.PublicTCPAddrs {
+		tcpAddrs = append(tcpAddrs, a.String())
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return registry.Relay{ID: r.cfg.RelayID, GRPCAddress: r.cfg.GRPCAddress, PublicAddresses: addrs,
 		Zone: r.cfg.Zone, Draining: r.draining, Sessions: len(r.sessions), MaxSessions: r.cfg.MaxSessions,
-		Version: r.cfg.Version}
+		Version: r.cfg.Version, PublicTCPAddresses: tcpAddrs}
 }
 
 // registerLoop registers the relay, retrying until etcd answers.

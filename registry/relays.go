@@ -335,6 +335,7 @@ func (c *Client) PickRelayExcept(ctx context.Context, zone string, exclude ...st
 	}
 	out := *best
 	out.PublicAddresses = slices.Clone(out.PublicAddresses)
+	out.PublicTCPAddresses = slices.Clone(out.PublicTCPAddresses)
 	return out, nil
 }
 

@@ -55,6 +55,10 @@ type Relay struct {
 	MaxSessions     int       `json:"max_sessions,omitempty"` // 0 = unlimited
 	Version         string    `json:"version,omitempty"`
 	UpdateTime      time.Time `json:"update_time"`
+
+	// PublicTCPAddresses are the advertised ICE-TCP "ip:port" (passive
+	// candidates, RFC 6544); none when the relay takes no TCP.
+	PublicTCPAddresses []string `json:"public_tcp_addresses,omitempty"`
 }
 
 // Load is the relay's load in [0, +inf): sessions over capacity when a

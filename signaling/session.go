@@ -352,7 +352,8 @@ func iceProto(c registry.ICECredentials) *relayv1.IceCredentials {
 }
 
 // rehome assigns the session, with its new ICE credentials, to another live
-// relay in one registry transaction and returns that relay's candidates.
+// relay in one registry transaction and returns that relay's candidates
+// (from its registration: its UDP and ICE-TCP addresses).
 // The origin addresses stay: the new relay reaches the same origin session.
 func (s *Server) rehome(ctx context.Context, rs registry.Session, keys registry.ICEKeys) ([]*relayv1.Candidate, error) {
 	relay, err := s.cfg.Registry.PickRelayExcept(ctx, s.cfg.Zone, rs.RelayID)
@@ -368,12 +369,20 @@ func (s *Server) rehome(ctx context.Context, rs registry.Session, keys registry.
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("relay %s advertises no address", relay.ID)
 	}
+	var tcpAddrs []netip.AddrPort
+	for _, a := range relay.PublicTCPAddresses {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			tcpAddrs = append(tcpAddrs, ap)
+		}
+	}
 	if _, err := s.cfg.Registry.RekeySession(ctx, rs.ID, keys, nil, relay.ID); err != nil {
 		return nil, fmt.Errorf("moving the session to relay %s: %w", relay.ID, err)
 	}
 	s.metrics.rehomed.Inc()
 	s.logger(ctx).Info("signaling: session moved to another relay", "session", rs.ID, "from", rs.RelayID, "to", relay.ID)
-	return mediarelay.Candidates(addrs), nil
+	// The candidates AllocateSession on that relay would return: UDP, then
+	// ICE-TCP passive.
+	return append(mediarelay.Candidates(addrs), mediarelay.TCPCandidates(tcpAddrs)...), nil
 }
 
 // statusOf is an origin response's status for logs, 0 without one.

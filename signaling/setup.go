@@ -510,16 +510,28 @@ func originMediaAddrs(o registry.Origin, a *sdpx.Answer) []string {
 	return out[:min(len(out), 8)]
 }
 
-// relayCandidates converts the relay's candidates.
+// relayCandidates converts the relay's candidates: its UDP ones, then its
+// ICE-TCP passive ones (RFC 6544), each group in the relay's order, so an
+// answer lists TCP after UDP whatever order the relay used. A candidate of
+// another transport or TCP type (a newer relay's) is left out.
 func relayCandidates(cs []*relayv1.Candidate) ([]sdpx.Candidate, error) {
 	out := make([]sdpx.Candidate, 0, len(cs))
+	var tcp []sdpx.Candidate
 	for _, c := range cs {
 		a, err := netip.ParseAddr(c.GetAddress())
 		if err != nil || c.GetPort() == 0 || c.GetPort() > 65535 {
 			return nil, fmt.Errorf("relay candidate %s:%d is not an ip:port", c.GetAddress(), c.GetPort())
 		}
-		out = append(out, sdpx.Candidate{Foundation: c.GetFoundation(), Priority: c.GetPriority(), Addr: netip.AddrPortFrom(a, uint16(c.GetPort()))})
+		cand := sdpx.Candidate{Foundation: c.GetFoundation(), Priority: c.GetPriority(), Addr: netip.AddrPortFrom(a, uint16(c.GetPort()))}
+		switch p := strings.ToLower(c.GetProtocol()); {
+		case p == "" || p == "udp":
+			out = append(out, cand)
+		case p == "tcp" && strings.EqualFold(c.GetTcpType(), sdpx.TCPPassive):
+			cand.TCPType = sdpx.TCPPassive
+			tcp = append(tcp, cand)
+		}
 	}
+	out = append(out, tcp...)
 	if len(out) == 0 {
 		return nil, errors.New("the relay returned no candidate")
 	}

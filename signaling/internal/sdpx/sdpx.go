@@ -297,15 +297,32 @@ func ParseAnswer(raw string) (*Answer, error) {
 	return a, nil
 }
 
-// Candidate is a relay candidate to put in an answer.
+// Candidate is a relay candidate to put in an answer: a host candidate,
+// UDP unless TCPType is set.
 type Candidate struct {
 	Foundation string
 	Priority   uint32
 	Addr       netip.AddrPort
+	// TCPType makes it an ICE-TCP candidate (RFC 6544) of that type:
+	// TCPPassive for a relay's TCP port. Empty is UDP.
+	TCPType string
 }
 
-// line renders a candidate attribute value (RFC 8839 section 5.1).
+// TCPPassive is the tcptype of a candidate that accepts connections and
+// never opens one (RFC 6544 section 4.5), as a relay's TCP port does.
+const TCPPassive = "passive"
+
+// IsTCP reports whether c is an ICE-TCP candidate.
+func (c Candidate) IsTCP() bool { return c.TCPType != "" }
+
+// line renders a candidate attribute value (RFC 8839 section 5.1; an
+// ICE-TCP candidate takes the "tcp" transport and the tcptype extension
+// attribute of RFC 6544 section 4.5, e.g. "1 1 tcp 1518280447 192.0.2.7
+// 8000 typ host tcptype passive").
 func (c Candidate) line(component uint16, priority uint32) string {
+	if c.IsTCP() {
+		return fmt.Sprintf("%s %d tcp %d %s %d typ host tcptype %s", c.Foundation, component, priority, c.Addr.Addr().String(), c.Addr.Port(), c.TCPType)
+	}
 	return fmt.Sprintf("%s %d udp %d %s %d typ host", c.Foundation, component, priority, c.Addr.Addr().String(), c.Addr.Port())
 }
 
@@ -328,11 +345,12 @@ func CandidateLines(cands []Candidate, components []uint16) []string {
 	return out
 }
 
-// RewriteAnswer replaces every candidate of the answer with the relay's:
-// the relay's candidates go where the origin's first candidates were (the
-// first m-section that had any, else the first m-section), with
-// a=end-of-candidates; the origin's TCP candidates are gone; the m= port
-// and c= of that section point at the first relay address, every other
+// RewriteAnswer replaces every candidate of the answer with the relay's, in
+// their order (UDP, then the relay's ICE-TCP passive ones): they go where
+// the origin's first candidates were (the first m-section that had any,
+// else the first m-section), with a=end-of-candidates; the origin's TCP
+// candidates are gone; the m= port
+// and c= of that section point at the first relay UDP address, every other
 // non-zero m= port is 9 with c= 0.0.0.0.
 func (a *Answer) RewriteAnswer(cands []Candidate) (string, error) {
 	if len(cands) == 0 {
@@ -352,7 +370,15 @@ func (a *Answer) RewriteAnswer(cands []Candidate) (string, error) {
 	}
 	d.Attributes = dropAttrs(d.Attributes, "candidate", "end-of-candidates", "rtcp")
 	lines := CandidateLines(cands, a.Components)
+	// The default candidate (m= port and c=) is the first UDP one: the m=
+	// line's UDP/TLS/RTP/SAVPF says UDP (RFC 8839 section 4.2.1.2).
 	first := cands[0].Addr
+	for _, c := range cands {
+		if !c.IsTCP() {
+			first = c.Addr
+			break
+		}
+	}
 	for i, m := range d.MediaDescriptions {
 		m.Attributes = dropAttrs(m.Attributes, "candidate", "end-of-candidates", "rtcp")
 		if m.MediaName.Port.Value != 0 {
