@@ -1,15 +1,12 @@
 package signaling_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/rtcedge/rtcedge/internal/bearer"
+	"github.com/rtcedge/rtcedge/internal/netnstest"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
@@ -189,98 +186,30 @@ func TestRegistrationGRPCClient(t *testing.T) {
 	defer cancel()
 	_, err = originv1.NewOriginRegistryClient(cc).RegisterOrigin(ctx, &originv1.RegisterOriginRequest{Origin: &originv1.Origin{
 		Id: os.Getenv(envRegGRPCID), Kind: originv1.OriginKind_ORIGIN_KIND_MEDIAMTX, ApiBaseUrl: "http://10.0.0.5:8889"}})
-	fmt.Printf("grpc-code=%s\ngrpc-message=%s\n", status.Code(err), status.Convert(err).Message())
-}
-
-// netns is a network namespace with a veth pair to the root namespace:
-// host is the root side's address, the namespace's is peer.
-type netns struct {
-	name       string
-	host, peer string
-}
-
-// newNetns creates the namespace and the veth pair (10.201.x.0/30), and
-// removes them at cleanup. It skips without root or ip.
-func newNetns(t *testing.T) *netns {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip(8)")
-	}
-	pid := os.Getpid()
-	x := 1 + pid%250
-	n := &netns{name: fmt.Sprintf("rtcedge-t%d", pid), host: fmt.Sprintf("10.201.%d.1", x), peer: fmt.Sprintf("10.201.%d.2", x)}
-	hostIf, peerIf := fmt.Sprintf("rtv%d", pid%1000000), fmt.Sprintf("rtp%d", pid%1000000)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", n.name)
-	t.Cleanup(func() {
-		// Deleting the namespace deletes its veth end, and with it ours.
-		_ = exec.Command("ip", "netns", "del", n.name).Run()
-		_ = exec.Command("ip", "link", "del", hostIf).Run()
-	})
-	run("link", "add", hostIf, "type", "veth", "peer", "name", peerIf, "netns", n.name)
-	run("addr", "add", n.host+"/30", "dev", hostIf)
-	run("link", "set", hostIf, "up")
-	run("netns", "exec", n.name, "ip", "link", "set", "lo", "up")
-	run("netns", "exec", n.name, "ip", "addr", "add", n.peer+"/30", "dev", peerIf)
-	run("netns", "exec", n.name, "ip", "link", "set", peerIf, "up")
-	return n
+	netnstest.PrintResult("register", err)
 }
 
 // curl makes an HTTP request from inside the namespace.
-func (n *netns) curl(t *testing.T, url string, rr regRequest) (int, http.Header, string) {
+func curl(t *testing.T, n *netnstest.Netns, url string, rr regRequest) (int, http.Header, string) {
 	t.Helper()
-	args := []string{"netns", "exec", n.name, "curl", "-sS", "-i", "--noproxy", "*", "-m", "10", "-X", rr.method,
-		"-H", "Content-Type: application/json", "--data-binary", rr.body}
+	headers := []string{"Content-Type: application/json"}
 	if rr.authz != "" {
-		args = append(args, "-H", "Authorization: "+rr.authz)
+		headers = append(headers, "Authorization: "+rr.authz)
 	}
-	out, err := exec.Command("ip", append(args, url+rr.path)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("curl %s: %v: %s", rr.path, err, out)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(out))), nil)
-	if err != nil {
-		t.Fatalf("curl %s: %v: %s", rr.path, err, out)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(body)
+	resp := n.Curl(t, rr.method, url+rr.path, headers, rr.body)
+	return resp.Status, resp.Header, resp.Body
 }
 
 // grpcRegister registers origin id over gRPC from inside the namespace
 // (the test binary, re-executed there) and returns the status code.
-func (n *netns) grpcRegister(t *testing.T, addr, token, id string) (codes.Code, string) {
+func grpcRegister(t *testing.T, n *netnstest.Netns, addr, token, id string) (codes.Code, string) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", n.name, os.Args[0], "-test.run=^TestRegistrationGRPCClient$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envRegGRPCAddr+"="+addr, envRegGRPCToken+"="+token, envRegGRPCID+"="+id)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("gRPC client in the namespace: %v: %s", err, out)
+	out := n.RunTest(t, "TestRegistrationGRPCClient", envRegGRPCAddr+"="+addr, envRegGRPCToken+"="+token, envRegGRPCID+"="+id)
+	res, ok := netnstest.Results(t, out)["register"]
+	if !ok {
+		t.Fatalf("gRPC client in the namespace printed no result: %s", out)
 	}
-	var code, msg string
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "grpc-code="); ok {
-			code = v
-		}
-		if v, ok := strings.CutPrefix(line, "grpc-message="); ok {
-			msg = v
-		}
-	}
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if c.String() == code {
-			return c, msg
-		}
-	}
-	t.Fatalf("gRPC client in the namespace printed no code: %s", out)
-	return 0, ""
+	return res.Code, res.Message
 }
 
 // regInstance is a signaling instance serving HTTP and gRPC on one
@@ -325,17 +254,14 @@ func startRegInstance(t *testing.T, etcd *embedetcd.Server, mode, host string) *
 // insecure opt-in, they are accepted. The same registrations from
 // loopback are accepted without a token.
 func TestRegistrationFromAnotherHost(t *testing.T) {
-	n := newNetns(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("needs curl")
-	}
+	n := netnstest.New(t, "curl")
 	etcd := embedetcd.StartForTest(t)
 	t.Run("HTTP", func(t *testing.T) {
 		for i, tc := range regCases {
 			t.Run(tc.name, func(t *testing.T) {
-				in := startRegInstance(t, etcd, tc.mode, n.host)
+				in := startRegInstance(t, etcd, tc.mode, n.Host)
 				id := fmt.Sprintf("netns-origin-%d", i)
-				status, header, body := n.curl(t, in.httpURL, tc.req(id))
+				status, header, body := curl(t, n, in.httpURL, tc.req(id))
 				if status != tc.status {
 					t.Fatalf("status %d, want %d: %s", status, tc.status, body)
 				}
@@ -360,9 +286,9 @@ func TestRegistrationFromAnotherHost(t *testing.T) {
 		}
 		for i, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				in := startRegInstance(t, etcd, tc.mode, n.host)
+				in := startRegInstance(t, etcd, tc.mode, n.Host)
 				id := fmt.Sprintf("netns-grpc-origin-%d", i)
-				code, msg := n.grpcRegister(t, in.grpcAddr, tc.token, id)
+				code, msg := grpcRegister(t, n, in.grpcAddr, tc.token, id)
 				if code != tc.want {
 					t.Fatalf("RegisterOrigin = %s (%s), want %s", code, msg, tc.want)
 				}

@@ -119,6 +119,16 @@ func (c config) adminPolicy() bearer.Policy {
 		Hint: "set -admin-token on the relay and the same -relay-token on signaling, use mTLS with -grpc-client-ca, or -insecure-admin-api"}
 }
 
+// restAdminPolicy is who may call the REST admin API on -http-listen: as on
+// gRPC, except that a client certificate opens nothing there (the HTTP port
+// has no TLS, so no caller is verified).
+func (c config) restAdminPolicy() bearer.Policy {
+	p := c.adminPolicy()
+	p.VerifiedTLS = false
+	p.Hint = "set -admin-token on the relay and the same -relay-token on signaling, or -insecure-admin-api; mTLS with -grpc-client-ca opens gRPC only"
+	return p
+}
+
 // sanitize turns a host name into a valid relay id.
 func sanitize(s string) string {
 	b := []byte(s)
@@ -231,7 +241,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
 		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL, DataPlane: cfg.dataPlane,
-		Admin: cfg.adminPolicy(),
+		Admin: cfg.restAdminPolicy(),
 	})
 	if err != nil {
 		return err
