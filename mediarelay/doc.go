@@ -46,6 +46,51 @@
 //     check (matched by STUN transaction ID in a small per-session table),
 //     or the client's check on that pair would fail.
 //
+// # ICE-TCP: clients that cannot use UDP
+//
+// ServeTCP accepts TCP connections on the relay's TCP port, which the
+// relay advertises as "tcptype passive" host candidates (Config.PublicTCPAddrs,
+// after the UDP candidates and with a lower priority, RFC 6544 section 4.2:
+// local preference 2^13 * 4 + other-pref). Every packet on a connection is
+// framed with a two-byte length (RFC 4571); a frame longer than
+// MaxPacketSize closes the connection. The origin side stays UDP, so any
+// origin serves TCP-only clients and origins need not be reachable from
+// clients at all.
+//
+//   - A connection proves itself as a UDP address does: its first frame must
+//     be a STUN Binding request whose USERNAME names a session and whose
+//     MESSAGE-INTEGRITY (and FINGERPRINT, when present) verifies, within
+//     TCPVerifyTimeout of the accept, the whole frame included (a slowloris
+//     gets no more time). A USERNAME the relay does not know is looked up
+//     in the registry within that time. Anything else closes the
+//     connection, counted by reason. A transaction is remembered with its
+//     connection: a check replayed on another connection, or captured on
+//     UDP and replayed over TCP, proves nothing.
+//   - A verified connection is one more path of its session, identified by
+//     the connection (not by its address: a UDP datagram from the same
+//     address proves nothing), under the rules above: it is selected by
+//     the first check, by USE-CANDIDATE or by media while the selected path
+//     is silent, counts against MaxPaths (an evicted or expired TCP path's
+//     connection is closed), and is a path of that session only (a check
+//     for another session on it fails). Its frames go to the origin over
+//     the session's socket, STUN translated and re-signed as for UDP; the
+//     origin's answer to a check on it comes back on it, with
+//     XOR-MAPPED-ADDRESS = the connection's remote address.
+//   - TCP paths are not written to the registry: a connection does not
+//     survive the relay process. After a restart the client connects again
+//     (or its ICE agent moves to another pair) and verifies anew.
+//   - The data plane never waits on a TCP socket: what goes to a selected
+//     TCP path is copied into a pooled frame and queued without blocking
+//     (at most TCPWriteQueue frames per connection); each verified
+//     connection has a writer goroutine that writes the queue in batches
+//     (writev). A client that reads slower than its media arrives loses
+//     packets, counted, and one that stops reading for TCPIdleTimeout is
+//     closed; so is one that sends nothing for that long.
+//   - Limits: TCPMaxConns connections in all, TCPMaxConnsPerIP from one IP,
+//     refused at accept and counted. A connection costs a reader goroutine
+//     and a 2 KiB frame buffer until it verifies, then a writer goroutine
+//     and its queue; frames and STUN scratch space come from pools.
+//
 // # What clients learn
 //
 // A Binding success response carries the requester's address as the

@@ -30,11 +30,17 @@ type frameReader struct {
 	err        error // a read error, returned once the buffered frames are
 }
 
-// newFrameReader returns a reader of frames of at most max bytes from r.
-// Its buffer holds two of the largest frames, so one read may take several
-// small ones (coalesced) and a frame split across reads needs no more room.
+// newFrameReader returns a reader of frames of at most max bytes (at most
+// 65535) from r. Its buffer is the largest frame rounded up to a power of
+// two (2 KiB for MaxPacketSize: memory per idle connection counts), so one
+// read may take several small frames (coalesced), and a frame split across
+// reads is moved to the front once, never grown.
 func newFrameReader(r io.Reader, max int) *frameReader {
-	return &frameReader{r: r, buf: make([]byte, 2*(frameHeader+max)), max: max}
+	size := 1
+	for size < frameHeader+max && size < 1<<17 {
+		size <<= 1
+	}
+	return &frameReader{r: r, buf: make([]byte, size), max: max}
 }
 
 // next returns the next frame's payload, valid until the next call. It

@@ -23,6 +23,11 @@ import (
 // tcpWriteBatch is how many queued frames one write (writev) takes.
 const tcpWriteBatch = 16
 
+// tcpWriterLinger is how long a connection's writer goroutine waits for
+// more frames before it returns; the next frame starts another. An idle
+// connection so holds one goroutine (its reader), not two.
+const tcpWriterLinger = 2 * time.Second
+
 // lookupPoll is how often a connection whose first check names a session
 // the relay does not know yet looks again while the registry is asked.
 const lookupPoll = 50 * time.Millisecond
@@ -102,19 +107,22 @@ var stunPool = sync.Pool{New: func() any { return newSTUNScratch() }}
 
 // tcpConn is one ICE-TCP connection from a client. Its reader goroutine
 // reads frames and acts on them as the UDP loops act on datagrams; once a
-// Binding request on it verified, it is a path of that session and a
-// writer goroutine drains its bounded queue of frames from the origin.
+// Binding request on it verified, it is a path of that session, and what
+// the origin sends it is queued (bounded) for a writer goroutine, started
+// by the first frame queued and gone after tcpWriterLinger without one.
 type tcpConn struct {
 	r      *Relay
 	conn   net.Conn
 	remote netip.AddrPort
 
-	path   atomic.Pointer[path] // set once its first check verified
-	out    chan *tcpFrame       // origin packets for the client; bounded, never waited on
-	done   chan struct{}        // closed by close: the writer returns
-	closed atomic.Bool
-	once   sync.Once
-	wbufs  net.Buffers // the writer's writev vector, reused
+	path    atomic.Pointer[path] // set once its first check verified
+	out     chan *tcpFrame       // origin packets for the client; bounded, never waited on
+	done    chan struct{}        // closed by close: the writer returns
+	closed  atomic.Bool
+	writing atomic.Bool // a writer goroutine runs
+	once    sync.Once
+	mu      sync.Mutex  // orders starting a writer before close (the relay's WaitGroup)
+	wbufs   net.Buffers // the writer's writev vector, reused
 }
 
 // isClosed reports whether close ran.
@@ -124,7 +132,9 @@ func (tc *tcpConn) isClosed() bool { return tc.closed.Load() }
 // reason); the reader's next read and the writer return.
 func (tc *tcpConn) close(reason tcpCloseReason) {
 	tc.once.Do(func() {
-		tc.closed.Store(true)
+		tc.mu.Lock()
+		tc.closed.Store(true) // no writer starts from now on
+		tc.mu.Unlock()
 		tc.r.tcp.closed[reason].Add(1)
 		_ = tc.conn.Close()
 		close(tc.done)
@@ -152,6 +162,23 @@ func (tc *tcpConn) send(s *session, p []byte) {
 		s.dropWrite.Add(1)
 		tc.r.tcp.queueDrops.Add(1)
 	}
+	if !tc.writing.Load() {
+		tc.startWriter()
+	}
+}
+
+// startWriter starts the connection's writer unless one runs or the
+// connection is closed. The reader, which holds a count of the relay's
+// WaitGroup until after close, makes the Add below safe against Close's
+// Wait.
+func (tc *tcpConn) startWriter() {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.closed.Load() || !tc.writing.CompareAndSwap(false, true) {
+		return
+	}
+	tc.r.wg.Add(1)
+	go tc.r.writeTCP(tc)
 }
 
 // ServeTCP accepts ICE-TCP connections (RFC 6544, passive; frames per RFC
@@ -319,8 +346,6 @@ func (r *Relay) readTCP(tc *tcpConn) tcpCloseReason {
 			r.tcp.mu.Lock()
 			r.tcp.verified++
 			r.tcp.mu.Unlock()
-			r.wg.Add(1) // this reader holds a count: Close's Wait has not returned
-			go r.writeTCP(tc)
 			continue
 		}
 		now := r.clock.Load()
@@ -399,28 +424,45 @@ func (r *Relay) handleTCPFrame(tc *tcpConn, b []byte, now int64) {
 }
 
 // writeTCP is a verified connection's writer: it writes the queued frames,
-// several at a time (writev), until the connection closes. A write that
-// cannot finish within TCPIdleTimeout (a client that stopped reading)
-// closes the connection.
+// several at a time (writev), until the queue stays empty for
+// tcpWriterLinger or the connection closes. A write that cannot finish
+// within TCPIdleTimeout (a client that stopped reading) closes the
+// connection.
 func (r *Relay) writeTCP(tc *tcpConn) {
 	defer r.wg.Done()
 	var frames [tcpWriteBatch]*tcpFrame
 	var bufs [tcpWriteBatch][]byte
 	var deadlineSet int64
+	linger := time.NewTimer(tcpWriterLinger)
+	defer linger.Stop()
 	for {
 		var f *tcpFrame
 		select {
 		case f = <-tc.out:
-		case <-tc.done:
-			for range cap(tc.out) { // return what is queued to the pool
-				select {
-				case f = <-tc.out:
-					framePool.Put(f)
-				default:
+		default:
+			linger.Reset(tcpWriterLinger)
+			select {
+			case f = <-tc.out:
+			case <-tc.done:
+				for range cap(tc.out) { // return what is queued to the pool
+					select {
+					case f = <-tc.out:
+						framePool.Put(f)
+					default:
+						return
+					}
+				}
+				return
+			case <-linger.C:
+				// Idle: return, unless a frame came in meanwhile and no
+				// other writer took over (send starts one when it sees
+				// writing false).
+				tc.writing.Store(false)
+				if len(tc.out) == 0 || !tc.writing.CompareAndSwap(false, true) {
 					return
 				}
+				continue
 			}
-			return
 		}
 		frames[0] = f
 		n := 1
@@ -454,7 +496,7 @@ func (r *Relay) writeTCP(tc *tcpConn) {
 		}
 		if err != nil {
 			tc.close(tcpCloseWriteError)
-			continue // returns through tc.done
+			continue // returns through tc.done once the queue is empty
 		}
 		r.tcp.framesOut.Add(uint64(n))
 	}
