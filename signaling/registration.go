@@ -61,14 +61,16 @@ func (g *registryService) authorize(ctx context.Context) error {
 		}
 	}
 	p := g.s.registrationPolicy()
+	p.VerifiedTLS = true // a gRPC client whose certificate -grpc-client-ca verified
 	var addr net.Addr
+	certified := false
 	if pr, ok := peer.FromContext(ctx); ok {
 		addr = pr.Addr
-		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
-			p.VerifiedTLS = true
+		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+			certified = len(ti.State.VerifiedChains) > 0
 		}
 	}
-	err := p.Allow(authz, addr)
+	err := p.Allow(authz, addr, certified)
 	switch {
 	case err == nil:
 		return nil
@@ -323,7 +325,7 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		peerAddr = net.TCPAddrFromAddrPort(ap)
 	}
-	switch err := s.registrationPolicy().Allow(authz, peerAddr); {
+	switch err := s.registrationPolicy().Allow(authz, peerAddr, false); {
 	case errors.Is(err, bearer.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
 		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")

@@ -357,16 +357,16 @@ func TestAdminPolicies(t *testing.T) {
 		policy func() error
 		want   error
 	}{
-		{name: "gRPC, default, remote", policy: func() error { return cfg().adminPolicy().Allow("", remote) }, want: bearer.ErrForbidden},
-		{name: "REST, default, remote", policy: func() error { return cfg().restAdminPolicy().Allow("", remote) }, want: bearer.ErrForbidden},
-		{name: "REST, default, loopback", policy: func() error { return cfg().restAdminPolicy().Allow("", local) }},
-		{name: "gRPC, mTLS, verified remote", policy: func() error { return mtls.adminPolicy().Allow("", remote) }},
-		{name: "REST, mTLS, remote", policy: func() error { return mtls.restAdminPolicy().Allow("", remote) }, want: bearer.ErrForbidden},
-		{name: "REST, mTLS, loopback", policy: func() error { return mtls.restAdminPolicy().Allow("", local) }},
+		{name: "gRPC, default, remote", policy: func() error { return cfg().adminPolicy().Allow("", remote, false) }, want: bearer.ErrForbidden},
+		{name: "REST, default, remote", policy: func() error { return cfg().restAdminPolicy().Allow("", remote, false) }, want: bearer.ErrForbidden},
+		{name: "REST, default, loopback", policy: func() error { return cfg().restAdminPolicy().Allow("", local, false) }},
+		{name: "gRPC, mTLS, verified remote", policy: func() error { return mtls.adminPolicy().Allow("", remote, true) }},
+		{name: "REST, mTLS, remote", policy: func() error { return mtls.restAdminPolicy().Allow("", remote, false) }, want: bearer.ErrForbidden},
+		{name: "REST, mTLS, loopback", policy: func() error { return mtls.restAdminPolicy().Allow("", local, false) }},
 		{name: "REST, token, remote with it", policy: func() error {
-			return cfg("-admin-token", "t").restAdminPolicy().Allow("Bearer t", remote)
+			return cfg("-admin-token", "t").restAdminPolicy().Allow("Bearer t", remote, false)
 		}},
-		{name: "REST, insecure, remote", policy: func() error { return cfg("-insecure-admin-api").restAdminPolicy().Allow("", remote) }},
+		{name: "REST, insecure, remote", policy: func() error { return cfg("-insecure-admin-api").restAdminPolicy().Allow("", remote, false) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,8 +41,10 @@ var (
 type Policy struct {
 	// Token, when set, must be presented by every call.
 	Token string
-	// VerifiedTLS says the transport already verified each caller's client
-	// certificate (mTLS): without a Token, any such caller is allowed.
+	// VerifiedTLS allows, without a Token, callers that presented a client
+	// certificate the transport verified (mTLS). It is checked on each call
+	// (the gRPC peer's TLS state, the HTTP request's), so a listener without
+	// client-certificate verification opens nothing through it.
 	VerifiedTLS bool
 	// Insecure allows every caller when no Token is set.
 	Insecure bool
@@ -51,15 +53,16 @@ type Policy struct {
 }
 
 // Allow decides on a call with Authorization header value authz from peer
-// addr (nil when unknown).
-func (p Policy) Allow(authz string, addr net.Addr) error {
+// addr (nil when unknown); certified says the caller presented a client
+// certificate the transport verified.
+func (p Policy) Allow(authz string, addr net.Addr, certified bool) error {
 	if p.Token != "" {
 		if Check(authz, p.Token) {
 			return nil
 		}
 		return ErrUnauthenticated
 	}
-	if p.Insecure || p.VerifiedTLS || IsLoopback(addr) {
+	if p.Insecure || p.VerifiedTLS && certified || IsLoopback(addr) {
 		return nil
 	}
 	return ErrForbidden
@@ -118,7 +121,8 @@ func (p Policy) Middleware(next http.Handler) http.Handler {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			addr = net.TCPAddrFromAddrPort(ap)
 		}
-		err := p.Allow(r.Header.Get("Authorization"), addr)
+		certified := r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+		err := p.Allow(r.Header.Get("Authorization"), addr, certified)
 		if err == nil {
 			next.ServeHTTP(w, r)
 			return
@@ -148,10 +152,14 @@ func (p Policy) allowContext(ctx context.Context) error {
 		}
 	}
 	var addr net.Addr
+	certified := false
 	if pr, ok := peer.FromContext(ctx); ok {
 		addr = pr.Addr
+		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+			certified = len(ti.State.VerifiedChains) > 0
+		}
 	}
-	err := p.Allow(authz, addr)
+	err := p.Allow(authz, addr, certified)
 	switch {
 	case err == nil:
 		return nil

@@ -29,6 +29,7 @@ func TestPolicyAllow(t *testing.T) {
 		policy bearer.Policy
 		authz  string
 		addr   net.Addr
+		cert   bool // the caller presented a verified client certificate
 		want   error
 	}{
 		{name: "no token, loopback", addr: local, want: nil},
@@ -36,7 +37,9 @@ func TestPolicyAllow(t *testing.T) {
 		{name: "no token, remote", addr: remote, want: bearer.ErrForbidden},
 		{name: "no token, unknown peer", addr: nil, want: bearer.ErrForbidden},
 		{name: "no token, remote, insecure opt-in", policy: bearer.Policy{Insecure: true}, addr: remote, want: nil},
-		{name: "no token, remote, verified client certificate", policy: bearer.Policy{VerifiedTLS: true}, addr: remote, want: nil},
+		{name: "no token, remote, verified client certificate", policy: bearer.Policy{VerifiedTLS: true}, addr: remote, cert: true, want: nil},
+		{name: "no token, remote, mTLS configured but no certificate on this call", policy: bearer.Policy{VerifiedTLS: true}, addr: remote, want: bearer.ErrForbidden},
+		{name: "no token, remote, certificate but mTLS not accepted", addr: remote, cert: true, want: bearer.ErrForbidden},
 		{name: "token, remote, right token", policy: bearer.Policy{Token: "s3cret"}, authz: "Bearer s3cret", addr: remote, want: nil},
 		{name: "token, remote, wrong token", policy: bearer.Policy{Token: "s3cret"}, authz: "Bearer nope", addr: remote, want: bearer.ErrUnauthenticated},
 		{name: "token, remote, no token", policy: bearer.Policy{Token: "s3cret"}, addr: remote, want: bearer.ErrUnauthenticated},
@@ -46,7 +49,7 @@ func TestPolicyAllow(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.policy.Allow(tc.authz, tc.addr); got != tc.want {
+			if got := tc.policy.Allow(tc.authz, tc.addr, tc.cert); got != tc.want {
 				t.Fatalf("Allow = %v, want %v", got, tc.want)
 			}
 		})
