@@ -116,7 +116,7 @@ type tcpConn struct {
 	remote netip.AddrPort
 
 	path    atomic.Pointer[path] // set once its first check verified
-	out     chan *tcpFrame       // origin packets for the client; bounded, never waited on
+	out     chan *tcpFrame       // origin packets for the client; bounded, never waited on; made when it verifies
 	done    chan struct{}        // closed by close: the writer returns
 	closed  atomic.Bool
 	writing atomic.Bool // a writer goroutine runs
@@ -267,7 +267,7 @@ func (r *Relay) acceptTCP(c net.Conn) {
 		return
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	tc := &tcpConn{r: r, conn: c, remote: remote, out: make(chan *tcpFrame, r.cfg.TCPWriteQueue), done: make(chan struct{})}
+	tc := &tcpConn{r: r, conn: c, remote: remote, done: make(chan struct{})}
 	t.conns[tc] = struct{}{}
 	t.perIP[remote.Addr()]++
 	r.wg.Add(1) // before closeTCP's Wait: t.shut is false under t.mu
@@ -346,6 +346,8 @@ func (r *Relay) readTCP(tc *tcpConn) tcpCloseReason {
 			r.tcp.mu.Lock()
 			r.tcp.verified++
 			r.tcp.mu.Unlock()
+			deadlineSet = r.clock.Load()
+			_ = tc.conn.SetReadDeadline(time.Now().Add(r.cfg.TCPIdleTimeout))
 			continue
 		}
 		now := r.clock.Load()
@@ -395,6 +397,9 @@ func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseRe
 	}
 	switch d.v {
 	case verdictCheck:
+		// The queue before the path is published (Relay.mu orders them
+		// for the data plane): a connection that never verifies has none.
+		tc.out = make(chan *tcpFrame, r.cfg.TCPWriteQueue)
 		r.check(d, tc.remote, nil, tc, b, sc, now)
 		if tc.path.Load() == nil {
 			return tcpCloseUnknownSession, false // the session ended meanwhile

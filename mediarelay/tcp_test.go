@@ -16,6 +16,8 @@ import (
 
 	"github.com/rtcedge/rtcedge/mediarelay"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	"github.com/rtcedge/rtcedge/registry"
+	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
 
 // tcpRelay is a test relay that also serves ICE-TCP on loopback.
@@ -28,6 +30,12 @@ type tcpRelay struct {
 // startTCPRelay runs a stand-alone relay on UDP and TCP, both on loopback.
 func startTCPRelay(t *testing.T, tweak ...func(*mediarelay.Config)) *tcpRelay {
 	t.Helper()
+	return startTCPRelayWith(t, nil, tweak...)
+}
+
+// startTCPRelayWith is startTCPRelay with a registry.
+func startTCPRelayWith(t *testing.T, reg *registry.Client, tweak ...func(*mediarelay.Config)) *tcpRelay {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +44,7 @@ func startTCPRelay(t *testing.T, tweak ...func(*mediarelay.Config)) *tcpRelay {
 	tweaks := append([]func(*mediarelay.Config){func(c *mediarelay.Config) {
 		c.PublicTCPAddrs = []netip.AddrPort{addr}
 	}}, tweak...)
-	tr := startRelay(t, nil, "relay-a", "127.0.0.1:0", tweaks...)
+	tr := startRelay(t, reg, "relay-a", "127.0.0.1:0", tweaks...)
 	served := make(chan error, 1)
 	go func() { served <- tr.relay.ServeTCP(ln) }()
 	t.Cleanup(func() {
@@ -635,5 +643,37 @@ func TestTCPRelayCloseEndsConnections(t *testing.T) {
 	}, "the verified connection closed")
 	if _, err := net.DialTCP("tcp4", nil, net.TCPAddrFromAddrPort(relay.tcp)); err == nil {
 		t.Fatal("the listener still accepts")
+	}
+}
+
+// TestTCPAdoptsFromRegistry: a connection whose first check names a
+// session assigned to this relay in etcd but unknown to the process (a
+// client moved here by an ICE restart) waits for the registry lookup and
+// verifies; the session's record gets no TCP path (connections do not
+// survive the relay).
+func TestTCPAdoptsFromRegistry(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	relay := startTCPRelayWith(t, reg)
+	cr := newCreds("9")
+	origin := startICEOrigin(t, cr.ou+":"+cr.cu, cr.op)
+	if err := reg.CreateSession(t.Context(), registry.Session{ID: "adopted", Stream: "v/a/b", Direction: registry.DirectionPlay,
+		RelayID: "relay-a", ClientICE: registry.ICECredentials{Ufrag: cr.cu, Pwd: cr.cp},
+		OriginICE: registry.ICECredentials{Ufrag: cr.ou, Pwd: cr.op}, OriginAddresses: []string{origin.addr.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	c := dialTCP(t, relay.tcp, true)
+	assertResponse(t, c.check(cr.ou+":"+cr.cu, cr.op, true), cr.op, c.addr)
+	s := relay.session(t, "adopted")
+	if len(s.ClientPaths) != 1 || s.ClientPaths[0].Transport != "tcp" || !s.ClientPaths[0].Selected {
+		t.Fatalf("paths %v", s.ClientPaths)
+	}
+	time.Sleep(1500 * time.Millisecond) // the paths are written at most once a second
+	rec, err := reg.GetSession(t.Context(), "adopted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.ClientPaths) != 0 {
+		t.Fatalf("registry record paths %+v: a TCP path is not restorable", rec.ClientPaths)
 	}
 }
