@@ -58,13 +58,15 @@ func startTCPRelay(t testing.TB, reg *registry.Client, id string, tcp bool) (*me
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
-	go func() { defer wg.Done(); _ = r.Serve(ctx, conns...) }()
+	// The relay closes on Serve's goroutine only (when ctx ends, or when
+	// Serve fails), so ServeTCP returns and no Close races Serve's start.
+	go func() { defer wg.Done(); _ = r.Serve(ctx, conns...); _ = r.Close() }()
 	if tcpLis != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = r.ServeTCP(tcpLis) }()
 	}
 	var once sync.Once
-	stop := func() { once.Do(func() { gs.Stop(); cancel(); _ = r.Close(); wg.Wait() }) }
+	stop := func() { once.Do(func() { gs.Stop(); cancel(); wg.Wait() }) }
 	t.Cleanup(stop)
 	return r, tcpAddr, stop
 }

@@ -1,6 +1,8 @@
 // Command mediarelay runs one rtcedge media relay: the public UDP port,
-// the relay.v1.RelayService gRPC API (with reflection and health), and an
-// HTTP port with the REST gateway, /metrics, /healthz and /readyz.
+// the ICE-TCP port for clients that cannot use UDP (RFC 6544 passive, RFC
+// 4571 framing; by default the UDP port's number), the
+// relay.v1.RelayService gRPC API (with reflection and health), and an HTTP
+// port with the REST gateway, /metrics, /healthz and /readyz.
 //
 // Every flag has an environment fallback named RTCEDGE_<FLAG> (dashes become
 // underscores): -udp-listen is RTCEDGE_UDP_LISTEN. `mediarelay healthcheck
@@ -40,6 +42,7 @@ func main() {
 type config struct {
 	udpListen     string
 	publicAddrs   cli.StringList
+	tcp           tcpConfig
 	grpcListen    string
 	grpcAdvertise string
 	httpListen    string
@@ -67,6 +70,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs := flag.NewFlagSet("mediarelay", flag.ContinueOnError)
 	fs.StringVar(&c.udpListen, "udp-listen", ":8000", "public UDP address for media (one port for every session)")
 	fs.Var(&c.publicAddrs, "public-addr", "advertised ip:port clients reach the UDP port on; repeatable or comma-separated; when unset: the bound address if -udp-listen names an IP, else derived from the interfaces")
+	c.tcp.register(fs)
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":9090", "gRPC admin API address")
 	fs.StringVar(&c.grpcAdvertise, "grpc-advertise", "", "host:port signaling dials for the gRPC API; default: -grpc-listen with this host's address")
 	fs.StringVar(&c.httpListen, "http-listen", ":9091", "HTTP address for REST, /metrics, /healthz, /readyz")
@@ -108,6 +112,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
 	case c.adminToken != "" && c.insecureAdmin:
 		return c, errors.New("-admin-token and -insecure-admin-api exclude each other")
+	case c.tcp.validate() != nil:
+		return c, c.tcp.validate()
 	}
 	return c, nil
 }
@@ -224,6 +230,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	if err != nil {
 		return err
 	}
+	// ICE-TCP (nil when -tcp-listen off). The relay closes it at Close;
+	// the defer covers the early returns.
+	tcpLis, tcpPublic, err := cfg.tcp.listen(ctx, cfg.udpListen, bound, addrs)
+	if err != nil {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return err
+	}
+	if tcpLis != nil {
+		defer tcpLis.Close()
+	}
 	grpcLis, err := net.Listen("tcp", cfg.grpcListen)
 	if err != nil {
 		return err
@@ -241,6 +259,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
 		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL, DataPlane: cfg.dataPlane,
+		PublicTCPAddrs: tcpPublic, TCPMaxConns: cfg.tcp.maxConns, TCPMaxConnsPerIP: cfg.tcp.maxConnsPerIP,
+		TCPVerifyTimeout: cfg.tcp.verifyTimeout, TCPIdleTimeout: cfg.tcp.idleTimeout, TCPWriteQueue: cfg.tcp.writeQueue,
 		Admin: cfg.restAdminPolicy(),
 	})
 	if err != nil {
@@ -264,8 +284,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	mediarelay.RegisterGRPC(gs, relay)
 	hs := &http.Server{Handler: relay.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 
+	var tcpBound []string
+	if tcpLis != nil {
+		tcpBound = []string{tcpLis.Addr().String()}
+	}
+	tcpAdvertised := make([]string, len(tcpPublic))
+	for i, a := range tcpPublic {
+		tcpAdvertised[i] = a.String()
+	}
 	log.Info("mediarelay starting", "version", version, "relay_id", cfg.relayID, "udp", conns[0].LocalAddr().String(),
-		"public", addrs, "grpc", grpcLis.Addr().String(), "grpc_advertise", advertise, "http", httpLis.Addr().String())
+		"public", addrs, "tcp", tcpBound, "public_tcp", tcpAdvertised,
+		"grpc", grpcLis.Addr().String(), "grpc_advertise", advertise, "http", httpLis.Addr().String())
 	// Packets and connections queue in the sockets until the servers below
 	// read them, so the file may announce the addresses now.
 	public := make([]string, len(addrs))
@@ -273,6 +302,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		public[i] = a.String()
 	}
 	if err := cli.WriteReadyFile(cfg.readyFile, cli.Ready{UDP: []string{bound.String()}, Public: public,
+		TCP: tcpBound, PublicTCP: tcpAdvertised,
 		GRPC: grpcLis.Addr().String(), GRPCAdvertise: advertise, HTTP: httpLis.Addr().String()}); err != nil {
 		_ = relay.Close()
 		for _, c := range conns {
@@ -284,7 +314,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	defer func() { _ = cli.RemoveReadyFile(cfg.readyFile) }()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return relay.Serve(gctx, conns...) })
+	g.Go(func() error {
+		// Serve closes the relay when gctx ends; the relay is closed on
+		// Serve's goroutine only, after Serve started everything (a Close
+		// from here during Serve's reload would race with it), and also
+		// when Serve fails, so that ServeTCP returns.
+		err := relay.Serve(gctx, conns...)
+		_ = relay.Close()
+		return err
+	})
+	if tcpLis != nil {
+		g.Go(func() error {
+			// Returns when the relay closes, which closes the listener.
+			if err := relay.ServeTCP(tcpLis); err != nil && !errors.Is(err, mediarelay.ErrClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })
 	g.Go(func() error { return cli.ServeHTTP(hs, httpLis) })
 	if ready != nil {
@@ -296,8 +343,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	defer cancel()
 	_ = hs.Shutdown(shutdown)
 	cli.StopGRPC(shutdown, gs)
-	_ = relay.Close()
-	return g.Wait()
+	return g.Wait() // Serve closes the relay
 }
 
 // advertised turns a listen address into one signaling can dial: a wildcard

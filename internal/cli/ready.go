@@ -20,9 +20,9 @@ const ReadyFileFlag = "ready-file"
 // the flag said 0). Fields a binary does not have are left out of the JSON.
 //
 //	signaling    {"pid", "http", "grpc"}
-//	mediarelay   {"pid", "udp", "public", "grpc", "grpc_advertise", "http"}
+//	mediarelay   {"pid", "udp", "public", "tcp", "public_tcp", "grpc", "grpc_advertise", "http"}
 //	demo-origin  {"pid", "http", "udp", "url"}
-//	rtcedge      {"pid", "http", "grpc", "udp", "public", "relay_grpc", "relay_http", "origin_http", "origin_udp", "etcd"}
+//	rtcedge      {"pid", "http", "grpc", "udp", "public", "tcp", "public_tcp", "relay_grpc", "relay_http", "origin_http", "origin_udp", "etcd"}
 type Ready struct {
 	// PID is the process id.
 	PID int `json:"pid"`
@@ -35,6 +35,11 @@ type Ready struct {
 	UDP []string `json:"udp,omitempty"`
 	// Public are the UDP addresses the relay advertises to clients.
 	Public []string `json:"public,omitempty"`
+	// TCP are the relay's bound ICE-TCP listeners (none with TCP off).
+	TCP []string `json:"tcp,omitempty"`
+	// PublicTCP are the ICE-TCP addresses the relay advertises to clients
+	// (tcptype passive candidates).
+	PublicTCP []string `json:"public_tcp,omitempty"`
 	// GRPCAdvertise is the gRPC address the relay registers for signaling.
 	GRPCAdvertise string `json:"grpc_advertise,omitempty"`
 	// URL is the base URL the demo origin registers.

@@ -48,6 +48,8 @@ func TestReadyFileRoundTrip(t *testing.T) {
 	for _, want := range []Ready{
 		{PID: 7, HTTP: "127.0.0.1:1", GRPC: "127.0.0.1:2"},
 		{UDP: []string{"127.0.0.1:3"}, Public: []string{"127.0.0.1:3"}, GRPC: "127.0.0.1:4", GRPCAdvertise: "127.0.0.1:4", HTTP: "127.0.0.1:5"},
+		{UDP: []string{"127.0.0.1:3"}, Public: []string{"127.0.0.1:3"}, TCP: []string{"127.0.0.1:3"}, PublicTCP: []string{"203.0.113.7:443"},
+			GRPC: "127.0.0.1:4", GRPCAdvertise: "127.0.0.1:4", HTTP: "127.0.0.1:5"},
 	} {
 		if err := WriteReadyFile(path, want); err != nil {
 			t.Fatal(err)
@@ -64,7 +66,8 @@ func TestReadyFileRoundTrip(t *testing.T) {
 		}
 	}
 	b, _ := os.ReadFile(path)
-	if strings.Contains(string(b), "relay_grpc") || !strings.Contains(string(b), `"grpc_advertise"`) {
+	if strings.Contains(string(b), "relay_grpc") || !strings.Contains(string(b), `"grpc_advertise"`) ||
+		!strings.Contains(string(b), `"tcp": [`) || !strings.Contains(string(b), `"public_tcp": [`) {
 		t.Errorf("unset fields must be left out, set ones named as documented:\n%s", b)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
