@@ -100,7 +100,8 @@ type Config struct {
 	// default DefaultTCPVerifyTimeout. A connection that has not is closed.
 	TCPVerifyTimeout time.Duration
 	// TCPIdleTimeout closes a verified TCP connection that sent nothing for
-	// that long; default DefaultTCPIdleTimeout.
+	// that long, or whose writes did not complete for that long (a client
+	// that stopped reading); default DefaultTCPIdleTimeout.
 	TCPIdleTimeout time.Duration
 	// TCPWriteQueue bounds the packets queued for one TCP connection's
 	// writer (the data plane never waits on a TCP socket: beyond it packets

@@ -363,7 +363,8 @@ func (r *Relay) readTCP(tc *tcpConn) tcpCloseReason {
 // that verifies makes the connection a path (true); anything else says
 // why the connection closes. A USERNAME the relay does not know is looked
 // up in the registry (the session may be one assigned to this relay that
-// it has not adopted yet) while the deadline allows.
+// it has not adopted yet) while the deadline allows; without a registry
+// the connection closes at once.
 func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseReason, bool) {
 	sc := stunPool.Get().(*stunScratch)
 	defer func() {
@@ -374,6 +375,9 @@ func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseRe
 	d := decideTCPFrame(b, tc, r.tabs, &sc.in, now)
 	if d.v == verdictLookup {
 		r.requestLookup(&sc.in)
+		if r.cfg.Registry == nil {
+			return tcpCloseUnknownSession, false // nobody else knows sessions
+		}
 		timer := time.NewTimer(lookupPoll)
 		defer timer.Stop()
 		maxPolls := int(r.cfg.TCPVerifyTimeout/lookupPoll) + 1

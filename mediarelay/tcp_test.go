@@ -252,7 +252,7 @@ func TestTCPConnectionsThatNeverVerify(t *testing.T) {
 		{name: "binding without username", reason: "not_binding", act: func(t *testing.T, c *tcpClient) {
 			_ = c.send(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewShortTermIntegrity(cr.op), stun.Fingerprint).Raw)
 		}},
-		{name: "unknown session", reason: "unknown_session", slow: true, act: func(t *testing.T, c *tcpClient) {
+		{name: "unknown session", reason: "unknown_session", act: func(t *testing.T, c *tcpClient) {
 			_ = c.send(binding(t, "nobody:nobody", cr.op))
 		}},
 		{name: "oversize frame", reason: "oversize", act: func(t *testing.T, c *tcpClient) {
