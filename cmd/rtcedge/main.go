@@ -48,6 +48,7 @@ type config struct {
 	host        string
 	httpPort    int
 	udpPort     int
+	tcpPort     int
 	relayGRPC   int
 	relayHTTP   int
 	sigGRPC     int
@@ -64,6 +65,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.host, "host", "127.0.0.1", "IP address every listener binds and the relay advertises; the default keeps everything on loopback")
 	fs.IntVar(&c.httpPort, "http-port", 8080, "signaling HTTP port (WHIP/WHEP, demo page, REST)")
 	fs.IntVar(&c.udpPort, "udp-port", 8000, "relay UDP media port")
+	fs.IntVar(&c.tcpPort, "tcp-port", -1, "relay ICE-TCP port, for clients that cannot use UDP; -1: the bound UDP port's number (any port when -udp-port 0 and that number is taken)")
 	fs.IntVar(&c.relayGRPC, "relay-grpc-port", 9090, "relay gRPC admin port")
 	fs.IntVar(&c.relayHTTP, "relay-http-port", 9091, "relay HTTP port (REST, /metrics)")
 	fs.IntVar(&c.sigGRPC, "signaling-grpc-port", 9092, "signaling gRPC port (origin registry)")
@@ -87,6 +89,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("-%s %d: want 0-65535", name, p)
 		}
 	}
+	if c.tcpPort < -1 || c.tcpPort > 65535 {
+		return c, fmt.Errorf("-tcp-port %d: want -1 (the UDP port's number) or 0-65535", c.tcpPort)
+	}
 	return c, nil
 }
 
@@ -97,6 +102,7 @@ type endpoints struct {
 	RelayHTTP   string
 	SigGRPC     string
 	RelayUDP    string
+	RelayTCP    string
 	OriginHTTP  string
 	OriginMedia string
 	Etcd        []string
@@ -141,6 +147,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("relay UDP: %w", err)
 	}
 	publicUDP := netip.MustParseAddrPort(udpConns[0].LocalAddr().String())
+	relayTCP, err := listenRelayTCP(ctx, hostAddr, cfg.tcpPort, cfg.udpPort, publicUDP.Port())
+	if err != nil {
+		return err
+	}
+	defer relayTCP.Close()
+	publicTCP := relayTCP.Addr().(*net.TCPAddr).AddrPort()
+	publicTCP = netip.AddrPortFrom(publicTCP.Addr().Unmap(), publicTCP.Port())
 	originMedia, err := net.ListenPacket("udp", netip.AddrPortFrom(hostAddr, uint16(cfg.originMedia)).String())
 	if err != nil {
 		return fmt.Errorf("demo origin media: %w", err)
@@ -148,12 +161,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	// Relay.
 	relay, err := mediarelay.New(mediarelay.Config{
-		RelayID:     "relay-1",
-		PublicAddrs: []netip.AddrPort{publicUDP},
-		GRPCAddress: lis.relayGRPC.Addr().String(),
-		Registry:    reg,
-		Logger:      log.With("service", "mediarelay"),
-		Version:     version,
+		RelayID:        "relay-1",
+		PublicAddrs:    []netip.AddrPort{publicUDP},
+		PublicTCPAddrs: []netip.AddrPort{publicTCP},
+		GRPCAddress:    lis.relayGRPC.Addr().String(),
+		Registry:       reg,
+		Logger:         log.With("service", "mediarelay"),
+		Version:        version,
 	})
 	if err != nil {
 		return err
@@ -192,7 +206,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return relay.Serve(gctx, udpConns...) })
+	g.Go(func() error {
+		// The relay is closed on Serve's goroutine only (when gctx ends or
+		// Serve fails), so that no Close races Serve's start, and
+		// ServeTCP returns with it.
+		err := relay.Serve(gctx, udpConns...)
+		_ = relay.Close()
+		return err
+	})
+	g.Go(func() error {
+		if err := relay.ServeTCP(relayTCP); err != nil && !errors.Is(err, mediarelay.ErrClosed) {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error { return cli.ServeGRPC(relayGRPC, lis.relayGRPC) })
 	g.Go(func() error { return cli.ServeGRPC(sigGRPC, lis.sigGRPC) })
 	g.Go(func() error { return cli.ServeHTTP(sigHTTP, lis.sigHTTP) })
@@ -207,6 +234,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		RelayHTTP:   "http://" + lis.relayHTTP.Addr().String(),
 		SigGRPC:     lis.sigGRPC.Addr().String(),
 		RelayUDP:    publicUDP.String(),
+		RelayTCP:    publicTCP.String(),
 		OriginHTTP:  originURL,
 		OriginMedia: origin.MediaAddr().String(),
 		Etcd:        etcd.Endpoints(),
@@ -216,13 +244,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
   WHIP             %s/whip/{stream}
   WHEP             %s/whep/{stream}
   relay admin      grpcurl -plaintext %s list    (REST: %s/v1/status)
-  relay media      udp %s
+  relay media      udp %s, tcp %s (ICE-TCP)
   origin registry  grpc %s
   demo origin      %s (media udp %s)
   etcd             %v
-`, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
+`, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.RelayTCP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
 	readyErr := cli.WriteReadyFile(cfg.readyFile, cli.Ready{
 		HTTP: lis.sigHTTP.Addr().String(), GRPC: ep.SigGRPC, UDP: []string{ep.RelayUDP}, Public: []string{publicUDP.String()},
+		TCP: []string{relayTCP.Addr().String()}, PublicTCP: []string{ep.RelayTCP},
 		RelayGRPC: ep.RelayGRPC, RelayHTTP: lis.relayHTTP.Addr().String(), OriginHTTP: lis.originHTTP.Addr().String(),
 		OriginUDP: []string{ep.OriginMedia}, Etcd: ep.Etcd,
 	})
@@ -241,7 +270,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	_ = originHTTP.Shutdown(shutdownCtx)
 	cli.StopGRPC(shutdownCtx, sigGRPC)
 	cli.StopGRPC(shutdownCtx, relayGRPC)
-	_ = relay.Close()
+	// stopRun ended Serve's context: Serve closes the relay.
 	_ = origin.Close()
 	sig.Close()
 	if readyErr != nil {
@@ -253,4 +282,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	return nil
+}
+
+// listenRelayTCP binds the relay's ICE-TCP port on host: port, or with -1
+// the bound UDP port's number (any port when the UDP port was 0, chosen by
+// the kernel, and its number is taken for TCP).
+func listenRelayTCP(ctx context.Context, host netip.Addr, port, udpFlag int, udpBound uint16) (net.Listener, error) {
+	var lc net.ListenConfig
+	if port >= 0 {
+		ln, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(host, uint16(port)).String())
+		if err != nil {
+			return nil, fmt.Errorf("relay ICE-TCP (-tcp-port): %w", err)
+		}
+		return ln, nil
+	}
+	ln, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(host, udpBound).String())
+	if err != nil && udpFlag == 0 {
+		ln, err = lc.Listen(ctx, "tcp", netip.AddrPortFrom(host, 0).String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay ICE-TCP on the UDP port's number %d: %w (set -tcp-port)", udpBound, err)
+	}
+	return ln, nil
 }
