@@ -40,7 +40,7 @@ func (c *tcpConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxConns, "tcp-max-conns", mediarelay.DefaultTCPMaxConns, "maximum open ICE-TCP connections, verified or not; more are closed at accept")
 	fs.IntVar(&c.maxConnsPerIP, "tcp-max-conns-per-ip", mediarelay.DefaultTCPMaxConnsPerIP, "maximum open ICE-TCP connections from one source IP (at most -tcp-max-conns)")
 	fs.DurationVar(&c.verifyTimeout, "tcp-verify-timeout", mediarelay.DefaultTCPVerifyTimeout, "time a new ICE-TCP connection has to send its first frame, a Binding request whose MESSAGE-INTEGRITY verifies; else it is closed")
-	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", mediarelay.DefaultTCPIdleTimeout, "close a verified ICE-TCP connection that sent nothing for this long (clients send consent checks every few seconds)")
+	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", mediarelay.DefaultTCPIdleTimeout, "close a verified ICE-TCP connection that sent nothing for this long (clients send consent checks every few seconds), or whose writes did not complete for this long (a client that stopped reading)")
 	fs.IntVar(&c.writeQueue, "tcp-write-queue", mediarelay.DefaultTCPWriteQueue, "packets queued toward one ICE-TCP connection; beyond it packets are dropped and counted, the data plane never waits on a TCP socket")
 }
 
