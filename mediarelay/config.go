@@ -92,8 +92,8 @@ type Config struct {
 	// TCPMaxConns limits open TCP connections; default DefaultTCPMaxConns.
 	// Connections beyond it are closed at once and counted.
 	TCPMaxConns int
-	// TCPMaxConnsPerIP limits open TCP connections from one source IP;
-	// default DefaultTCPMaxConnsPerIP.
+	// TCPMaxConnsPerIP limits open TCP connections from one source IP (for
+	// IPv6, one /64); default DefaultTCPMaxConnsPerIP.
 	TCPMaxConnsPerIP int
 	// TCPVerifyTimeout is the time a new TCP connection has, from accept,
 	// to send a STUN Binding request that verifies as its first frame;

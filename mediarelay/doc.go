@@ -81,15 +81,17 @@
 //     (or its ICE agent moves to another pair) and verifies anew.
 //   - The data plane never waits on a TCP socket: what goes to a selected
 //     TCP path is copied into a pooled frame and queued without blocking
-//     (at most TCPWriteQueue frames per connection); each verified
-//     connection has a writer goroutine that writes the queue in batches
-//     (writev). A client that reads slower than its media arrives loses
+//     (at most TCPWriteQueue frames per connection); the connection's
+//     writer goroutine writes the queue in batches (writev). A client that reads slower than its media arrives loses
 //     packets, counted, and one that stops reading for TCPIdleTimeout is
 //     closed; so is one that sends nothing for that long.
-//   - Limits: TCPMaxConns connections in all, TCPMaxConnsPerIP from one IP,
-//     refused at accept and counted. A connection costs a reader goroutine
-//     and a 2 KiB frame buffer until it verifies, then a writer goroutine
-//     and its queue; frames and STUN scratch space come from pools.
+//   - Limits: TCPMaxConns connections in all, TCPMaxConnsPerIP from one IP
+//     (one /64 for IPv6), refused at accept and counted. A connection costs
+//     a reader goroutine and a 2 KiB frame buffer; once verified, its queue
+//     (TCPWriteQueue pointers) and, while there is something to write and
+//     for tcpWriterLinger after, a writer goroutine. Frames and STUN
+//     scratch space come from pools. An idle verified connection costs
+//     about 9 KiB (BenchmarkTCPIdleSessionMemory) on top of its session.
 //
 // # What clients learn
 //

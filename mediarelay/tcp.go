@@ -60,7 +60,7 @@ type tcpRejectReason uint8
 
 const (
 	tcpRejectMaxConns      tcpRejectReason = iota // TCPMaxConns open
-	tcpRejectMaxConnsPerIP                        // TCPMaxConnsPerIP open from the source IP
+	tcpRejectMaxConnsPerIP                        // TCPMaxConnsPerIP open from the source IP (IPv6: its /64)
 	tcpRejectClosed                               // the relay is closing
 	tcpRejectBadAddress                           // no IP address as the remote address
 	numTCPRejectReasons
@@ -249,7 +249,7 @@ func (r *Relay) acceptTCP(c net.Conn) {
 	reject := numTCPRejectReasons
 	t := &r.tcp
 	t.mu.Lock()
-	switch ip := remote.Addr().Unmap(); {
+	switch ip := sourceKey(remote.Addr()); {
 	case err != nil || !remote.IsValid():
 		reject = tcpRejectBadAddress
 	case t.shut:
@@ -269,11 +269,23 @@ func (r *Relay) acceptTCP(c net.Conn) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	tc := &tcpConn{r: r, conn: c, remote: remote, done: make(chan struct{})}
 	t.conns[tc] = struct{}{}
-	t.perIP[remote.Addr()]++
+	t.perIP[sourceKey(remote.Addr())]++
 	r.wg.Add(1) // before closeTCP's Wait: t.shut is false under t.mu
 	t.mu.Unlock()
 	t.accepted.Add(1)
 	go r.serveTCPConn(tc)
+}
+
+// sourceKey is what TCPMaxConnsPerIP counts connections by: the IPv4
+// address, or the /64 of an IPv6 one (a host picks addresses within its
+// /64 at will).
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.WithZone("").Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // closeTCP closes the listeners and connections; no more are admitted.
@@ -307,8 +319,10 @@ func (r *Relay) serveTCPConn(tc *tcpConn) {
 	t := &r.tcp
 	t.mu.Lock()
 	delete(t.conns, tc)
-	if t.perIP[tc.remote.Addr()]--; t.perIP[tc.remote.Addr()] <= 0 {
-		delete(t.perIP, tc.remote.Addr())
+	if key := sourceKey(tc.remote.Addr()); t.perIP[key] <= 1 {
+		delete(t.perIP, key)
+	} else {
+		t.perIP[key]--
 	}
 	if tc.path.Load() != nil {
 		t.verified--
