@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/sdp/v3"
 )
 
@@ -282,7 +283,8 @@ func FuzzOfferAndAnswer(f *testing.F) {
 			}
 		}
 		if a, err := ParseAnswer(s); err == nil {
-			out, err := a.RewriteAnswer(relayCands)
+			// UDP and ICE-TCP passive relay candidates.
+			out, err := a.RewriteAnswer(relayTCPCands)
 			if err == nil {
 				d, err := parse(out)
 				if err != nil {
@@ -293,6 +295,11 @@ func FuzzOfferAndAnswer(f *testing.F) {
 					for _, at := range m.Attributes {
 						if at.Key == "end-of-candidates" {
 							n++
+						}
+						if at.Key == "candidate" {
+							if _, err := ice.UnmarshalCandidate(at.Value); err != nil {
+								t.Fatalf("candidate %q: %v", at.Value, err)
+							}
 						}
 					}
 				}
