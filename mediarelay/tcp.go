@@ -53,6 +53,7 @@ const (
 var tcpCloseNames = [numTCPCloseReasons]string{"verify_timeout", "not_binding", "integrity", "unknown_session",
 	"oversize", "idle", "peer", "write_error", "path_removed", "session_ended", "relay_closed"}
 
+// String is the reason's metric label.
 func (c tcpCloseReason) String() string { return tcpCloseNames[c] }
 
 // tcpRejectReason is why the relay refused a TCP connection at accept.
@@ -85,6 +86,7 @@ type tcpState struct {
 	verified int // connections with a path
 }
 
+// init makes the maps.
 func (t *tcpState) init() {
 	t.lns = map[net.Listener]struct{}{}
 	t.conns = map[*tcpConn]struct{}{}
