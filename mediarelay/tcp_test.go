@@ -589,7 +589,9 @@ func TestTCPSlowReaderStallsNothing(t *testing.T) {
 	n := <-flooded
 	// Every frame is read and counted (the ones the kernel still buffered
 	// too), once verified forwarded: bounded by TCP's flow control.
-	waitFor(t, func() bool { return relay.metric(t, `rtcedge_relay_tcp_frames_total{direction="received"}`) >= float64(n) }, "every flooded frame counted")
+	waitFor(t, func() bool {
+		return relay.metric(t, `rtcedge_relay_tcp_frames_total{direction="received"}`) >= float64(n)
+	}, "every flooded frame counted")
 	s := relay.session(t, udpResp.Session.Id)
 	if s.OriginToClient.Packets < total || dropTotal(s.Drops) != 0 {
 		t.Fatalf("UDP session: o2c %d, drops %v", s.OriginToClient.Packets, s.Drops)
