@@ -38,7 +38,7 @@ func (c *tcpConfig) register(fs *flag.FlagSet) {
 		"e.g. 203.0.113.7:443 behind a load balancer or NAT; repeatable or comma-separated; a bare IP takes the bound TCP port; "+
 		"unset: the advertised UDP addresses when the TCP port has the UDP port's number (a NAT or published port maps both alike), else their IPs with the bound TCP port")
 	fs.IntVar(&c.maxConns, "tcp-max-conns", mediarelay.DefaultTCPMaxConns, "maximum open ICE-TCP connections, verified or not; more are closed at accept")
-	fs.IntVar(&c.maxConnsPerIP, "tcp-max-conns-per-ip", mediarelay.DefaultTCPMaxConnsPerIP, "maximum open ICE-TCP connections from one source IP (at most -tcp-max-conns)")
+	fs.IntVar(&c.maxConnsPerIP, "tcp-max-conns-per-ip", mediarelay.DefaultTCPMaxConnsPerIP, "maximum open ICE-TCP connections from one source IP, an IPv6 one counted by its /64 (at most -tcp-max-conns)")
 	fs.DurationVar(&c.verifyTimeout, "tcp-verify-timeout", mediarelay.DefaultTCPVerifyTimeout, "time a new ICE-TCP connection has to send its first frame, a Binding request whose MESSAGE-INTEGRITY verifies; else it is closed")
 	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", mediarelay.DefaultTCPIdleTimeout, "close a verified ICE-TCP connection that sent nothing for this long (clients send consent checks every few seconds), or whose writes did not complete for this long (a client that stopped reading)")
 	fs.IntVar(&c.writeQueue, "tcp-write-queue", mediarelay.DefaultTCPWriteQueue, "packets queued toward one ICE-TCP connection; beyond it packets are dropped and counted, the data plane never waits on a TCP socket")
