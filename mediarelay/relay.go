@@ -144,6 +144,26 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.reload(ctx)
 	}
 	r.readyOnce.Do(func() { close(r.ready) })
+	// Close may have run during the reload: its Wait must not race the
+	// goroutines started below, so they are counted under r.mu, after a
+	// look at closed.
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	n := 3 // clock, sweep, lookup
+	if !r.thread {
+		n += len(socks)
+	}
+	if r.poller != nil {
+		n++
+	}
+	if r.cfg.Registry != nil {
+		n += 2 // registration, paths
+	}
+	r.wg.Add(n)
+	r.mu.Unlock()
 	if r.thread {
 		// Each data-plane thread keeps a P while it waits: leave at least
 		// one for everything else (more relays in one process, tests).
@@ -155,7 +175,6 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		}
 	} else {
 		for _, ps := range socks {
-			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
 				r.readPublic(ps)
@@ -167,7 +186,6 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	// the same id, it resumes its sessions).
 	failed := make(chan error, 1)
 	if r.poller != nil {
-		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			if err := r.poller.Run(&upstreamHandler{r: r, sc: newSTUNScratch()}); err != nil {
@@ -175,7 +193,6 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 			}
 		}()
 	}
-	r.wg.Add(3)
 	go func() {
 		defer r.wg.Done()
 		r.clockLoop()
@@ -189,7 +206,6 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.lookupLoop()
 	}()
 	if r.cfg.Registry != nil {
-		r.wg.Add(2)
 		go func() {
 			defer r.wg.Done()
 			r.registerLoop()

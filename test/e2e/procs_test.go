@@ -583,6 +583,11 @@ func startRelayProc(t *testing.T, b procBinaries, id, zone string, etcdArgs []st
 	p.pin("-udp-listen", ready.UDP[0])
 	p.pin("-grpc-listen", ready.GRPC)
 	p.pin("-http-listen", ready.HTTP)
+	if len(ready.TCP) == 1 {
+		// A restart binds the ICE-TCP port it had too (by default the UDP
+		// port's number, which another process may hold).
+		p.pin("-tcp-listen", ready.TCP[0])
+	}
 	cc, err := grpc.NewClient(ready.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
