@@ -1,6 +1,7 @@
 package mediarelay
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -355,4 +356,66 @@ func TestSourceKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeTCPLifecycle: ServeTCP returns nil once the relay closes (its
+// listener closed), ErrClosed after Close, and the listener's error when
+// someone else closes it.
+func TestServeTCPLifecycle(t *testing.T) {
+	newRelay := func(t *testing.T) *Relay {
+		r, err := New(Config{PublicAddrs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8000")}, DataPlane: DataPlaneGoroutines})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	listen := func(t *testing.T) net.Listener {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	t.Run("closed relay", func(t *testing.T) {
+		r := newRelay(t)
+		_ = r.Close()
+		ln := listen(t)
+		if err := r.ServeTCP(ln); !errors.Is(err, ErrClosed) {
+			t.Fatalf("ServeTCP after Close: %v", err)
+		}
+		if _, err := ln.Accept(); err == nil {
+			t.Fatal("the listener was left open")
+		}
+	})
+	t.Run("relay closes", func(t *testing.T) {
+		r := newRelay(t)
+		ln := listen(t)
+		served := make(chan error, 1)
+		go func() { served <- r.ServeTCP(ln) }()
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = r.Close()
+		if err := <-served; err != nil {
+			t.Fatalf("ServeTCP after Close: %v", err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("the connection stayed open: %v", err)
+		}
+	})
+	t.Run("listener closed elsewhere", func(t *testing.T) {
+		r := newRelay(t)
+		defer r.Close()
+		ln := listen(t)
+		served := make(chan error, 1)
+		go func() { served <- r.ServeTCP(ln) }()
+		time.Sleep(20 * time.Millisecond)
+		_ = ln.Close()
+		if err := <-served; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("ServeTCP: %v, want net.ErrClosed wrapped", err)
+		}
+	})
 }
