@@ -59,12 +59,25 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=20s
 
 ## fuzz: every fuzz target for FUZZTIME (default 5m)
+# Go 1.26's fuzzing coordinator can fail a target with a bare "context
+# deadline exceeded" as -fuzztime ends while a worker is mid-input
+# (golang/go#75804, fixed in Go 1.27; likelier on a loaded machine). Such
+# a run wrote no failing input, so it is reported and not counted as a
+# failure; any run that wrote an input under testdata/fuzz fails.
 fuzz:
 	@test -n "$(FUZZ_TARGETS)" || { echo "no fuzz targets found"; exit 1; }
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; fn=$${t##*:}; \
+	@set -e -o pipefail; out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; corpus=$$pkg/testdata/fuzz/$$fn; \
+		before=$$( { ls "$$corpus" 2>/dev/null || true; } | wc -l); \
 		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		if $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1 | tee "$$out"; then continue; fi; \
+		after=$$( { ls "$$corpus" 2>/dev/null || true; } | wc -l); \
+		if [ "$$after" = "$$before" ] && grep -qx '    context deadline exceeded' "$$out" && ! grep -q 'Failing input written' "$$out"; then \
+			echo "fuzz $$fn: the coordinator's deadline race at the end of -fuzztime (golang/go#75804), no failing input: not a failure"; \
+			continue; \
+		fi; \
+		exit 1; \
 	done
 
 ## bench: the benchmarks (hot path, registry, signaling) and a short load run of the relay against the C forwarder; figures go to docs/PERFORMANCE.md
