@@ -120,7 +120,10 @@ func TestRegisterOriginValidation(t *testing.T) {
 
 func TestPickOriginRace(t *testing.T) {
 	srv := embedetcd.StartForTest(t)
-	c := embedetcd.NewClientForTest(t, srv)
+	// 100 callers racing on one pin retry their transactions: on a busy
+	// machine under the race detector that takes longer than the test
+	// client's default 2 s per call.
+	c := embedetcd.NewClientForTest(t, srv, func(cfg *registry.Config) { cfg.RequestTimeout = 30 * time.Second })
 	ctx := t.Context()
 	for _, id := range []string{"o1", "o2", "o3"} {
 		o := origin(id, "", 0)

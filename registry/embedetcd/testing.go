@@ -28,16 +28,21 @@ var testPrefixes atomic.Int64
 
 // NewClientForTest returns a registry client on s with a key prefix of its
 // own, so tests sharing one etcd do not see each other's keys. It is closed
-// at cleanup.
-func NewClientForTest(t testing.TB, s *Server) *registry.Client {
+// at cleanup. tweak may change its configuration (a test that loads etcd
+// on purpose gives its calls more time than the default 2 s).
+func NewClientForTest(t testing.TB, s *Server, tweak ...func(*registry.Config)) *registry.Client {
 	t.Helper()
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
-	c, err := registry.New(registry.Config{
+	cfg := registry.Config{
 		Endpoints:      s.Endpoints(),
 		Prefix:         fmt.Sprintf("/rtcedge-test/%s-%d/", name, testPrefixes.Add(1)),
 		DialTimeout:    2 * time.Second,
 		RequestTimeout: 2 * time.Second,
-	})
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	c, err := registry.New(cfg)
 	if err != nil {
 		t.Fatalf("registry client: %v", err)
 	}
