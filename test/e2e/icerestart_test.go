@@ -2,66 +2,15 @@ package e2e
 
 import (
 	"context"
-	"net"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rtcedge/rtcedge/internal/demoorigin"
-	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
-	"github.com/rtcedge/rtcedge/registry/embedetcd"
 )
-
-// startOriginWith is startOrigin with the origin's PATCH behaviour set.
-func startOriginWith(t *testing.T, registerVia string, mode demoorigin.PatchMode) *originNode {
-	t.Helper()
-	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := demoorigin.New(demoorigin.Config{MediaConn: media, PatchMode: mode})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(o.Handler())
-	cc, err := grpc.NewClient(registerVia, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb := &demoorigin.Heartbeat{Client: originv1.NewOriginRegistryClient(cc),
-		Origin: demoorigin.NewRegistration("demo-origin", hs.URL, []string{o.MediaAddr().String()}, 0)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = hb.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; _ = cc.Close(); hs.Close(); _ = o.Close() })
-	return &originNode{origin: o, url: hs.URL}
-}
-
-// startStackWithOrigin is startStack with an origin of the given PATCH
-// behaviour.
-func startStackWithOrigin(t *testing.T, mode demoorigin.PatchMode) *stack {
-	t.Helper()
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	s := &stack{etcd: etcd, reg: reg}
-	s.relay1 = startRelay(t, reg, "relay-1", "a")
-	s.relay2 = startRelay(t, reg, "relay-2", "b")
-	s.sigA = startSignaling(t, reg, "a")
-	s.sigB = startSignaling(t, reg, "b")
-	s.origin = startOriginWith(t, s.sigA.grpc, mode)
-	waitFor(t, 15*time.Second, "both relays and the origin registered", func() bool {
-		rs, err := reg.Relays(t.Context())
-		os, err2 := reg.ListOrigins(t.Context())
-		return err == nil && err2 == nil && len(rs) == 2 && len(os) == 1
-	})
-	return s
-}
 
 // iceStates records a peer connection's ICE connection states.
 type iceStates struct {
@@ -136,7 +85,7 @@ func sdpUfrag(sdp string) string {
 func TestICERestartAnsweredByTheEdge(t *testing.T) {
 	for _, mode := range []demoorigin.PatchMode{demoorigin.PatchReject, demoorigin.PatchClose} {
 		t.Run(string(mode), func(t *testing.T) {
-			s := startStackWithOrigin(t, mode)
+			s := startStack(t, patchMode(mode))
 			ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 			defer cancel()
 			origin := s.origin.origin
@@ -205,4 +154,9 @@ func TestICERestartAnsweredByTheEdge(t *testing.T) {
 			t.Logf("publisher ICE: %s; player ICE: %s", pubICE, plICE)
 		})
 	}
+}
+
+// patchMode sets the demo origin's PATCH behaviour.
+func patchMode(mode demoorigin.PatchMode) func(*demoorigin.Config) {
+	return func(c *demoorigin.Config) { c.PatchMode = mode }
 }

@@ -95,13 +95,17 @@ type originNode struct {
 	url    string
 }
 
-func startOrigin(t *testing.T, registerVia string) *originNode {
+func startOrigin(t *testing.T, registerVia string, tweak ...func(*demoorigin.Config)) *originNode {
 	t.Helper()
 	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := demoorigin.New(demoorigin.Config{MediaConn: media})
+	cfg := demoorigin.Config{MediaConn: media}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	o, err := demoorigin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +133,7 @@ type stack struct {
 	origin         *originNode
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, originTweak ...func(*demoorigin.Config)) *stack {
 	t.Helper()
 	etcd := embedetcd.StartForTest(t)
 	reg := embedetcd.NewClientForTest(t, etcd)
@@ -138,7 +142,7 @@ func startStack(t *testing.T) *stack {
 	s.relay2 = startRelay(t, reg, "relay-2", "b")
 	s.sigA = startSignaling(t, reg, "a")
 	s.sigB = startSignaling(t, reg, "b")
-	s.origin = startOrigin(t, s.sigA.grpc)
+	s.origin = startOrigin(t, s.sigA.grpc, originTweak...)
 	waitFor(t, 15*time.Second, "both relays and the origin registered", func() bool {
 		rs, err := reg.Relays(t.Context())
 		os, err2 := reg.ListOrigins(t.Context())
