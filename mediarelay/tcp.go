@@ -355,24 +355,52 @@ func (r *Relay) readTCP(tc *tcpConn) tcpCloseReason {
 			return tcpClosePeer
 		}
 		r.tcp.framesIn.Add(1)
-		if tc.path.Load() == nil {
-			if reason, ok := r.verifyTCP(tc, b, deadline); !ok {
-				return reason
-			}
-			r.tcp.mu.Lock()
-			r.tcp.verified++
-			r.tcp.mu.Unlock()
-			deadlineSet = r.clock.Load()
-			_ = tc.conn.SetReadDeadline(time.Now().Add(r.cfg.TCPIdleTimeout))
-			continue
+		var spare *[stunFrameSize]byte
+		if classify(b) == classSTUN && len(b) <= MaxPacketSize {
+			// Checking MESSAGE-INTEGRITY writes the HMAC it computes just past
+			// the message (pion/stun appends to Raw[len:]): in the reader's
+			// buffer that is the next frame. Give STUN room of its own.
+			spare = stunFrames.Get().(*[stunFrameSize]byte)
+			b = spare[:copy(spare[:], b)]
 		}
-		now := r.clock.Load()
-		if now != deadlineSet {
-			deadlineSet = now
-			_ = tc.conn.SetReadDeadline(time.Unix(0, now).Add(r.cfg.TCPIdleTimeout))
+		reason, ok := r.tcpFrame(tc, b, deadline, &deadlineSet)
+		if spare != nil {
+			stunFrames.Put(spare)
 		}
-		r.handleTCPFrame(tc, b, now)
+		if !ok {
+			return reason
+		}
 	}
+}
+
+// stunFrameSize leaves room past the largest STUN frame for what checking
+// it writes there.
+const stunFrameSize = MaxPacketSize + 64
+
+// stunFrames are the buffers STUN frames are checked in.
+var stunFrames = sync.Pool{New: func() any { return new([stunFrameSize]byte) }}
+
+// tcpFrame handles one frame of a connection; false says the connection
+// must close, and why.
+func (r *Relay) tcpFrame(tc *tcpConn, b []byte, deadline time.Time, deadlineSet *int64) (tcpCloseReason, bool) {
+	if tc.path.Load() == nil {
+		if reason, ok := r.verifyTCP(tc, b, deadline); !ok {
+			return reason, false
+		}
+		r.tcp.mu.Lock()
+		r.tcp.verified++
+		r.tcp.mu.Unlock()
+		*deadlineSet = r.clock.Load()
+		_ = tc.conn.SetReadDeadline(time.Now().Add(r.cfg.TCPIdleTimeout))
+		return 0, true
+	}
+	now := r.clock.Load()
+	if now != *deadlineSet {
+		*deadlineSet = now
+		_ = tc.conn.SetReadDeadline(time.Unix(0, now).Add(r.cfg.TCPIdleTimeout))
+	}
+	r.handleTCPFrame(tc, b, now)
+	return 0, true
 }
 
 // verifyTCP handles the first frame of a connection: a Binding request

@@ -682,3 +682,47 @@ func TestTCPAdoptsFromRegistry(t *testing.T) {
 		t.Fatalf("registry record paths %+v: a TCP path is not restorable", rec.ClientPaths)
 	}
 }
+
+// TestTCPCheckCoalescedWithMedia: a consent check and media frames in one
+// TCP segment (as Chromium sends them). Checking the check's
+// MESSAGE-INTEGRITY must not touch the frames behind it in the reader's
+// buffer: once it overwrote the next frame's length (the connection closed
+// as "oversize") or its payload (SRTP that no longer authenticates).
+func TestTCPCheckCoalescedWithMedia(t *testing.T) {
+	relay := startTCPRelay(t)
+	cr := newCreds("1")
+	origin := startICEOrigin(t, cr.ou+":"+cr.cu, cr.op)
+	resp, err := relay.client.AllocateSession(t.Context(), allocReq("v/live/cam1", cr, origin.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := cr.ou + ":" + cr.cu
+	c := dialTCP(t, relay.tcp, true)
+	assertResponse(t, c.check(user, cr.op, true), cr.op, c.addr)
+	frame := func(p []byte) []byte { return append(binary.BigEndian.AppendUint16(nil, uint16(len(p))), p...) }
+	const rounds = 50
+	for i := range rounds {
+		var seg []byte
+		seg = append(seg, frame(check(t, user, cr.op))...)
+		seg = append(seg, frame(rtp(uint32(2*i), 1200))...)
+		seg = append(seg, frame(check(t, user, cr.op))...)
+		seg = append(seg, frame(rtp(uint32(2*i+1), 1200))...)
+		c.wmu.Lock()
+		_, err := c.conn.Write(seg)
+		c.wmu.Unlock()
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		// The echo origin returns every RTP packet unchanged (one round at
+		// a time: its UDP socket's buffer is small): all of them come back
+		// over the connection, which stays open.
+		waitFor(t, func() bool { return c.rtpCount() == 2*(i+1) }, fmt.Sprintf("round %d's media echoed back", i))
+	}
+	if got := relay.metric(t, `rtcedge_relay_tcp_closed_total{reason="oversize"}`); got != 0 {
+		t.Fatalf("%v connections closed as oversize", got)
+	}
+	s := relay.session(t, resp.Session.Id)
+	if s.ClientToOrigin.Packets < 2*rounds || dropTotal(s.Drops) != 0 {
+		t.Fatalf("counters: c2o %v drops %v", s.ClientToOrigin, s.Drops)
+	}
+}
