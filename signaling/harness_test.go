@@ -109,6 +109,18 @@ func startStoppableRelay(t testing.TB, reg *registry.Client, id string) (*mediar
 	var once sync.Once
 	stop := func() { once.Do(func() { gs.Stop(); cancel(); wg.Wait() }) }
 	t.Cleanup(stop)
+	// The relay registers in the background: tests use it at once, so wait
+	// for the registration (generously: a busy machine is slow, never wrong).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := reg.GetRelay(t.Context(), id); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay %s did not register", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return r, stop
 }
 
