@@ -13,9 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -54,22 +51,9 @@ func (g *registryService) authorize(ctx context.Context) error {
 	if g.viaHTTP {
 		return nil
 	}
-	var authz string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			authz = v[0]
-		}
-	}
 	p := g.s.registrationPolicy()
 	p.VerifiedTLS = true // a gRPC client whose certificate -grpc-client-ca verified
-	var addr net.Addr
-	certified := false
-	if pr, ok := peer.FromContext(ctx); ok {
-		addr = pr.Addr
-		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
-			certified = len(ti.State.VerifiedChains) > 0
-		}
-	}
+	authz, addr, certified := bearer.Caller(ctx)
 	err := p.Allow(authz, addr, certified)
 	switch {
 	case err == nil:

@@ -143,23 +143,27 @@ func (p Policy) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// allowContext applies the policy to a gRPC call.
-func (p Policy) allowContext(ctx context.Context) error {
-	var authz string
+// Caller describes a gRPC call's caller for Allow: its "authorization"
+// metadata, its address, and whether it presented a client certificate
+// the transport verified.
+func Caller(ctx context.Context) (authz string, addr net.Addr, certified bool) {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("authorization"); len(v) > 0 {
 			authz = v[0]
 		}
 	}
-	var addr net.Addr
-	certified := false
 	if pr, ok := peer.FromContext(ctx); ok {
 		addr = pr.Addr
 		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
 			certified = len(ti.State.VerifiedChains) > 0
 		}
 	}
-	err := p.Allow(authz, addr, certified)
+	return authz, addr, certified
+}
+
+// allowContext applies the policy to a gRPC call.
+func (p Policy) allowContext(ctx context.Context) error {
+	err := p.Allow(Caller(ctx))
 	switch {
 	case err == nil:
 		return nil
