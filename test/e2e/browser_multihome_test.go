@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,10 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,50 +65,7 @@ func TestBrowserMultihomed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(t.Context(), 170*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBrowserMultihomed$", "-test.v", "-test.count=1", "-test.timeout=160s")
-	cmd.Env = append(os.Environ(), mhChildEnv+"=1", mhParentNetEnv+"="+netns)
-	// A new network namespace, and a process group of its own so that a
-	// timeout kills the browsers too (the namespace lives as long as any of
-	// them). Pdeathsig covers the parent dying; the thread that forks is
-	// locked until Wait so it cannot exit and fire it early.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("re-executing the test in a new network namespace: %v", err)
-	}
-	pgid := cmd.Process.Pid
-	var passed, skipped bool
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		trimmed := strings.TrimSpace(l)
-		passed = passed || strings.HasPrefix(trimmed, "--- PASS: TestBrowserMultihomed")
-		skipped = skipped || strings.HasPrefix(trimmed, "--- SKIP: TestBrowserMultihomed")
-		t.Log("netns| " + l)
-	}
-	err = cmd.Wait()
-	_ = syscall.Kill(-pgid, syscall.SIGKILL) // anything left of the group (browsers) goes with it
-	t.Logf("child ran %s", time.Since(start).Round(time.Second))
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("the namespaced test did not finish in time: %v", err)
-	case skipped && err == nil:
-		t.Skip("skipped inside the namespace (see above)")
-	case err != nil || !passed:
-		t.Fatalf("the namespaced test failed (%v); its output is above", err)
-	}
+	runInOwnNetns(t, "TestBrowserMultihomed", 170*time.Second, mhChildEnv+"=1", mhParentNetEnv+"="+netns)
 }
 
 // mhChild runs inside the new network namespace.

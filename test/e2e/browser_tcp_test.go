@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -120,48 +119,8 @@ func icetcpFirewall() string {
 // icetcpRunChild re-executes the test binary in a new network namespace for
 // one case and relays its output.
 func icetcpRunChild(t *testing.T, name, parentNetns string) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBrowserICETCP$", "-test.v", "-test.count=1", "-test.timeout=140s")
-	cmd.Env = append(os.Environ(), icetcpChildEnv+"="+name, icetcpParentNetEnv+"="+parentNetns)
-	// As in TestBrowserMultihomed: a process group of its own, so a timeout
-	// kills the browsers and the client namespace's placeholder too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("re-executing the test in a new network namespace: %v", err)
-	}
-	pgid := cmd.Process.Pid
-	var passed, skipped bool
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		trimmed := strings.TrimSpace(l)
-		passed = passed || strings.HasPrefix(trimmed, "--- PASS: TestBrowserICETCP")
-		skipped = skipped || strings.HasPrefix(trimmed, "--- SKIP: TestBrowserICETCP")
-		t.Log("netns| " + l)
-	}
-	err = cmd.Wait()
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	t.Logf("child ran %s", time.Since(start).Round(time.Second))
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("the namespaced test did not finish in time: %v", err)
-	case skipped && err == nil:
-		t.Skip("skipped inside the namespace (see above)")
-	case err != nil || !passed:
-		t.Fatalf("the namespaced test failed (%v); its output is above", err)
-	}
+	t.Helper()
+	runInOwnNetns(t, "TestBrowserICETCP", 150*time.Second, icetcpChildEnv+"="+name, icetcpParentNetEnv+"="+parentNetns)
 }
 
 // icetcpChild runs one case inside the server namespace.
