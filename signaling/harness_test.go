@@ -84,7 +84,7 @@ func startRelay(t testing.TB, reg *registry.Client, id string) *mediarelay.Relay
 // startStoppableRelay is startRelay with a stop function that kills the
 // relay (its sockets close and its registration goes); the test's cleanup
 // stops it too.
-func startStoppableRelay(t testing.TB, reg *registry.Client, id string) (*mediarelay.Relay, func()) {
+func startStoppableRelay(t testing.TB, reg *registry.Client, id string, opts ...grpc.ServerOption) (*mediarelay.Relay, func()) {
 	t.Helper()
 	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
 	if err != nil {
@@ -99,7 +99,7 @@ func startStoppableRelay(t testing.TB, reg *registry.Client, id string) (*mediar
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	mediarelay.RegisterGRPC(gs, r)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

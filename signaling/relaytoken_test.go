@@ -1,16 +1,11 @@
 package signaling_test
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -25,37 +20,8 @@ import (
 // cleanup).
 func startRelayWith(t *testing.T, reg *registry.Client, id string, opts ...grpc.ServerOption) *mediarelay.Relay {
 	t.Helper()
-	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := mediarelay.New(mediarelay.Config{RelayID: id, Registry: reg, GRPCAddress: lis.Addr().String(),
-		PublicAddrs: []netip.AddrPort{conns[0].LocalAddr().(*net.UDPAddr).AddrPort()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(opts...)
-	mediarelay.RegisterGRPC(gs, r)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
-	go func() { defer wg.Done(); _ = r.Serve(ctx, conns...) }()
-	t.Cleanup(func() { gs.Stop(); cancel(); wg.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := reg.GetRelay(t.Context(), id); err == nil {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay %s never registered", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r, _ := startStoppableRelay(t, reg, id, opts...)
+	return r
 }
 
 // TestRelayToken: a relay whose gRPC API requires a bearer token serves
