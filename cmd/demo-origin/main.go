@@ -3,6 +3,9 @@
 // same stream, with one UDP port for all media. It is meant for demos and
 // end-to-end tests, not production; use SRS or MediaMTX for real traffic.
 //
+// With -publish KEY it publishes a VP8 test pattern to KEY itself, and
+// GET /v3/paths/list lists the live streams in MediaMTX's shape.
+//
 // With -signaling-grpc set it registers itself with rtcedge's signaling
 // (origin.v1.OriginRegistry) by heartbeat and deregisters on shutdown.
 //
@@ -49,6 +52,7 @@ type config struct {
 	registerToken string
 	ttl           time.Duration
 	patchMode     string
+	publish       cli.StringList
 	readyFile     string
 	logLevel      slog.Level
 }
@@ -67,6 +71,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.ttl, "ttl", demoorigin.DefaultTTL, "registration lease TTL (5s-300s); refreshed every ttl/3")
 	fs.StringVar(&c.patchMode, "patch", string(demoorigin.PatchAccept),
 		"how PATCH on a session is answered: accept (trickle and ICE restart), reject (405) or close (drop the connection, as SRS does)")
+	fs.Var(&c.publish, "publish", "stream key to publish a built-in VP8 test pattern to (e.g. live/test), with no WHIP client; repeatable or comma-separated")
 	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
@@ -108,6 +113,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if _, err := demoorigin.ParsePatchMode(c.patchMode); err != nil {
 		return c, fmt.Errorf("-patch: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, key := range c.publish {
+		if !demoorigin.ValidStreamKey(key) {
+			return c, fmt.Errorf("-publish %q: use 1-256 bytes of [A-Za-z0-9._~-] segments separated by '/'", key)
+		}
+		if seen[key] {
+			return c, fmt.Errorf("-publish %q is given twice", key)
+		}
+		seen[key] = true
 	}
 	return c, nil
 }
@@ -163,6 +178,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return err
 	}
 	defer origin.Close()
+	for _, key := range c.publish {
+		if err := origin.PublishTestPattern(key); err != nil {
+			return err
+		}
+	}
 	lis, err := net.Listen("tcp", c.httpListen)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"strings"
@@ -32,6 +33,10 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad ttl", args: []string{"-ttl", "1s"}, wantErr: "-ttl"},
 		{name: "bad advertise url", args: []string{"-advertise-url", "ftp://x"}, wantErr: "-advertise-url"},
 		{name: "extra args", args: []string{"x"}, wantErr: "unexpected"},
+		{name: "publish", args: []string{"-publish", "live/a", "-publish", "live/b,cam"}},
+		{name: "publish from env", env: map[string]string{"RTCEDGE_PUBLISH": "live/a,live/b"}},
+		{name: "bad publish key", args: []string{"-publish", "live/../a"}, wantErr: "-publish"},
+		{name: "publish twice", args: []string{"-publish", "live/a,live/a"}, wantErr: "twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] })
@@ -80,7 +85,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-http-listen", "127.0.0.1:0", "-media-listen", "127.0.0.1:0", "-signaling-grpc", lis.Addr().String(),
-			"-origin-id", "demo-test", "-log-level", "warn"}, func(string) string { return "" }, ready)
+			"-origin-id", "demo-test", "-log-level", "warn", "-publish", "live/test"}, func(string) string { return "" }, ready)
 	}()
 	var addrs [2]string
 	select {
@@ -118,6 +123,24 @@ func TestRun(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 		}
+	}
+	resp, err := http.Get("http://" + addrs[0] + "/v3/paths/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv struct {
+		ItemCount int `json:"itemCount"`
+		Items     []struct {
+			Name   string   `json:"name"`
+			Ready  bool     `json:"ready"`
+			Tracks []string `json:"tracks"`
+		} `json:"items"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&inv)
+	resp.Body.Close()
+	if err != nil || inv.ItemCount != 1 || len(inv.Items) != 1 || inv.Items[0].Name != "live/test" || !inv.Items[0].Ready ||
+		len(inv.Items[0].Tracks) != 1 || inv.Items[0].Tracks[0] != "VP8" {
+		t.Fatalf("inventory %+v (%v), want live/test ready with a VP8 track", inv, err)
 	}
 	http.DefaultClient.CloseIdleConnections()
 	cancel()

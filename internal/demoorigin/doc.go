@@ -14,6 +14,15 @@
 // answerer, so it learns a relay's per-session address as a peer-reflexive
 // candidate.
 //
+// PublishTestPattern makes a stream live without any WHIP client: a VP8
+// test pattern produced by a minimal key-frame encoder in this package
+// (flat macroblocks, frame number in the top row; DecodeTestPattern reads
+// it back). The inventory API lists the live streams like MediaMTX's
+// control API does:
+//
+//	GET    {base}/v3/paths/list               pageCount, itemCount, items[name, ready, source, tracks, readers]
+//	GET    {base}/v3/paths/get/{stream...}    one item
+//
 // Heartbeat keeps the origin registered with rtcedge's signaling through the
 // origin.v1.OriginRegistry gRPC service.
 package demoorigin

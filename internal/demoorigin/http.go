@@ -22,11 +22,15 @@ const (
 	problemMediaType = "application/problem+json"
 )
 
-// Handler returns the WHIP/WHEP HTTP API. It can be mounted under a prefix
+// Handler returns the WHIP/WHEP HTTP API and the inventory API
+// (/v3/paths/list, /v3/paths/get/{name}). It can be mounted under a prefix
 // with http.StripPrefix; Location headers keep the prefix.
 func (o *Origin) Handler() http.Handler { return http.HandlerFunc(o.serveHTTP) }
 
 func (o *Origin) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if o.serveInventory(w, r) {
+		return
+	}
 	if kind, key, ok := cutEndpoint(r.URL.Path); ok {
 		o.serveEndpoint(w, r, kind, key)
 		return
@@ -58,6 +62,9 @@ func cutResource(p string) (sessionKind, string, string, bool) {
 	kind, key, ok := cutEndpoint(p[:i])
 	return kind, key, p[i+1:], ok
 }
+
+// ValidStreamKey reports whether key is a stream key the origin accepts.
+func ValidStreamKey(key string) bool { return validStreamKey(key) }
 
 // validStreamKey accepts 1-256 bytes of [A-Za-z0-9._~-] segments separated
 // by single slashes, without "." or ".." segments.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,9 +121,13 @@ type session struct {
 	id     string
 	kind   sessionKind
 	stream string
-	pc     *webrtc.PeerConnection
+	pc     *webrtc.PeerConnection // nil for a test pattern
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// bytesIn counts the RTP bytes received from a publisher (or made by
+	// a test pattern).
+	bytesIn atomic.Uint64
 
 	mu     sync.Mutex // guards the following (and serialises PATCHes)
 	etag   string
@@ -137,6 +142,7 @@ type stream struct {
 	tracks         []*forwardTrack
 	tracksChanged  chan struct{} // closed and replaced when tracks change
 	players        map[string]*session
+	readyTime      time.Time // when the publisher's first track arrived
 }
 
 // forwardTrack is a publisher's remote track and its local copy for players.
@@ -144,6 +150,7 @@ type forwardTrack struct {
 	local *webrtc.TrackLocalStaticRTP
 	ssrc  webrtc.SSRC
 	kind  webrtc.RTPCodecType
+	codec string // "VP8", "H264", "opus"...: the MIME subtype
 }
 
 // New creates an Origin listening for media on cfg.MediaConn or cfg.MediaAddr.
@@ -249,6 +256,9 @@ func (o *Origin) Close() error {
 	o.mu.Unlock()
 	for _, s := range all {
 		s.cancel()
+		if s.pc == nil {
+			continue
+		}
 		if err := s.pc.GracefulClose(); err != nil {
 			o.log.Debug("close peer connection", "id", s.id, "err", err)
 		}
@@ -308,6 +318,14 @@ func (o *Origin) Streams() []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// mimeSubtype returns "VP8" for "video/VP8".
+func mimeSubtype(mime string) string {
+	if i := strings.IndexByte(mime, '/'); i >= 0 {
+		return mime[i+1:]
+	}
+	return mime
 }
 
 func newID() string {
@@ -491,6 +509,13 @@ func (o *Origin) waitTracks(ctx context.Context, key string) (*session, []*forwa
 	}
 }
 
+// newSyntheticSession returns a publisher session without a
+// PeerConnection, for a test pattern.
+func (o *Origin) newSyntheticSession(key string) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &session{id: newID(), kind: kindPublish, stream: key, ctx: ctx, cancel: cancel, etag: newETag()}
+}
+
 func (o *Origin) newSession(kind sessionKind, key string, pc *webrtc.PeerConnection) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{id: newID(), kind: kind, stream: key, pc: pc, ctx: ctx, cancel: cancel, etag: newETag()}
@@ -544,12 +569,15 @@ func (o *Origin) forward(s *session, tr *webrtc.TrackRemote) {
 		o.log.Warn("forward track", "id", s.id, "err", err)
 		return
 	}
-	ft := &forwardTrack{local: local, ssrc: tr.SSRC(), kind: tr.Kind()}
+	ft := &forwardTrack{local: local, ssrc: tr.SSRC(), kind: tr.Kind(), codec: mimeSubtype(tr.Codec().MimeType)}
 	o.mu.Lock()
 	st := o.streams[s.stream]
 	if o.closed || st == nil || st.publisher != s {
 		o.mu.Unlock()
 		return
+	}
+	if len(st.tracks) == 0 {
+		st.readyTime = time.Now()
 	}
 	st.tracks = append(st.tracks, ft)
 	close(st.tracksChanged)
@@ -563,6 +591,7 @@ func (o *Origin) forward(s *session, tr *webrtc.TrackRemote) {
 		if err != nil {
 			return
 		}
+		s.bytesIn.Add(uint64(n))
 		if _, err := local.Write(buf[:n]); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			o.log.Debug("forward write", "id", s.id, "err", err)
 		}
@@ -596,9 +625,9 @@ func (o *Origin) keyframeLoop(s *session) {
 func (o *Origin) requestKeyframe(key string) {
 	o.mu.Lock()
 	st := o.streams[key]
-	if st == nil || st.publisher == nil {
+	if st == nil || st.publisher == nil || st.publisher.pc == nil {
 		o.mu.Unlock()
-		return
+		return // a test pattern sends nothing but key frames
 	}
 	pc := st.publisher.pc
 	var pkts []rtcp.Packet
@@ -680,6 +709,9 @@ func (o *Origin) remove(s *session) {
 func (o *Origin) closeSessions(victims []*session) {
 	for _, v := range victims {
 		v.cancel()
+		if v.pc == nil {
+			continue // a test pattern: cancel stops it
+		}
 		o.mu.Lock()
 		if o.closed {
 			o.mu.Unlock()
@@ -702,7 +734,7 @@ func (o *Origin) closeSessions(victims []*session) {
 func (o *Origin) deleteSession(kind sessionKind, key, id string) error {
 	o.mu.Lock()
 	s := o.sessions[id]
-	if s == nil || s.kind != kind || s.stream != key {
+	if s == nil || s.pc == nil || s.kind != kind || s.stream != key {
 		o.mu.Unlock()
 		return ErrSessionNotFound
 	}
@@ -721,7 +753,7 @@ func (o *Origin) lookup(kind sessionKind, key, id string) (*session, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s := o.sessions[id]
-	if s == nil || s.kind != kind || s.stream != key {
+	if s == nil || s.pc == nil || s.kind != kind || s.stream != key {
 		return nil, ErrSessionNotFound
 	}
 	return s, nil
