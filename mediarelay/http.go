@@ -13,7 +13,9 @@ import (
 // HTTPHandler serves the relay's REST API (grpc-gateway, in-process; the
 // WatchSessions stream is gRPC-only) to the callers Config.Admin allows,
 // and to everyone /metrics, /healthz (the process runs) and /readyz (the
-// relay serves and, with a registry, is registered).
+// relay serves, with a registry is registered, and is not draining: a
+// draining relay turns unready first, so that an orchestrator stops
+// counting on it while its sessions end).
 func (r *Relay) HTTPHandler() http.Handler {
 	gw := runtime.NewServeMux()
 	// RegisterRelayServiceHandlerServer only fails for nil arguments.
@@ -27,9 +29,14 @@ func (r *Relay) HTTPHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		r.mu.Lock()
 		ready := r.socks != nil && !r.closed && (r.cfg.Registry == nil || r.reg != nil)
+		draining := r.draining
 		r.mu.Unlock()
-		if !ready {
+		switch {
+		case !ready:
 			http.Error(w, "not ready: not serving or not registered", http.StatusServiceUnavailable)
+			return
+		case draining:
+			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"testing"
@@ -631,8 +633,24 @@ func TestDrain(t *testing.T) {
 	f := connectedSession(t)
 	reg, relay, origin, cr, client := f.reg, f.relay, f.origin, f.cr, f.client
 	ctx := t.Context()
+	readyz := func() int {
+		rec := httptest.NewRecorder()
+		relay.relay.HTTPHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code
+	}
+	// Ready once registered (in the background).
+	for code, until := readyz(), time.Now().Add(10*time.Second); code != http.StatusOK; code = readyz() {
+		if time.Now().After(until) {
+			t.Fatalf("/readyz before the drain = %d, want 200", code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if _, err := relay.client.Drain(ctx, &relayv1.DrainRequest{}); err != nil {
 		t.Fatal(err)
+	}
+	// Unready from the drain on, while its sessions go on.
+	if code := readyz(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while draining = %d, want 503", code)
 	}
 	if _, err := relay.client.AllocateSession(ctx, allocReq("v/live/a", newCreds("2"), origin.addr)); status.Code(err) != codes.Unavailable {
 		t.Fatalf("allocate while draining: %v, want Unavailable", err)

@@ -6,7 +6,10 @@
 //
 // Every flag has an environment fallback named RTCEDGE_<FLAG> (dashes become
 // underscores): -udp-listen is RTCEDGE_UDP_LISTEN. `mediarelay healthcheck
-// URL` probes an HTTP endpoint (for container health checks).
+// URL` probes an HTTP endpoint (for container health checks), and
+// `mediarelay drain -deadline D -wait` drains the relay on this host and
+// waits until its sessions are gone (a Kubernetes preStop hook; see
+// deploy/helm/rtcedge).
 package main
 
 import (
@@ -19,7 +22,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -34,34 +39,47 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "drain" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runDrain(ctx, os.Args[2:], os.Getenv, os.Stderr)
+		stop()
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+		case err != nil:
+			fmt.Fprintf(os.Stderr, "mediarelay: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cli.Main("mediarelay", func(ctx context.Context, args []string, getenv func(string) string) error {
 		return run(ctx, args, getenv, nil)
 	})
 }
 
 type config struct {
-	udpListen     string
-	publicAddrs   cli.StringList
-	tcp           tcpConfig
-	grpcListen    string
-	grpcAdvertise string
-	httpListen    string
-	etcd          cli.EtcdFlags
-	relayID       string
-	zone          string
-	idleTimeout   time.Duration
-	leaseTTL      time.Duration
-	dataPlane     string
-	maxSessions   int
-	socketBuffer  int
-	sockets       int
-	tlsCert       string
-	tlsKey        string
-	clientCA      string
-	readyFile     string
-	adminToken    string
-	insecureAdmin bool
-	logLevel      slog.Level
+	udpListen      string
+	publicAddrs    cli.StringList
+	publicFromNode string
+	tcp            tcpConfig
+	grpcListen     string
+	grpcAdvertise  string
+	httpListen     string
+	etcd           cli.EtcdFlags
+	relayID        string
+	zone           string
+	idleTimeout    time.Duration
+	leaseTTL       time.Duration
+	dataPlane      string
+	maxSessions    int
+	socketBuffer   int
+	sockets        int
+	tlsCert        string
+	tlsKey         string
+	clientCA       string
+	readyFile      string
+	adminToken     string
+	insecureAdmin  bool
+	logLevel       slog.Level
 }
 
 func parseConfig(args []string, getenv func(string) string) (config, error) {
@@ -70,6 +88,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs := flag.NewFlagSet("mediarelay", flag.ContinueOnError)
 	fs.StringVar(&c.udpListen, "udp-listen", ":8000", "public UDP address for media (one port for every session)")
 	fs.Var(&c.publicAddrs, "public-addr", "advertised ip:port clients reach the UDP port on; repeatable or comma-separated; when unset: the bound address if -udp-listen names an IP, else derived from the interfaces")
+	fs.StringVar(&c.publicFromNode, "public-addr-from-node", "", "Kubernetes node name: advertise that Node's ExternalIP addresses with the bound UDP port, read at start from the API server with the pod's service account (which needs get on nodes); excludes -public-addr")
 	c.tcp.register(fs)
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":9090", "gRPC admin API address")
 	fs.StringVar(&c.grpcAdvertise, "grpc-advertise", "", "host:port signaling dials for the gRPC API; default: -grpc-listen with this host's address")
@@ -112,6 +131,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("-grpc-tls-cert and -grpc-tls-key go together")
 	case c.adminToken != "" && c.insecureAdmin:
 		return c, errors.New("-admin-token and -insecure-admin-api exclude each other")
+	case c.publicFromNode != "" && len(c.publicAddrs) > 0:
+		return c, errors.New("-public-addr and -public-addr-from-node exclude each other")
 	case c.tcp.validate() != nil:
 		return c, c.tcp.validate()
 	}
@@ -210,6 +231,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	if cfg.publicFromNode != "" {
+		api, err := inClusterNodeAPI(getenv)
+		if err != nil {
+			return err
+		}
+		ips, err := api.externalIPs(ctx, cfg.publicFromNode)
+		if err != nil {
+			return err
+		}
+		log.Info("mediarelay: advertising the node's ExternalIP addresses", "node", cfg.publicFromNode, "addresses", ips)
+		cfg.publicAddrs = ips
+	}
 
 	reg, err := cfg.etcd.Client(log)
 	if err != nil {
