@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -236,6 +237,35 @@ func (c *Client) PickOrigin(ctx context.Context, stream, zone string) (Origin, e
 // removed or replaced in between (ReleaseIdlePins), so a setup never
 // proceeds on an origin its stream is no longer pinned to.
 func (c *Client) PickOriginPin(ctx context.Context, stream, zone string) (Origin, int64, error) {
+	return c.PickOriginFor(ctx, stream, PickOptions{Zone: zone})
+}
+
+// PickOptions refine PickOriginFor.
+type PickOptions struct {
+	// Zone is the caller's zone, preferred by the policy.
+	Zone string
+	// Play: the stream is to be played. A stream that is live on some
+	// origins (discovered, see LiveStream) is pinned to one of them; an
+	// origin whose inventory lacks the stream is never chosen; with no
+	// candidate left the pick fails with ErrNotLive.
+	Play bool
+	// Avoid are origins not to use (they just failed this request): a pin
+	// to one of them is replaced.
+	Avoid []string
+	// OnlyLive: choose only among origins that have the stream live
+	// (ErrNotLive if none); for a retry after the pinned origin said it
+	// does not have the stream.
+	OnlyLive bool
+}
+
+// PickOriginFor returns the origin stream is pinned to when that origin is
+// alive, not suspect (MarkOriginSuspect) and not avoided, and, for a play,
+// not known to lack the stream. Otherwise it chooses one with the policy
+// among the live, unsuspected origins (for a stream live somewhere: among
+// those that have it) and pins it atomically: of concurrent callers
+// exactly one pin wins and all return its origin. It also returns the mod
+// revision of the pin it read or wrote (see PickOriginPin).
+func (c *Client) PickOriginFor(ctx context.Context, stream string, opt PickOptions) (Origin, int64, error) {
 	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	if err := CheckStream(stream); err != nil {
@@ -243,7 +273,7 @@ func (c *Client) PickOriginPin(ctx context.Context, stream, zone string) (Origin
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		o, rev, err := c.pickOriginOnce(ctx, stream, zone)
+		o, rev, err := c.pickOriginOnce(ctx, stream, opt)
 		if !errors.Is(err, ErrConflict) {
 			return o, rev, err
 		}
@@ -252,14 +282,21 @@ func (c *Client) PickOriginPin(ctx context.Context, stream, zone string) (Origin
 	return Origin{}, 0, lastErr
 }
 
-func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origin, int64, error) {
+func (c *Client) pickOriginOnce(ctx context.Context, stream string, opt PickOptions) (Origin, int64, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	pinKey := c.keys.pin(stream)
-	// One read at one revision: the pin and every live origin.
+	// One read at one revision: the pin, every live origin, the suspect
+	// marks, the stream's discovery records, the inventories and whether
+	// the stream has sessions or setups.
 	tx, err := c.etcd.Txn(ctx).Then(
 		clientv3.OpGet(pinKey),
 		clientv3.OpGet(c.keys.origins(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.suspects(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(c.keys.liveStreams(stream), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(c.keys.inventories(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.streamSessions(stream), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(c.keys.streamSetups(stream), clientv3.WithPrefix(), clientv3.WithCountOnly()),
 	).Commit()
 	if err != nil {
 		return Origin{}, 0, mapErr(err)
@@ -271,32 +308,99 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream, zone string) (Origi
 			origins[o.ID] = o
 		}
 	}
+	excluded := map[string]bool{}
+	for _, id := range opt.Avoid {
+		excluded[id] = true
+	}
+	for _, kv := range tx.Responses[2].GetResponseRange().Kvs {
+		excluded[lastSegment(string(kv.Key))] = true
+	}
+	liveAt := map[string]bool{} // origins that have the stream live, alive or not
+	for _, kv := range tx.Responses[3].GetResponseRange().Kvs {
+		if id, ok := strings.CutPrefix(string(kv.Key), c.keys.liveStreams(stream)); ok && !strings.Contains(id, "/") {
+			liveAt[id] = true
+		}
+	}
+	inventories := map[string]Inventory{}
+	for _, kv := range tx.Responses[4].GetResponseRange().Kvs {
+		var inv Inventory
+		if err := decode(string(kv.Key), kv.Value, &inv); err == nil && !inv.Truncated {
+			inventories[inv.OriginID] = inv
+		}
+	}
+	busy := tx.Responses[5].GetResponseRange().Count+tx.Responses[6].GetResponseRange().Count > 0
+	// live: usable origins that have the stream.
+	live := map[string]Origin{}
+	for id := range liveAt {
+		if o, ok := origins[id]; ok && !excluded[id] {
+			live[id] = o
+		}
+	}
+
 	pinCmp := clientv3.Compare(clientv3.CreateRevision(pinKey), "=", 0)
 	var unindex []clientv3.Op
 	if kvs := tx.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		var p Pin
 		err := decode(pinKey, kvs[0].Value, &p)
 		if err == nil {
-			if o, ok := origins[p.OriginID]; ok {
-				return o, kvs[0].ModRevision, nil
+			if o, ok := origins[p.OriginID]; ok && !excluded[p.OriginID] {
+				inv, inventoried := inventories[p.OriginID]
+				switch {
+				case !opt.Play && !opt.OnlyLive, liveAt[p.OriginID], busy:
+					// A publish, or the pinned origin has the stream, or
+					// sessions hold the pin.
+					return o, kvs[0].ModRevision, nil
+				case len(live) > 0:
+					// Live elsewhere and not known here: move the pin.
+				case inventoried && inv.Time.After(p.PinTime), opt.OnlyLive:
+					// The origin's inventory, read after the pin, lacks
+					// the stream, and nobody else has it.
+					return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNotLive)
+				default:
+					return o, kvs[0].ModRevision, nil
+				}
 			}
 			if checkOriginID(p.OriginID) == nil {
 				unindex = append(unindex, clientv3.OpDelete(c.keys.originPin(p.OriginID, stream)))
 			}
 		}
-		// The pinned origin is dead (or the pin unreadable): replace the
-		// pin if nobody else did.
+		// The pinned origin is dead, suspect, avoided or lacks the stream
+		// (or the pin is unreadable): replace the pin if nobody else did.
 		pinCmp = clientv3.Compare(clientv3.ModRevision(pinKey), "=", kvs[0].ModRevision)
 	}
-	loads, err := c.originLoads(ctx, origins)
+	candidates := map[string]Origin{}
+	switch {
+	case len(live) > 0:
+		candidates = live
+	case opt.OnlyLive:
+		return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNotLive)
+	case opt.Play:
+		// Nobody is known to have it: only origins without an inventory
+		// might.
+		for id, o := range origins {
+			if _, inventoried := inventories[id]; !inventoried && !excluded[id] {
+				candidates[id] = o
+			}
+		}
+		if len(candidates) == 0 && len(origins) > 0 {
+			return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNotLive)
+		}
+	default:
+		for id, o := range origins {
+			if !excluded[id] {
+				candidates[id] = o
+			}
+		}
+	}
+	loads, err := c.originLoads(ctx, candidates)
 	if err != nil {
 		return Origin{}, 0, err
 	}
 	c.mu.Lock()
 	policy := c.policy
 	c.mu.Unlock()
-	id := policy.Choose(stream, zone, loads)
-	o, ok := origins[id]
+	id := policy.Choose(stream, opt.Zone, loads)
+	o, ok := candidates[id]
 	if !ok {
 		return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNoOrigin)
 	}
