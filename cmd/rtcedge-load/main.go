@@ -5,17 +5,27 @@
 // rate and latency through signaling. Subcommands:
 //
 //	rtcedge-load echo    -listen 127.0.0.1:0 [-http-listen 127.0.0.1:0]
-//	rtcedge-load run     -target relay|cforward|direct [-sessions N -rate R | -window W] ...
-//	rtcedge-load compare [-sessions-list 1,100,1000] [-total-rate 30000] ...
+//	rtcedge-load run     -target relay|cforward|direct [-transport udp|tcp] [-sessions N -rate R | -window W | -idle] ...
+//	rtcedge-load compare [-sessions-list 1,100,1000] [-total-rate 30000] [-transport udp,tcp] [-idle] ...
 //	rtcedge-load setups  [-clients 16,64] [-etcd process|embedded|host:port] ...
 //	rtcedge-load etcd    [-listen http://127.0.0.1:0] [-unsafe-no-fsync]
 //
 // `echo` runs the echo origin alone. `run` loads one target (with an
 // in-process echo origin unless -origin names one) and reports loss, round
 // trip times and, with -pid, the target's CPU per packet and memory per
-// session. `compare` builds and starts the C forwarder and the relay as
-// pinned child processes for each session count, with an embedded etcd and
-// the echo origin in-process, and prints one table. `setups` builds and
+// session. With `-transport tcp` (target relay) each session's client
+// connects to the relay's ICE-TCP port instead (the candidate AllocateSession
+// returns with protocol tcp) and frames its STUN Binding request and its
+// packets per RFC 4571; the relay reaches the origin over UDP as always.
+// Every client connects from 127.0.0.1, so the relay's -tcp-max-conns-per-ip
+// (default 64) must allow -sessions connections; `compare` sets it. `-idle`
+// sends nothing after the setup: the target's memory per idle session (and
+// its idle CPU); the window must stay under the relay's -tcp-idle-timeout
+// (30 s) over TCP. `compare` builds and starts the C forwarder and the relay
+// as pinned child processes for each session count (and each transport of
+// `-transport`, the C forwarder over UDP only), with an embedded etcd and the
+// echo origin in-process, and prints one table: "vs cforward" is CPU per
+// packet over the C forwarder's, "vs udp" a TCP row's over the UDP row's. `setups` builds and
 // starts signaling (pinned to a core of its own), a relay and etcd as child
 // processes, registers the in-process echo origin's WHIP endpoint with
 // signaling, and has concurrent clients loop WHIP POST and DELETE through
@@ -101,6 +111,7 @@ func runEcho(ctx context.Context, args []string, getenv func(string) string) err
 type loadFlags struct {
 	rate     float64
 	window   int
+	idle     bool
 	duration time.Duration
 	warmup   time.Duration
 	size     int
@@ -111,6 +122,7 @@ type loadFlags struct {
 func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&l.rate, "rate", 0, "packets per second per session (paced; run defaults to 50 without -window); 0 with -window runs closed loop")
 	fs.IntVar(&l.window, "window", 0, "packets in flight per session (closed loop, when -rate is 0)")
+	fs.BoolVar(&l.idle, "idle", false, "send nothing after the sessions' setup: measure the target's memory (and CPU) with idle sessions")
 	fs.DurationVar(&l.duration, "duration", 10*time.Second, "measurement window")
 	fs.DurationVar(&l.warmup, "warmup", 2*time.Second, "traffic before the measurement window")
 	fs.IntVar(&l.size, "size", 1200, "packet size in bytes")
@@ -123,6 +135,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string) err
 	var lf loadFlags
 	lf.register(fs)
 	target := fs.String("target", loadgen.TargetDirect, "relay, cforward or direct")
+	transport := fs.String("transport", loadgen.TransportUDP, "udp, or tcp: connect to the relay's ICE-TCP port (target relay; its -tcp-max-conns-per-ip must allow -sessions)")
 	addr := fs.String("addr", "", "target UDP ip:port (cforward; direct defaults to the echo origin)")
 	relayGRPC := fs.String("relay-grpc", "127.0.0.1:9090", "the relay's gRPC address (target relay)")
 	origin := fs.String("origin", "", "UDP ip:port of an echo origin already running (rtcedge-load echo); empty starts one in-process")
@@ -141,8 +154,8 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string) err
 	}
 	log := newLogger(lf.level)
 	cfg := loadgen.Config{
-		Target: *target, RelayGRPC: *relayGRPC, OriginUfrag: *ufrag, OriginPwd: *pwd,
-		Sessions: *sessions, Rate: lf.rate, Window: lf.window, Warmup: lf.warmup, Duration: lf.duration,
+		Target: *target, Transport: *transport, RelayGRPC: *relayGRPC, OriginUfrag: *ufrag, OriginPwd: *pwd,
+		Sessions: *sessions, Rate: lf.rate, Window: lf.window, Idle: lf.idle, Warmup: lf.warmup, Duration: lf.duration,
 		Size: lf.size, PID: *pid, ClientBuffer: *clientBuf, SetupTimeout: *setupTimeout, Logger: log,
 	}
 	if *target == "whip" {
@@ -196,6 +209,8 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string) 
 	relayBin := fs.String("relay-bin", "", "mediarelay binary; empty runs go build ./cmd/mediarelay")
 	var targets cli.StringList
 	fs.Var(&targets, "targets", "targets in order, comma-separated (default cforward,relay)")
+	var transports cli.StringList
+	fs.Var(&transports, "transport", "client transports each target runs with, comma-separated: udp, tcp (the relay's ICE-TCP port; the C forwarder runs udp only) (default udp)")
 	var list cli.StringList
 	fs.Var(&list, "sessions-list", "session counts, comma-separated (default 1,100,1000,5000)")
 	total := fs.Float64("total-rate", 30000, "packets per second of all sessions together (paced, unless -rate or -window)")
@@ -217,8 +232,8 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string) 
 		sessions = append(sessions, n)
 	}
 	results, err := loadgen.Compare(ctx, loadgen.CompareConfig{
-		CForwardBin: *cfBin, CForwardSrc: *cfSrc, RelayBin: *relayBin, Targets: targets,
-		SessionsList: sessions, TotalRate: *total, Rate: lf.rate, Window: lf.window,
+		CForwardBin: *cfBin, CForwardSrc: *cfSrc, RelayBin: *relayBin, Targets: targets, Transports: transports,
+		SessionsList: sessions, TotalRate: *total, Rate: lf.rate, Window: lf.window, Idle: lf.idle,
 		Warmup: lf.warmup, Duration: lf.duration, Size: lf.size,
 		CPUTool: *cpuTool, CPUTarget: *cpuTarget, SocketBuffer: *buf, Logger: newLogger(lf.level),
 	})
@@ -233,6 +248,8 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string) 
 
 func describeRate(lf loadFlags, total float64) string {
 	switch {
+	case lf.idle:
+		return "idle: no packets after the setup"
 	case lf.rate > 0:
 		return fmt.Sprintf("%g packets/s per session", lf.rate)
 	case lf.window > 0:

@@ -36,6 +36,10 @@ type CompareConfig struct {
 	// Targets are the targets to run for each session count, in order;
 	// default cforward then relay.
 	Targets []string
+	// Transports are the client transports each target runs with, in
+	// order (TransportUDP, TransportTCP); default UDP. The C forwarder
+	// runs over UDP only.
+	Transports []string
 	// SessionsList are the session counts.
 	SessionsList []int
 	// TotalRate is the packets per second of all sessions together in
@@ -44,6 +48,8 @@ type CompareConfig struct {
 	// loop.
 	TotalRate, Rate float64
 	Window          int
+	// Idle sends no traffic after the setup: memory (and idle CPU) only.
+	Idle bool
 	// Warmup, Duration and Size are as in Config.
 	Warmup, Duration time.Duration
 	Size             int
@@ -65,6 +71,14 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	}
 	if len(cfg.Targets) == 0 {
 		cfg.Targets = []string{TargetCForward, TargetRelay}
+	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = []string{TransportUDP}
+	}
+	for _, t := range cfg.Transports {
+		if t != TransportUDP && t != TransportTCP {
+			return nil, fmt.Errorf("loadgen: transport %q: want %s or %s", t, TransportUDP, TransportTCP)
+		}
 	}
 	if cfg.SocketBuffer == 0 {
 		cfg.SocketBuffer = 4 << 20
@@ -123,46 +137,64 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	var results []*Result
 	for _, n := range cfg.SessionsList {
 		for _, target := range cfg.Targets {
-			if err := ctx.Err(); err != nil {
-				return results, err
+			for _, transport := range cfg.Transports {
+				if transport != TransportUDP && target != TargetRelay {
+					continue // only the relay has an ICE-TCP port
+				}
+				if err := ctx.Err(); err != nil {
+					return results, err
+				}
+				res, err := compareOne(ctx, cfg, etcd, echo, target, transport, n)
+				if err != nil {
+					return results, err
+				}
+				results = append(results, res)
 			}
-			run := Config{
-				Target: target, Origin: echo.Addr(), OriginUfrag: echo.Ufrag(), OriginPwd: echo.Pwd(),
-				Sessions: n, Rate: cfg.Rate, Window: cfg.Window, Warmup: cfg.Warmup, Duration: cfg.Duration,
-				Size: cfg.Size, Logger: log,
-			}
-			if run.Rate == 0 && run.Window == 0 {
-				run.Rate = cfg.TotalRate / float64(n)
-			}
-			var c *child
-			switch target {
-			case TargetCForward:
-				c, run.Addr, err = startCForward(ctx, cfg, echo.Addr())
-			case TargetRelay:
-				c, run.RelayGRPC, err = startRelay(ctx, cfg, etcd.Endpoints(), n)
-			default:
-				err = fmt.Errorf("loadgen: compare cannot start target %q", target)
-			}
-			if err != nil {
-				return results, err
-			}
-			run.PID = c.pid()
-			log.Info("loadgen: running", "target", target, "sessions", n, "rate_per_session", run.Rate, "pid", run.PID)
-			res, err := Run(ctx, run)
-			stopErr := c.stop()
-			if err != nil {
-				return results, fmt.Errorf("loadgen: %s with %d sessions: %w (target stderr: %s)", target, n, err, c.stderrTail())
-			}
-			if stopErr != nil {
-				log.Warn("loadgen: target did not exit cleanly", "target", target, "err", stopErr, "stderr", c.stderrTail())
-			}
-			if tail := c.stderrTail(); tail != "" {
-				log.Debug("loadgen: target stderr", "target", target, "stderr", tail)
-			}
-			results = append(results, res)
 		}
 	}
 	return results, nil
+}
+
+// compareOne starts a fresh target process and runs n sessions of
+// transport against it.
+func compareOne(ctx context.Context, cfg CompareConfig, etcd *embedetcd.Server, echo *Echo, target, transport string, n int) (*Result, error) {
+	log := cfg.Logger
+	run := Config{
+		Target: target, Transport: transport, Origin: echo.Addr(), OriginUfrag: echo.Ufrag(), OriginPwd: echo.Pwd(),
+		Sessions: n, Rate: cfg.Rate, Window: cfg.Window, Idle: cfg.Idle, Warmup: cfg.Warmup, Duration: cfg.Duration,
+		Size: cfg.Size, Logger: log,
+	}
+	if run.Rate == 0 && run.Window == 0 {
+		run.Rate = cfg.TotalRate / float64(n)
+	}
+	var c *child
+	var err error
+	switch target {
+	case TargetCForward:
+		c, run.Addr, err = startCForward(ctx, cfg, echo.Addr())
+	case TargetRelay:
+		c, run.RelayGRPC, err = startRelay(ctx, cfg, etcd.Endpoints(), n)
+	default:
+		err = fmt.Errorf("loadgen: compare cannot start target %q", target)
+	}
+	if err != nil {
+		return nil, err
+	}
+	run.PID = c.pid()
+	log.Info("loadgen: running", "target", target, "transport", transport, "sessions", n, "rate_per_session", run.Rate,
+		"idle", run.Idle, "pid", run.PID)
+	res, err := Run(ctx, run)
+	stopErr := c.stop()
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %s over %s with %d sessions: %w (target stderr: %s)", target, transport, n, err, c.stderrTail())
+	}
+	if stopErr != nil {
+		log.Warn("loadgen: target did not exit cleanly", "target", target, "err", stopErr, "stderr", c.stderrTail())
+	}
+	if tail := c.stderrTail(); tail != "" {
+		log.Debug("loadgen: target stderr", "target", target, "stderr", tail)
+	}
+	return res, nil
 }
 
 // BuildCForward compiles the C forwarder src (default
@@ -370,8 +402,10 @@ func startChildLine(ctx context.Context, cpu int, timeout time.Duration, name, b
 }
 
 // startRelay starts the relay binary, pinned, on loopback port 0
-// everywhere (it advertises the UDP address it bound), and returns once
-// its /readyz answers, with its gRPC address from its -ready-file.
+// everywhere (it advertises the UDP address it bound, and its ICE-TCP
+// port, which takes n connections from the load tool's one IP), and
+// returns once its /readyz answers, with its gRPC address from its
+// -ready-file.
 func startRelay(ctx context.Context, cfg CompareConfig, etcd []string, n int) (*child, string, error) {
 	dir, err := os.MkdirTemp("", "rtcedge-load-relay-")
 	if err != nil {
@@ -379,10 +413,14 @@ func startRelay(ctx context.Context, cfg CompareConfig, etcd []string, n int) (*
 	}
 	defer os.RemoveAll(dir)
 	readyFile := filepath.Join(dir, "ready.json")
+	// Every ICE-TCP client connects from 127.0.0.1: the per-IP limit is the
+	// total one, at least the relay's default total (4096).
+	tcpLimit := strconv.Itoa(max(n, 4096))
 	c, err := startChild(cfg.CPUTarget, io.Discard, cfg.RelayBin,
 		"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0", "-ready-file", readyFile,
 		"-etcd-endpoints", strings.Join(etcd, ","), "-relay-id", "load-"+strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36),
-		"-socket-buffer", strconv.Itoa(cfg.SocketBuffer), "-log-level", "warn")
+		"-socket-buffer", strconv.Itoa(cfg.SocketBuffer), "-log-level", "warn",
+		"-tcp-max-conns", tcpLimit, "-tcp-max-conns-per-ip", tcpLimit)
 	if err != nil {
 		return nil, "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,10 +36,24 @@ const (
 	TargetDirect = "direct"
 )
 
+// Transports of the clients (Config.Transport).
+const (
+	// TransportUDP sends datagrams from a UDP socket per session.
+	TransportUDP = "udp"
+	// TransportTCP connects a TCP socket per session to the relay's
+	// ICE-TCP port (its "tcp" candidate) and frames everything per RFC
+	// 4571. Only TargetRelay serves it; the relay's side toward the
+	// origin stays UDP.
+	TransportTCP = "tcp"
+)
+
 // Config configures Run.
 type Config struct {
 	// Target is TargetRelay, TargetCForward or TargetDirect.
 	Target string
+	// Transport is how clients reach the target: TransportUDP (default)
+	// or TransportTCP (TargetRelay only).
+	Transport string
 	// Addr is the UDP address to send to, for TargetCForward (required)
 	// and TargetDirect (default: Origin).
 	Addr netip.AddrPort
@@ -55,6 +70,10 @@ type Config struct {
 	// Rate 0, Window packets per session are kept in flight (closed loop).
 	Rate   float64
 	Window int
+	// Idle sends nothing after the sessions' STUN exchange (Rate and
+	// Window are ignored): the window measures the target's memory and
+	// CPU with idle sessions.
+	Idle bool
 	// Warmup is how long traffic runs before the measurement window of
 	// length Duration.
 	Warmup, Duration time.Duration
@@ -66,10 +85,12 @@ type Config struct {
 	// ClientBuffer is the SO_RCVBUF/SO_SNDBUF of each client socket;
 	// default 256 KiB.
 	ClientBuffer int
-	// SetupTimeout bounds the STUN exchange of every session; default 30s.
+	// SetupTimeout bounds the STUN exchange of every session, and each
+	// TCP connect; default 30s.
 	SetupTimeout time.Duration
-	// Grace is how long replies are awaited after the last send; default
-	// 500ms.
+	// Grace is how long replies are awaited after the last send, at most:
+	// the run ends sooner once every packet sent in the window is echoed;
+	// default 500ms.
 	Grace time.Duration
 	// Logger is nil for slog.Default().
 	Logger *slog.Logger
@@ -84,6 +105,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Size == 0 {
 		c.Size = defaultSize
+	}
+	if c.Transport == "" {
+		c.Transport = TransportUDP
 	}
 	if c.ClientBuffer == 0 {
 		c.ClientBuffer = 256 << 10
@@ -103,6 +127,10 @@ func (c *Config) setDefaults() error {
 	switch {
 	case c.Target != TargetRelay && c.Target != TargetCForward && c.Target != TargetDirect:
 		return fmt.Errorf("loadgen: target %q: want %s, %s or %s", c.Target, TargetRelay, TargetCForward, TargetDirect)
+	case c.Transport != TransportUDP && c.Transport != TransportTCP:
+		return fmt.Errorf("loadgen: transport %q: want %s or %s", c.Transport, TransportUDP, TransportTCP)
+	case c.Transport == TransportTCP && c.Target != TargetRelay:
+		return fmt.Errorf("loadgen: transport %s: only target %s has an ICE-TCP port", TransportTCP, TargetRelay)
 	case c.Target == TargetRelay && c.RelayGRPC == "":
 		return errors.New("loadgen: target relay needs the relay's gRPC address")
 	case c.Target == TargetRelay && !c.Origin.IsValid():
@@ -111,7 +139,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("loadgen: target %s needs a UDP address", c.Target)
 	case c.Sessions < 1:
 		return fmt.Errorf("loadgen: %d sessions: want at least 1", c.Sessions)
-	case c.Rate < 0 || c.Rate == 0 && c.Window < 1:
+	case !c.Idle && (c.Rate < 0 || c.Rate == 0 && c.Window < 1):
 		return errors.New("loadgen: want a rate > 0 (paced) or a window >= 1 (closed loop)")
 	case c.Size < minPacketSize || c.Size > maxPacketSize:
 		return fmt.Errorf("loadgen: size %d: want %d-%d", c.Size, minPacketSize, maxPacketSize)
@@ -124,15 +152,19 @@ func (c *Config) setDefaults() error {
 // Result is what one Run measured. Counts and rates are of the measurement
 // window: packets sent in it, and the echoes of those packets.
 type Result struct {
-	Target   string  `json:"target"`
-	Sessions int     `json:"sessions"`
-	Mode     string  `json:"mode"` // "paced" or "closed"
-	Rate     float64 `json:"rate_per_session,omitempty"`
-	Window   int     `json:"window,omitempty"`
-	Size     int     `json:"size"`
+	Target    string  `json:"target"`
+	Transport string  `json:"transport"`
+	Sessions  int     `json:"sessions"`
+	Mode      string  `json:"mode"` // "paced", "closed" or "idle"
+	Rate      float64 `json:"rate_per_session,omitempty"`
+	Window    int     `json:"window,omitempty"`
+	Size      int     `json:"size"`
 	// SetupFailed counts sessions whose STUN exchange did not complete;
 	// they sent no traffic.
-	SetupFailed  int     `json:"setup_failed"`
+	SetupFailed int `json:"setup_failed"`
+	// Disconnected counts TCP connections the target closed (or whose
+	// framing broke) during the run.
+	Disconnected int     `json:"disconnected,omitempty"`
 	SetupSeconds float64 `json:"setup_seconds"`
 	Seconds      float64 `json:"seconds"`
 
@@ -188,9 +220,11 @@ type Result struct {
 type client struct {
 	fd      int
 	ufrag   string
-	stunReq []byte
+	stunReq []byte // as sent: framed over TCP
 	tx      [stun.TransactionIDSize]byte
 	bound   bool
+	tcp     *tcpStream // nil over UDP
+	gone    bool       // its TCP connection ended (receiving side)
 }
 
 // gen is one Run in progress.
@@ -201,8 +235,19 @@ type gen struct {
 	active  []int // indexes of the clients that completed setup
 	poll    *poller
 	target  netip.AddrPort
-	base    time.Time
-	stop    atomic.Bool
+	// targetUDP is the target's UDP port (the relay's public one when
+	// clients use TCP): where its receive-queue drops count.
+	targetUDP netip.AddrPort
+	// streamBuf is the read buffer every TCP connection shares.
+	streamBuf []byte
+	// disconnected counts TCP connections that ended (receiving side).
+	disconnected int
+	base         time.Time
+	stop         atomic.Bool
+	// pacedSent is what the paced sender sent in the window, set before
+	// pacedDone: the receiver stops once it has every echo.
+	pacedSent atomic.Uint64
+	pacedDone atomic.Bool
 
 	// Timeline in nanoseconds since base.
 	t0, mStart, mEnd, recvEnd int64
@@ -218,10 +263,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	res := &Result{Target: cfg.Target, Sessions: cfg.Sessions, Size: cfg.Size, PID: cfg.PID}
-	if cfg.Rate > 0 {
+	res := &Result{Target: cfg.Target, Transport: cfg.Transport, Sessions: cfg.Sessions, Size: cfg.Size, PID: cfg.PID}
+	switch {
+	case cfg.Idle:
+		res.Mode = "idle"
+	case cfg.Rate > 0:
 		res.Mode, res.Rate = "paced", cfg.Rate
-	} else {
+	default:
 		res.Mode, res.Window = "closed", cfg.Window
 	}
 	if cfg.PID > 0 {
@@ -235,19 +283,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer g.closeClients()
 
 	setupStart := time.Now()
-	target := cfg.Addr
+	g.target, g.targetUDP = cfg.Addr, cfg.Addr
 	if cfg.Target == TargetRelay {
-		a, release, err := g.allocate(ctx)
+		release, err := g.allocate(ctx)
 		if release != nil {
 			defer release()
 		}
 		if err != nil {
 			return nil, err
 		}
-		target = a
 	}
-	g.target = target
-	if err := g.openClients(target); err != nil {
+	if err := g.openClients(); err != nil {
 		return nil, err
 	}
 	if err := g.setup(ctx); err != nil {
@@ -255,26 +301,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.SetupFailed = len(g.clients) - len(g.active)
 	res.SetupSeconds = time.Since(setupStart).Seconds()
-	g.log.Info("loadgen: sessions set up", "target", cfg.Target, "sessions", len(g.active),
+	g.log.Info("loadgen: sessions set up", "target", cfg.Target, "transport", cfg.Transport, "sessions", len(g.active),
 		"failed", res.SetupFailed, "seconds", res.SetupSeconds)
 	if err := g.traffic(ctx, res); err != nil {
 		return nil, err
 	}
+	res.Disconnected = g.disconnected
+	if g.disconnected > 0 {
+		g.log.Warn("loadgen: the target closed TCP connections", "count", g.disconnected)
+	}
 	return res, nil
 }
 
-// allocate allocates the relay sessions and returns the relay's public
-// address and a function releasing them.
-func (g *gen) allocate(ctx context.Context) (netip.AddrPort, func(), error) {
+// allocate allocates the relay sessions, sets g.target to the relay's
+// public address of the configured transport (and g.targetUDP to its UDP
+// one), and returns a function releasing the sessions.
+func (g *gen) allocate(ctx context.Context) (func(), error) {
 	conn, err := grpc.NewClient(g.cfg.RelayGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return netip.AddrPort{}, nil, fmt.Errorf("loadgen: relay gRPC: %w", err)
+		return nil, fmt.Errorf("loadgen: relay gRPC: %w", err)
 	}
 	api := relayv1.NewRelayServiceClient(conn)
 	tag := randomAlnum(6)
 	g.clients = make([]client, g.cfg.Sessions)
 	ids := make([]string, g.cfg.Sessions)
-	var addr atomic.Pointer[netip.AddrPort]
+	var cands atomic.Pointer[[]*relayv1.Candidate]
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(16)
 	for i := range g.clients {
@@ -294,13 +345,8 @@ func (g *gen) allocate(ctx context.Context) (netip.AddrPort, func(), error) {
 				return fmt.Errorf("loadgen: allocating session %d: %w", i, err)
 			}
 			ids[i] = resp.GetSession().GetId()
-			if c := resp.GetCandidates(); len(c) > 0 && addr.Load() == nil {
-				a, err := netip.ParseAddr(c[0].GetAddress())
-				if err != nil {
-					return fmt.Errorf("loadgen: relay candidate %q: %w", c[0].GetAddress(), err)
-				}
-				ap := netip.AddrPortFrom(a, uint16(c[0].GetPort()))
-				addr.CompareAndSwap(nil, &ap)
+			if c := resp.GetCandidates(); len(c) > 0 {
+				cands.CompareAndSwap(nil, &c)
 			}
 			return nil
 		})
@@ -333,17 +379,45 @@ func (g *gen) allocate(ctx context.Context) (netip.AddrPort, func(), error) {
 		_ = conn.Close()
 	}
 	if err != nil {
-		return netip.AddrPort{}, release, err
+		return release, err
 	}
-	if addr.Load() == nil {
-		return netip.AddrPort{}, release, errors.New("loadgen: the relay returned no candidate")
+	var all []*relayv1.Candidate
+	if c := cands.Load(); c != nil {
+		all = *c
 	}
-	return *addr.Load(), release, nil
+	if g.target, err = candidateAddr(all, g.cfg.Transport); err != nil {
+		return release, err
+	}
+	g.targetUDP = g.target
+	if g.cfg.Transport != TransportUDP {
+		g.targetUDP, _ = candidateAddr(all, TransportUDP)
+	}
+	return release, nil
 }
 
-// openClients opens a client socket per session toward target and
-// prepares its STUN Binding request.
-func (g *gen) openClients(target netip.AddrPort) error {
+// candidateAddr returns the address of the first of the relay's
+// candidates with protocol transport.
+func candidateAddr(cands []*relayv1.Candidate, transport string) (netip.AddrPort, error) {
+	for _, c := range cands {
+		if !strings.EqualFold(c.GetProtocol(), transport) {
+			continue
+		}
+		a, err := netip.ParseAddr(c.GetAddress())
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("loadgen: relay candidate %q: %w", c.GetAddress(), err)
+		}
+		return netip.AddrPortFrom(a, uint16(c.GetPort())), nil
+	}
+	if transport == TransportTCP {
+		return netip.AddrPort{}, errors.New("loadgen: the relay advertises no ICE-TCP candidate (is its -tcp-listen off?)")
+	}
+	return netip.AddrPort{}, fmt.Errorf("loadgen: the relay returned no %s candidate", transport)
+}
+
+// openClients opens a client socket per session toward g.target (a TCP
+// connection is established when it returns) and prepares its STUN
+// Binding request.
+func (g *gen) openClients() error {
 	if g.clients == nil {
 		tag := randomAlnum(6)
 		g.clients = make([]client, g.cfg.Sessions)
@@ -356,9 +430,13 @@ func (g *gen) openClients(target netip.AddrPort) error {
 		return err
 	}
 	g.poll = p
+	tcp := g.cfg.Transport == TransportTCP
+	if tcp {
+		g.streamBuf = make([]byte, streamReadSize)
+	}
 	for i := range g.clients {
 		c := &g.clients[i]
-		fd, err := clientSocket(target, g.cfg.ClientBuffer)
+		fd, err := clientSocket(g.cfg.Transport, g.target, g.cfg.ClientBuffer, g.cfg.SetupTimeout)
 		if err != nil {
 			return fmt.Errorf("loadgen: session %d: %w", i, err)
 		}
@@ -371,8 +449,85 @@ func (g *gen) openClients(target netip.AddrPort) error {
 			return err
 		}
 		c.stunReq, c.tx = m.Raw, m.TransactionID
+		if tcp {
+			c.tcp = &tcpStream{}
+			c.stunReq = frame(m.Raw)
+		}
 	}
 	return nil
+}
+
+// send sends packet b (framed over TCP: its length prefix included) from
+// client c, and reports whether the kernel took it.
+func (g *gen) send(c *client, b []byte) bool {
+	if c.tcp != nil {
+		return c.tcp.send(c.fd, b)
+	}
+	return sendOne(c.fd, b)
+}
+
+// packetBuf returns a buffer for the packets of a run and the packet
+// within it: over TCP the buffer starts with the packet's length prefix.
+func (g *gen) packetBuf() (wire, pkt []byte) {
+	if g.cfg.Transport != TransportTCP {
+		b := make([]byte, g.cfg.Size)
+		return b, b
+	}
+	wire = make([]byte, frameHeader+g.cfg.Size)
+	putFrameHeader(wire, g.cfg.Size)
+	return wire, wire[frameHeader:]
+}
+
+// drain reads what client idx has waiting, in at most rounds reads, and
+// calls handle with each packet (a datagram, or a TCP frame's payload:
+// valid until handle returns) and the time of the read that returned it.
+// It returns false when the client's TCP connection ended (closed by the
+// target, or its framing broke): the client leaves the poller and counts
+// in g.disconnected.
+func (g *gen) drain(idx int, rb *recvBatch, rounds int, handle func(b []byte, now int64)) bool {
+	c := &g.clients[idx]
+	if c.gone {
+		return false
+	}
+	for range rounds {
+		if c.tcp == nil {
+			n := rb.read(c.fd)
+			now := g.now()
+			for i := range n {
+				handle(rb.msg(i), now)
+			}
+			if n < len(rb.hdrs) {
+				return true
+			}
+			continue
+		}
+		n, open := c.tcp.fill(c.fd, g.streamBuf)
+		now := g.now()
+		buf, off := g.streamBuf[:n], 0
+		for open {
+			p, next, err := nextFrame(buf, off)
+			if err != nil {
+				g.log.Debug("loadgen: broken TCP stream", "session", idx, "err", err)
+				open = false
+			}
+			if p == nil {
+				break
+			}
+			handle(p, now)
+			off = next
+		}
+		if !open {
+			c.gone = true
+			g.disconnected++
+			g.poll.remove(c.fd)
+			return false
+		}
+		c.tcp.keep(buf[off:])
+		if n < len(g.streamBuf) {
+			return true // the read did not fill the buffer: the socket is drained
+		}
+	}
+	return true
 }
 
 func (g *gen) closeClients() {
@@ -387,29 +542,46 @@ func (g *gen) closeClients() {
 }
 
 // setup runs every session's STUN exchange: a Binding request,
-// retransmitted every 300ms, until the echoed Binding success verifies or
-// SetupTimeout passes. Requests go out in chunks so that thousands of
-// sessions do not overflow the target's buffers.
+// retransmitted every 300ms (every 2s over TCP, where only the relay's
+// UDP leg to the origin can lose it), until the echoed Binding success
+// verifies or SetupTimeout passes. Requests go out in chunks so that
+// thousands of sessions do not overflow the target's buffers.
 func (g *gen) setup(ctx context.Context) error {
 	const chunk = 128
+	resend := 300 * time.Millisecond
+	if g.cfg.Transport == TransportTCP {
+		resend = 2 * time.Second
+	}
 	rb := newRecvBatch(16, 2048)
 	pending := len(g.clients)
 	deadline := time.Now().Add(g.cfg.SetupTimeout)
 	var lastRound time.Time
-	next := 0 // next client of the current send round
+	next := 0     // next client of the current send round
+	var c *client // the client whose packets handle is given
+	handle := func(b []byte, _ int64) {
+		if c.bound || !stun.IsMessage(b) {
+			return
+		}
+		if _, err := checkBindingSuccess(b, c.tx, g.cfg.OriginPwd); err != nil {
+			g.log.Debug("loadgen: STUN answer refused", "ufrag", c.ufrag, "err", err)
+			return
+		}
+		c.bound = true
+		pending--
+	}
 	for pending > 0 && time.Now().Before(deadline) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if next >= len(g.clients) && time.Since(lastRound) >= 300*time.Millisecond {
+		if next >= len(g.clients) && time.Since(lastRound) >= resend {
 			next = 0
 		}
 		if next == 0 {
 			lastRound = time.Now()
 		}
 		for sent := 0; next < len(g.clients) && sent < chunk; next++ {
-			if c := &g.clients[next]; !c.bound {
-				sendOne(c.fd, c.stunReq)
+			if c := &g.clients[next]; !c.bound && !c.gone {
+				g.send(c, c.stunReq)
 				sent++
 			}
 		}
@@ -418,37 +590,23 @@ func (g *gen) setup(ctx context.Context) error {
 			return err
 		}
 		for _, ev := range evs {
-			c := &g.clients[ev.Fd]
-			for range 4 {
-				n := rb.read(c.fd)
-				for i := range n {
-					b := rb.msg(i)
-					if c.bound || !stun.IsMessage(b) {
-						continue
-					}
-					if _, err := checkBindingSuccess(b, c.tx, g.cfg.OriginPwd); err != nil {
-						g.log.Debug("loadgen: STUN answer refused", "session", ev.Fd, "err", err)
-						continue
-					}
-					c.bound = true
-					pending--
-				}
-				if n < len(rb.hdrs) {
-					break
-				}
+			c = &g.clients[ev.Fd]
+			if wasGone := c.gone; !g.drain(int(ev.Fd), rb, 4, handle) && !wasGone && !c.bound {
+				pending-- // its connection ended: it failed
 			}
 		}
 	}
 	for i := range g.clients {
-		if g.clients[i].bound {
+		if g.clients[i].bound && !g.clients[i].gone {
 			g.active = append(g.active, i)
 		}
 	}
 	if len(g.active) == 0 {
-		return fmt.Errorf("loadgen: no session completed its STUN exchange with %s within %s", g.cfg.Target, g.cfg.SetupTimeout)
+		return fmt.Errorf("loadgen: no session completed its STUN exchange with %s over %s within %s",
+			g.cfg.Target, g.cfg.Transport, g.cfg.SetupTimeout)
 	}
-	if pending > 0 {
-		g.log.Warn("loadgen: sessions failed their STUN exchange", "failed", pending)
+	if failed := len(g.clients) - len(g.active); failed > 0 {
+		g.log.Warn("loadgen: sessions failed their STUN exchange", "failed", failed)
 	}
 	return nil
 }
@@ -475,7 +633,7 @@ func (g *gen) traffic(ctx context.Context, res *Result) error {
 		defer wg.Done()
 		g.receive(&recv)
 	}()
-	if g.cfg.Rate > 0 {
+	if g.paced() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -557,9 +715,11 @@ func (g *gen) traffic(ctx context.Context, res *Result) error {
 	res.UDP = udp1.Sub(udp0)
 	clientPorts := make(map[uint16]bool, len(g.clients))
 	for _, c := range g.clients {
-		clientPorts[localAddr(c.fd).Port()] = true
+		if c.tcp == nil {
+			clientPorts[localAddr(c.fd).Port()] = true
+		}
 	}
-	res.Drops = socketDrops(socks0, socks1, clientPorts, g.cfg.Origin.Port(), g.target.Port())
+	res.Drops = socketDrops(socks0, socks1, clientPorts, g.cfg.Origin.Port(), g.targetUDP.Port())
 	res.ToolCPUPct = 100 * float64(self1-self0) / 1e9 / secs
 	if g.cfg.PID > 0 {
 		res.CPUSeconds = float64(cpu1-cpu0) / 1e9
@@ -580,11 +740,19 @@ func (g *gen) traffic(ctx context.Context, res *Result) error {
 // inWindow reports whether a packet sent at t counts in the measurement.
 func (g *gen) inWindow(t int64) bool { return t >= g.mStart && t < g.mEnd }
 
+// paced reports whether a sender goroutine paces the packets; else the
+// receiver sends them (closed loop), or nobody does (idle).
+func (g *gen) paced() bool { return !g.cfg.Idle && g.cfg.Rate > 0 }
+
 // sendPaced sends every active session's packets on one schedule: packet j
 // of the whole run goes to session active[j % n] at t0 + j/(n*rate), so the
 // sessions' packets are spread evenly over time. It sends until mEnd.
 func (g *gen) sendPaced(st *sideStats) {
-	buf := make([]byte, g.cfg.Size)
+	defer func() {
+		g.pacedSent.Store(st.sentWin)
+		g.pacedDone.Store(true)
+	}()
+	wire, pkt := g.packetBuf()
 	seqs := make([]uint64, len(g.clients))
 	n := uint64(len(g.active))
 	interval := 1e9 / (float64(n) * g.cfg.Rate) // ns between packets
@@ -602,9 +770,9 @@ func (g *gen) sendPaced(st *sideStats) {
 		for burst := 0; j < due && burst < maxBurst; burst++ {
 			idx := g.active[j%n]
 			t := g.now()
-			putPacket(buf, uint32(idx), seqs[idx], t)
+			putPacket(pkt, uint32(idx), seqs[idx], t)
 			seqs[idx]++
-			ok := sendOne(g.clients[idx].fd, buf)
+			ok := g.send(&g.clients[idx], wire)
 			if g.inWindow(t) {
 				if ok {
 					st.sentWin++
@@ -623,20 +791,21 @@ func (g *gen) sendPaced(st *sideStats) {
 	}
 }
 
-// receive reads every client socket through the poller until recvEnd and
-// measures round trips. In closed-loop mode it also sends: Window packets
-// per session at the start, one more per echo, and a new window for a
-// session that heard nothing for a second (its packets were lost).
+// receive reads every client socket through the poller until recvEnd, or
+// until every packet sent in the window is echoed, and measures round
+// trips. In closed-loop mode it also sends: Window packets per session at
+// the start, one more per echo, and a new window for a session that heard
+// nothing for a second (its packets were lost).
 func (g *gen) receive(st *sideStats) {
-	closed := g.cfg.Rate == 0
+	closed := !g.cfg.Idle && g.cfg.Rate == 0
 	rb := newRecvBatch(32, 2048)
-	var buf []byte
+	var wire, pkt []byte
 	var seqs, inflight []uint64
 	var progress []int64
 	sendNext := func(idx int, now int64) {
-		putPacket(buf, uint32(idx), seqs[idx], now)
+		putPacket(pkt, uint32(idx), seqs[idx], now)
 		seqs[idx]++
-		ok := sendOne(g.clients[idx].fd, buf)
+		ok := g.send(&g.clients[idx], wire)
 		if ok {
 			inflight[idx]++
 		}
@@ -660,7 +829,7 @@ func (g *gen) receive(st *sideStats) {
 	}
 	var lastCheck int64
 	if closed {
-		buf = make([]byte, g.cfg.Size)
+		wire, pkt = g.packetBuf()
 		seqs = make([]uint64, len(g.clients))
 		inflight = make([]uint64, len(g.clients))
 		progress = make([]int64, len(g.clients))
@@ -670,9 +839,33 @@ func (g *gen) receive(st *sideStats) {
 		}
 		lastCheck = now
 	}
+	var idx int   // the session whose packets handle is given
+	var now int64 // the time of the last read
+	handle := func(b []byte, t int64) {
+		now = t
+		sidx, _, sent, ok := parsePacket(b)
+		if !ok || int(sidx) != idx {
+			st.stray++
+			return
+		}
+		st.recvAll++
+		if g.inWindow(sent) {
+			st.recvWin++
+			st.hist.Record(now - sent)
+		}
+		if closed {
+			if inflight[idx] > 0 {
+				inflight[idx]--
+			}
+			progress[idx] = now
+			if now < g.mEnd {
+				sendNext(idx, now)
+			}
+		}
+	}
 	for !g.stop.Load() {
-		now := g.now()
-		if now >= g.recvEnd {
+		now = g.now()
+		if now >= g.recvEnd || now >= g.mEnd && g.allEchoed(st) {
 			return
 		}
 		evs, err := g.poll.wait(10 * time.Millisecond)
@@ -681,36 +874,8 @@ func (g *gen) receive(st *sideStats) {
 			return
 		}
 		for _, ev := range evs {
-			idx := int(ev.Fd)
-			fd := g.clients[idx].fd
-			for range 8 {
-				n := rb.read(fd)
-				now = g.now()
-				for i := range n {
-					sidx, _, sent, ok := parsePacket(rb.msg(i))
-					if !ok || int(sidx) != idx {
-						st.stray++
-						continue
-					}
-					st.recvAll++
-					if g.inWindow(sent) {
-						st.recvWin++
-						st.hist.Record(now - sent)
-					}
-					if closed {
-						if inflight[idx] > 0 {
-							inflight[idx]--
-						}
-						progress[idx] = now
-						if now < g.mEnd {
-							sendNext(idx, now)
-						}
-					}
-				}
-				if n < len(rb.hdrs) {
-					break
-				}
-			}
+			idx = int(ev.Fd)
+			g.drain(idx, rb, 8, handle)
 		}
 		if closed && now-lastCheck >= int64(100*time.Millisecond) && now < g.mEnd {
 			lastCheck = now
@@ -722,4 +887,13 @@ func (g *gen) receive(st *sideStats) {
 			}
 		}
 	}
+}
+
+// allEchoed reports, once the window has ended, whether the receiver has
+// the echo of every packet sent in the window (st is the receiver's).
+func (g *gen) allEchoed(st *sideStats) bool {
+	if !g.paced() {
+		return st.recvWin >= st.sentWin
+	}
+	return g.pacedDone.Load() && st.recvWin >= g.pacedSent.Load()
 }

@@ -28,6 +28,11 @@ func TestConfigValidation(t *testing.T) {
 		{"neither rate nor window", Config{Target: TargetDirect, Origin: origin, Sessions: 1, Duration: time.Second}, "window"},
 		{"tiny packets", Config{Target: TargetDirect, Origin: origin, Sessions: 1, Rate: 1, Size: 20, Duration: time.Second}, "size"},
 		{"no duration", Config{Target: TargetDirect, Origin: origin, Sessions: 1, Rate: 1}, "duration"},
+		{"relay over tcp", Config{Target: TargetRelay, Transport: TransportTCP, RelayGRPC: "127.0.0.1:9090", Origin: origin, Sessions: 1, Rate: 1, Duration: time.Second}, ""},
+		{"idle needs no rate", Config{Target: TargetDirect, Origin: origin, Sessions: 1, Idle: true, Duration: time.Second}, ""},
+		{"unknown transport", Config{Target: TargetRelay, Transport: "quic", RelayGRPC: "127.0.0.1:9090", Origin: origin, Sessions: 1, Rate: 1, Duration: time.Second}, "want udp or tcp"},
+		{"tcp to the echo origin", Config{Target: TargetDirect, Transport: TransportTCP, Origin: origin, Sessions: 1, Rate: 1, Duration: time.Second}, "only target relay"},
+		{"tcp to cforward", Config{Target: TargetCForward, Transport: TransportTCP, Addr: origin, Sessions: 1, Rate: 1, Duration: time.Second}, "only target relay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

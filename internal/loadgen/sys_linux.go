@@ -16,26 +16,69 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// clientSocket opens a non-blocking IPv4 UDP socket on 127.0.0.1 (or the
-// family of remote), connected to remote, with buf bytes of send and receive
-// buffer.
-func clientSocket(remote netip.AddrPort, buf int) (int, error) {
+// clientSocket opens a non-blocking IPv4 socket of transport
+// (TransportUDP or TransportTCP) on 127.0.0.1 (or the family of remote),
+// connected to remote, with buf bytes of send and receive buffer. A TCP
+// connection is established (within timeout) when it returns, with
+// TCP_NODELAY set: every frame leaves at once, as a datagram would.
+func clientSocket(transport string, remote netip.AddrPort, buf int, timeout time.Duration) (int, error) {
 	if !remote.Addr().Is4() {
 		return -1, fmt.Errorf("loadgen: %s: only IPv4 targets are supported", remote)
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	typ := unix.SOCK_DGRAM
+	if transport == TransportTCP {
+		typ = unix.SOCK_STREAM
+	}
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("loadgen: socket: %w", err)
 	}
 	if buf > 0 {
 		setBuffers(fd, buf)
 	}
-	sa := &unix.SockaddrInet4{Port: int(remote.Port()), Addr: remote.Addr().As4()}
-	if err := unix.Connect(fd, sa); err != nil {
+	if typ == unix.SOCK_STREAM {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	if err == nil {
+		err = connectWait(fd, &unix.SockaddrInet4{Port: int(remote.Port()), Addr: remote.Addr().As4()}, timeout)
+	}
+	if err != nil {
 		_ = unix.Close(fd)
-		return -1, fmt.Errorf("loadgen: connect %s: %w", remote, err)
+		return -1, fmt.Errorf("loadgen: connect %s %s: %w", transport, remote, err)
 	}
 	return fd, nil
+}
+
+// connectWait connects the non-blocking socket fd to sa, waiting up to
+// timeout for a connection in progress (TCP) to be established.
+func connectWait(fd int, sa unix.Sockaddr, timeout time.Duration) error {
+	err := unix.Connect(fd, sa)
+	if !errors.Is(err, unix.EINPROGRESS) {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("not established within %s", timeout)
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) || err == nil && n == 0 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soErr != 0 {
+			return unix.Errno(soErr)
+		}
+		return nil
+	}
 }
 
 // setBuffers sets SO_RCVBUF and SO_SNDBUF, with the FORCE variants first
@@ -61,18 +104,30 @@ func localAddr(fd int) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// sendOne writes b to the connected socket fd. It reports whether the
-// kernel took it (false on a full buffer or a refused port).
+// sendOne writes datagram b to the connected socket fd. It reports
+// whether the kernel took it (false on a full buffer or a refused port).
 func sendOne(fd int, b []byte) bool {
+	_, ok := sendSome(fd, b)
+	return ok
+}
+
+// sendSome writes b to the connected socket fd without waiting and
+// returns how much the kernel took (all of a datagram; over TCP possibly
+// a part) and whether it took anything. A broken connection returns an
+// error, never SIGPIPE.
+func sendSome(fd int, b []byte) (int, bool) {
 	for range 4 {
-		_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-			unix.MSG_DONTWAIT, 0, 0)
+		n, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
 		if errno == unix.EINTR {
 			continue
 		}
-		return errno == 0
+		if errno != 0 {
+			return 0, false
+		}
+		return int(n), true
 	}
-	return false
+	return 0, false
 }
 
 // poller is an epoll set over client sockets; each event carries the
@@ -125,6 +180,11 @@ func (p *poller) add(fd int, idx int) error {
 		return fmt.Errorf("loadgen: epoll_ctl: %w", err)
 	}
 	return nil
+}
+
+// remove stops watching fd.
+func (p *poller) remove(fd int) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
 // wait returns the ready events, waiting at most timeout.
