@@ -3,6 +3,7 @@ package mediarelay
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -102,10 +103,20 @@ func (g *grpcService) Drain(_ context.Context, req *relayv1.DrainRequest) (*rela
 }
 
 func (g *grpcService) GetStatus(context.Context, *relayv1.GetStatusRequest) (*relayv1.GetStatusResponse, error) {
-	return g.r.Status(), nil
+	return g.r.statusWithRates(), nil
 }
 
 func (g *grpcService) WatchSessions(req *relayv1.WatchSessionsRequest, stream grpc.ServerStreamingServer[relayv1.WatchSessionsResponse]) error {
+	every, err := statsInterval(req)
+	if err != nil {
+		return err
+	}
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	sub, cancel := g.r.subscribe(req.GetStream())
 	defer cancel()
 	if req.GetIncludeExisting() {
@@ -131,6 +142,10 @@ func (g *grpcService) WatchSessions(req *relayv1.WatchSessionsRequest, stream gr
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-tick:
+			if err := g.sendStats(req.GetStream(), stream); err != nil {
+				return err
+			}
 		case ev, ok := <-sub.ch:
 			if !ok {
 				g.r.mu.Lock()

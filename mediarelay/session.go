@@ -159,6 +159,7 @@ type session struct {
 	restarted   atomic.Bool // a restart's credentials have not selected a path yet
 	pathsDirty  atomic.Bool // the paths changed since the registry last had them
 	counters
+	rates rateMeter // the API's current rates from counters
 
 	txMu sync.Mutex // guards the following
 	txs  [txSlots]transaction
@@ -220,6 +221,7 @@ func (s *session) pathList() []*path {
 // snapshot renders the session for the API.
 func (s *session) snapshot(relayID string, state relayv1.SessionState) *relayv1.Session {
 	c := s.creds.Load()
+	rt := s.rates.observe(time.Now(), s.created, &s.counters)
 	out := &relayv1.Session{
 		Id:             s.id,
 		Stream:         s.stream,
@@ -233,8 +235,10 @@ func (s *session) snapshot(relayID string, state relayv1.SessionState) *relayv1.
 		Labels:         s.labels,
 		CreateTime:     timestamp(s.created),
 		AddressChanges: s.addressChanges.Load(),
-		ClientToOrigin: &relayv1.TrafficCounters{Packets: s.c2oPackets.Load(), Bytes: s.c2oBytes.Load()},
-		OriginToClient: &relayv1.TrafficCounters{Packets: s.o2cPackets.Load(), Bytes: s.o2cBytes.Load()},
+		ClientToOrigin: &relayv1.TrafficCounters{Packets: s.c2oPackets.Load(), Bytes: s.c2oBytes.Load(),
+			PacketsPerSecond: rt.c2oPPS, BitsPerSecond: rt.c2oBPS},
+		OriginToClient: &relayv1.TrafficCounters{Packets: s.o2cPackets.Load(), Bytes: s.o2cBytes.Load(),
+			PacketsPerSecond: rt.o2cPPS, BitsPerSecond: rt.o2cBPS},
 		Drops: &relayv1.DropCounters{
 			StunIntegrity: s.dropIntegrity.Load(),
 			UnboundSource: s.dropUnbound.Load(),

@@ -155,6 +155,9 @@ const (
 	SessionEventType_SESSION_EVENT_TYPE_RESTARTED       SessionEventType = 4
 	SessionEventType_SESSION_EVENT_TYPE_RELEASED        SessionEventType = 5
 	SessionEventType_SESSION_EVENT_TYPE_EXPIRED         SessionEventType = 6
+	// SESSION_EVENT_TYPE_STATS is a periodic statistics report (see
+	// WatchSessionsRequest.stats_interval); nothing happened to the session.
+	SessionEventType_SESSION_EVENT_TYPE_STATS SessionEventType = 7
 )
 
 // Enum value maps for SessionEventType.
@@ -167,6 +170,7 @@ var (
 		4: "SESSION_EVENT_TYPE_RESTARTED",
 		5: "SESSION_EVENT_TYPE_RELEASED",
 		6: "SESSION_EVENT_TYPE_EXPIRED",
+		7: "SESSION_EVENT_TYPE_STATS",
 	}
 	SessionEventType_value = map[string]int32{
 		"SESSION_EVENT_TYPE_UNSPECIFIED":     0,
@@ -176,6 +180,7 @@ var (
 		"SESSION_EVENT_TYPE_RESTARTED":       4,
 		"SESSION_EVENT_TYPE_RELEASED":        5,
 		"SESSION_EVENT_TYPE_EXPIRED":         6,
+		"SESSION_EVENT_TYPE_STATS":           7,
 	}
 )
 
@@ -381,7 +386,15 @@ type TrafficCounters struct {
 	// packets is the number of datagrams forwarded.
 	Packets uint64 `protobuf:"varint,1,opt,name=packets,proto3" json:"packets,omitempty"`
 	// bytes is the sum of their UDP payload sizes, in bytes.
-	Bytes         uint64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Bytes uint64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// packets_per_second is the current packet rate: packets forwarded per
+	// second over the window since the previous sample (taken by a read at
+	// least 1 s earlier, or the session's start), rounded. In GetStatus, the
+	// sum over the open sessions.
+	PacketsPerSecond uint64 `protobuf:"varint,3,opt,name=packets_per_second,json=packetsPerSecond,proto3" json:"packets_per_second,omitempty"`
+	// bits_per_second is the current bitrate of the UDP payloads over the
+	// same window as packets_per_second.
+	BitsPerSecond uint64 `protobuf:"varint,4,opt,name=bits_per_second,json=bitsPerSecond,proto3" json:"bits_per_second,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +439,20 @@ func (x *TrafficCounters) GetPackets() uint64 {
 func (x *TrafficCounters) GetBytes() uint64 {
 	if x != nil {
 		return x.Bytes
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetPacketsPerSecond() uint64 {
+	if x != nil {
+		return x.PacketsPerSecond
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetBitsPerSecond() uint64 {
+	if x != nil {
+		return x.BitsPerSecond
 	}
 	return 0
 }
@@ -1758,8 +1785,13 @@ type WatchSessionsRequest struct {
 	// include_existing sends one ALLOCATED (or CONNECTED) event per existing
 	// session before live events.
 	IncludeExisting bool `protobuf:"varint,2,opt,name=include_existing,json=includeExisting,proto3" json:"include_existing,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// stats_interval, when set (1 s to 1 h), adds a STATS event per open
+	// session (of the stream filter) every interval: its counters, rates,
+	// last activity and selected client address. Unset: lifecycle events
+	// only.
+	StatsInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=stats_interval,json=statsInterval,proto3" json:"stats_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchSessionsRequest) Reset() {
@@ -1804,6 +1836,13 @@ func (x *WatchSessionsRequest) GetIncludeExisting() bool {
 		return x.IncludeExisting
 	}
 	return false
+}
+
+func (x *WatchSessionsRequest) GetStatsInterval() *durationpb.Duration {
+	if x != nil {
+		return x.StatsInterval
+	}
+	return nil
 }
 
 // WatchSessionsResponse is one session event.
@@ -1887,10 +1926,12 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x06 \x01(\rR\x04port\x12\x12\n" +
 	"\x04type\x18\a \x01(\tR\x04type\x12\x19\n" +
-	"\btcp_type\x18\b \x01(\tR\atcpType\"A\n" +
+	"\btcp_type\x18\b \x01(\tR\atcpType\"\x97\x01\n" +
 	"\x0fTrafficCounters\x12\x18\n" +
 	"\apackets\x18\x01 \x01(\x04R\apackets\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"\xa6\x01\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\x12,\n" +
+	"\x12packets_per_second\x18\x03 \x01(\x04R\x10packetsPerSecond\x12&\n" +
+	"\x0fbits_per_second\x18\x04 \x01(\x04R\rbitsPerSecond\"\xa6\x01\n" +
 	"\fDropCounters\x12%\n" +
 	"\x0estun_integrity\x18\x01 \x01(\x04R\rstunIntegrity\x12%\n" +
 	"\x0eunbound_source\x18\x02 \x01(\x04R\runboundSource\x12!\n" +
@@ -2004,10 +2045,11 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	" \x01(\v2\x19.relay.v1.TrafficCountersR\x0eoriginToClient\x12,\n" +
 	"\x05drops\x18\v \x01(\v2\x16.relay.v1.DropCountersR\x05drops\x12%\n" +
 	"\x0eunknown_source\x18\f \x01(\x04R\runknownSource\x12\x1c\n" +
-	"\tmalformed\x18\r \x01(\x04R\tmalformed\"Y\n" +
+	"\tmalformed\x18\r \x01(\x04R\tmalformed\"\x9b\x01\n" +
 	"\x14WatchSessionsRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12)\n" +
-	"\x10include_existing\x18\x02 \x01(\bR\x0fincludeExisting\"\xa4\x01\n" +
+	"\x10include_existing\x18\x02 \x01(\bR\x0fincludeExisting\x12@\n" +
+	"\x0estats_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rstatsInterval\"\xa4\x01\n" +
 	"\x15WatchSessionsResponse\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.relay.v1.SessionEventTypeR\x04type\x12+\n" +
 	"\asession\x18\x02 \x01(\v2\x11.relay.v1.SessionR\asession\x12.\n" +
@@ -2020,7 +2062,7 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SESSION_STATE_ALLOCATED\x10\x01\x12\x1b\n" +
 	"\x17SESSION_STATE_CONNECTED\x10\x02\x12\x18\n" +
-	"\x14SESSION_STATE_CLOSED\x10\x03*\x85\x02\n" +
+	"\x14SESSION_STATE_CLOSED\x10\x03*\xa3\x02\n" +
 	"\x10SessionEventType\x12\"\n" +
 	"\x1eSESSION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cSESSION_EVENT_TYPE_ALLOCATED\x10\x01\x12 \n" +
@@ -2028,7 +2070,8 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\"SESSION_EVENT_TYPE_ADDRESS_CHANGED\x10\x03\x12 \n" +
 	"\x1cSESSION_EVENT_TYPE_RESTARTED\x10\x04\x12\x1f\n" +
 	"\x1bSESSION_EVENT_TYPE_RELEASED\x10\x05\x12\x1e\n" +
-	"\x1aSESSION_EVENT_TYPE_EXPIRED\x10\x062\xfc\x04\n" +
+	"\x1aSESSION_EVENT_TYPE_EXPIRED\x10\x06\x12\x1c\n" +
+	"\x18SESSION_EVENT_TYPE_STATS\x10\a2\xfc\x04\n" +
 	"\fRelayService\x12V\n" +
 	"\x0fAllocateSession\x12 .relay.v1.AllocateSessionRequest\x1a!.relay.v1.AllocateSessionResponse\x12G\n" +
 	"\n" +
@@ -2119,30 +2162,31 @@ var file_relay_v1_relay_proto_depIdxs = []int32{
 	5,  // 30: relay.v1.GetStatusResponse.client_to_origin:type_name -> relay.v1.TrafficCounters
 	5,  // 31: relay.v1.GetStatusResponse.origin_to_client:type_name -> relay.v1.TrafficCounters
 	6,  // 32: relay.v1.GetStatusResponse.drops:type_name -> relay.v1.DropCounters
-	2,  // 33: relay.v1.WatchSessionsResponse.type:type_name -> relay.v1.SessionEventType
-	7,  // 34: relay.v1.WatchSessionsResponse.session:type_name -> relay.v1.Session
-	27, // 35: relay.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
-	9,  // 36: relay.v1.RelayService.AllocateSession:input_type -> relay.v1.AllocateSessionRequest
-	11, // 37: relay.v1.RelayService.GetSession:input_type -> relay.v1.GetSessionRequest
-	13, // 38: relay.v1.RelayService.ListSessions:input_type -> relay.v1.ListSessionsRequest
-	15, // 39: relay.v1.RelayService.ReleaseSession:input_type -> relay.v1.ReleaseSessionRequest
-	17, // 40: relay.v1.RelayService.RestartSession:input_type -> relay.v1.RestartSessionRequest
-	19, // 41: relay.v1.RelayService.Drain:input_type -> relay.v1.DrainRequest
-	21, // 42: relay.v1.RelayService.GetStatus:input_type -> relay.v1.GetStatusRequest
-	23, // 43: relay.v1.RelayService.WatchSessions:input_type -> relay.v1.WatchSessionsRequest
-	10, // 44: relay.v1.RelayService.AllocateSession:output_type -> relay.v1.AllocateSessionResponse
-	12, // 45: relay.v1.RelayService.GetSession:output_type -> relay.v1.GetSessionResponse
-	14, // 46: relay.v1.RelayService.ListSessions:output_type -> relay.v1.ListSessionsResponse
-	16, // 47: relay.v1.RelayService.ReleaseSession:output_type -> relay.v1.ReleaseSessionResponse
-	18, // 48: relay.v1.RelayService.RestartSession:output_type -> relay.v1.RestartSessionResponse
-	20, // 49: relay.v1.RelayService.Drain:output_type -> relay.v1.DrainResponse
-	22, // 50: relay.v1.RelayService.GetStatus:output_type -> relay.v1.GetStatusResponse
-	24, // 51: relay.v1.RelayService.WatchSessions:output_type -> relay.v1.WatchSessionsResponse
-	44, // [44:52] is the sub-list for method output_type
-	36, // [36:44] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	28, // 33: relay.v1.WatchSessionsRequest.stats_interval:type_name -> google.protobuf.Duration
+	2,  // 34: relay.v1.WatchSessionsResponse.type:type_name -> relay.v1.SessionEventType
+	7,  // 35: relay.v1.WatchSessionsResponse.session:type_name -> relay.v1.Session
+	27, // 36: relay.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
+	9,  // 37: relay.v1.RelayService.AllocateSession:input_type -> relay.v1.AllocateSessionRequest
+	11, // 38: relay.v1.RelayService.GetSession:input_type -> relay.v1.GetSessionRequest
+	13, // 39: relay.v1.RelayService.ListSessions:input_type -> relay.v1.ListSessionsRequest
+	15, // 40: relay.v1.RelayService.ReleaseSession:input_type -> relay.v1.ReleaseSessionRequest
+	17, // 41: relay.v1.RelayService.RestartSession:input_type -> relay.v1.RestartSessionRequest
+	19, // 42: relay.v1.RelayService.Drain:input_type -> relay.v1.DrainRequest
+	21, // 43: relay.v1.RelayService.GetStatus:input_type -> relay.v1.GetStatusRequest
+	23, // 44: relay.v1.RelayService.WatchSessions:input_type -> relay.v1.WatchSessionsRequest
+	10, // 45: relay.v1.RelayService.AllocateSession:output_type -> relay.v1.AllocateSessionResponse
+	12, // 46: relay.v1.RelayService.GetSession:output_type -> relay.v1.GetSessionResponse
+	14, // 47: relay.v1.RelayService.ListSessions:output_type -> relay.v1.ListSessionsResponse
+	16, // 48: relay.v1.RelayService.ReleaseSession:output_type -> relay.v1.ReleaseSessionResponse
+	18, // 49: relay.v1.RelayService.RestartSession:output_type -> relay.v1.RestartSessionResponse
+	20, // 50: relay.v1.RelayService.Drain:output_type -> relay.v1.DrainResponse
+	22, // 51: relay.v1.RelayService.GetStatus:output_type -> relay.v1.GetStatusResponse
+	24, // 52: relay.v1.RelayService.WatchSessions:output_type -> relay.v1.WatchSessionsResponse
+	45, // [45:53] is the sub-list for method output_type
+	37, // [37:45] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_relay_v1_relay_proto_init() }
