@@ -497,6 +497,7 @@ func (r *Relay) Status() *relayv1.GetStatusResponse {
 	for _, a := range r.cfg.PublicAddrs {
 		addrs = append(addrs, a.String())
 	}
+	unknownSource, malformed, _ := r.dropTotals()
 	return &relayv1.GetStatusResponse{
 		RelayId: r.cfg.RelayID, Version: r.cfg.Version, Zone: r.cfg.Zone, PublicAddresses: addrs,
 		SessionCount: uint32(len(sessions)), MaxSessions: uint32(r.cfg.MaxSessions), Draining: draining,
@@ -504,8 +505,8 @@ func (r *Relay) Status() *relayv1.GetStatusResponse {
 		ClientToOrigin: &relayv1.TrafficCounters{Packets: c2oP, Bytes: c2oB},
 		OriginToClient: &relayv1.TrafficCounters{Packets: o2cP, Bytes: o2cB},
 		Drops:          &relayv1.DropCounters{StunIntegrity: di, UnboundSource: du, WriteErrors: dw, ForeignSource: df},
-		UnknownSource:  r.unknownSource.Load(),
-		Malformed:      r.malformed.Load(),
+		UnknownSource:  unknownSource,
+		Malformed:      malformed,
 	}
 }
 
@@ -583,10 +584,10 @@ func (r *Relay) reload(ctx context.Context) {
 
 // requestLookup queues an unknown USERNAME for the registry worker without
 // ever blocking the socket loop.
-func (r *Relay) requestLookup(msg *stun.Message) {
+func (r *Relay) requestLookup(msg *stun.Message, drops *dropCounters) {
 	// The packet itself is dropped either way: the client's next consent
 	// check binds once the session is adopted.
-	r.unknownSource.Add(1)
+	drops.unknownSource.Add(1)
 	r.unknownUsername.Add(1)
 	if r.cfg.Registry == nil {
 		return

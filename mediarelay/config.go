@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"runtime"
 	"time"
 
 	"github.com/rtcedge/rtcedge/internal/bearer"
@@ -83,6 +84,12 @@ type Config struct {
 	// default), DataPlaneNetpoll or DataPlaneGoroutines. Off Linux it is
 	// always DataPlaneGoroutines.
 	DataPlane string
+	// DataPlaneThreads is how many data-plane threads DataPlaneThread
+	// runs (the other planes ignore it); 0 is DefaultDataPlaneThreads().
+	// Each thread reads its share of the public sockets Serve gets (give
+	// it this many SO_REUSEPORT sockets of the one port, ListenUDP) and of
+	// the sessions' sockets toward their origins; see the package doc.
+	DataPlaneThreads int
 	// PublicTCPAddrs are the addresses clients reach the TCP port
 	// (ServeTCP) on, one ICE-TCP passive host candidate each, advertised
 	// after the UDP ones with a lower priority (RFC 6544 section 4.2). Empty:
@@ -116,13 +123,14 @@ type Config struct {
 
 // Data planes of Config.DataPlane.
 const (
-	// DataPlaneThread serves every socket (the public ones and every
-	// session's socket toward its origin) from one OS thread of its own,
-	// blocked in epoll_wait outside the Go scheduler, with recvmmsg and
-	// sendmmsg: the cost of a minimal C forwarder (docs/PERFORMANCE.md).
-	// Serve takes the public sockets' descriptors over, and raises
-	// GOMAXPROCS to one more than the relays serving on data-plane threads
-	// in the process (each thread keeps a P while it waits).
+	// DataPlaneThread serves the sockets (the public ones and every
+	// session's socket toward its origin) from Config.DataPlaneThreads OS
+	// threads of their own, each blocked in epoll_wait outside the Go
+	// scheduler, with recvmmsg and sendmmsg: the cost of a minimal C
+	// forwarder per thread (docs/PERFORMANCE.md). Serve takes the public
+	// sockets' descriptors over, and raises GOMAXPROCS to one more than the
+	// data-plane threads serving in the process (each thread keeps a P
+	// while it waits).
 	DataPlaneThread = "thread"
 	// DataPlaneNetpoll reads each public socket from a goroutine and the
 	// session sockets from one epoll-driven goroutine, through the Go
@@ -132,6 +140,22 @@ const (
 	// a reader goroutine: the portable path.
 	DataPlaneGoroutines = "goroutines"
 )
+
+// MaxDataPlaneThreads bounds Config.DataPlaneThreads.
+const MaxDataPlaneThreads = 256
+
+// initialProcs is GOMAXPROCS as the process started (Go derives it from
+// the CPU affinity mask and the cgroup CPU limit), before a relay raises
+// it for its data-plane threads.
+var initialProcs = runtime.GOMAXPROCS(0)
+
+// DefaultDataPlaneThreads returns the default of Config.DataPlaneThreads:
+// the cores the process may use (its CPU affinity, GOMAXPROCS as it
+// started, whichever is fewer) minus one for everything else (gRPC,
+// registry, TCP readers, the Go runtime), at least 1.
+func DefaultDataPlaneThreads() int {
+	return max(1, min(runtime.NumCPU(), initialProcs)-1)
+}
 
 var relayIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -194,6 +218,12 @@ func (c *Config) setDefaults() error {
 	case DataPlaneThread, DataPlaneNetpoll, DataPlaneGoroutines:
 	default:
 		return fmt.Errorf("%w: data plane %q: want %s, %s or %s", ErrInvalid, c.DataPlane, DataPlaneThread, DataPlaneNetpoll, DataPlaneGoroutines)
+	}
+	switch {
+	case c.DataPlaneThreads == 0:
+		c.DataPlaneThreads = DefaultDataPlaneThreads()
+	case c.DataPlaneThreads < 0 || c.DataPlaneThreads > MaxDataPlaneThreads:
+		return fmt.Errorf("%w: data-plane threads %d: want 1-%d", ErrInvalid, c.DataPlaneThreads, MaxDataPlaneThreads)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -134,6 +134,50 @@
 // activity; dropped packets are not), or by a Drain deadline; each frees
 // its socket, its goroutine, its table entries and its registry record.
 //
+// # Data-plane threads: one port, every core
+//
+// The default data plane (DataPlaneThread, Linux) runs
+// Config.DataPlaneThreads OS threads (default: the cores the process may
+// use minus one, at least 1), each blocked in epoll_wait on a set of its
+// own, outside the Go scheduler. Each thread owns:
+//
+//   - one socket of an SO_REUSEPORT group on the public port (ListenUDP
+//     opens one per thread, all bound to the same address and port). The
+//     kernel hashes each client's source address and port to one socket of
+//     the group, so each path is read by one thread; a session with several
+//     paths, or whose client changes port (a new path, a NAT rebinding),
+//     may be read by several, and keeps its session: the tables are the
+//     relay's, not a thread's.
+//   - the sockets toward origins of its share of the sessions: a session's
+//     socket goes, when it is opened, to the thread that reads the fewest.
+//
+// Nothing is handed from one thread to another. A client's packet is
+// handled entirely on the thread that read it: the decision, and the write
+// to the session's socket toward its origin, whichever thread reads that
+// socket (a write on a connected UDP socket is safe from any thread). An
+// origin's packet is handled on the thread that reads the session's socket:
+// it goes to the selected path through that thread's own socket of the
+// public address the path arrived on (every socket of the group has the
+// same address and port, so the client sees one source whichever thread
+// sends), or is queued for a selected TCP path's writer as before. No lock
+// is shared by the threads per packet: the tables are copy-on-write shards
+// behind atomic pointers, counters are per session or per thread
+// (rtcedge_relay_data_plane_packets_total{thread}), and each thread has
+// its own receive buffers, batch writers and STUN scratch space; a poller's
+// own mutex is taken by its thread and by the control plane opening and
+// closing sockets. What threads do share is the cache lines of a session
+// whose client is read on one thread and whose origin socket on another
+// ((N-1)/N of sessions with N threads); docs/PERFORMANCE.md has what that
+// costs, measured, and the designs that would avoid it and why they were
+// not taken (moving a session's socket to its selected path's thread, a
+// queue per thread, a reuseport BPF program steering clients).
+//
+// A thread that stops on an error ends Serve with that error and closes
+// the relay, as one data plane did: a relay that forwards for some
+// sessions only must not go on looking healthy. Serve raises GOMAXPROCS to
+// one more than the data-plane threads in the process: each keeps a P
+// while it waits.
+//
 // With a registry the relay registers itself under a lease, writes its
 // sessions to etcd (with their verified paths, rate-limited and off the
 // forwarding path), reloads them when it restarts with the same id, so

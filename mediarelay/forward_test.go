@@ -61,21 +61,26 @@ func allocsPerRun(runs int, f func()) float64 {
 func startLoopbackRelay(tb testing.TB) *loopbackRelay { return startLoopbackRelayMode(tb, "") }
 
 func startLoopbackRelayMode(tb testing.TB, plane string) *loopbackRelay {
+	return startLoopbackRelayThreads(tb, plane, 0)
+}
+
+// startLoopbackRelayThreads serves a relay with threads data-plane threads
+// (0: the default) on as many SO_REUSEPORT sockets of one port.
+func startLoopbackRelayThreads(tb testing.TB, plane string, threads int) *loopbackRelay {
 	tb.Helper()
-	conns, err := ListenUDP(context.Background(), "udp4", "127.0.0.1:0", 1, 4<<20)
+	conns, err := ListenUDP(context.Background(), "udp4", "127.0.0.1:0", max(threads, 1), 4<<20)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pub := conns[0].(*net.UDPConn)
-	public := pub.LocalAddr().(*net.UDPAddr).AddrPort()
+	public := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	r, err := New(Config{PublicAddrs: []netip.AddrPort{public}, SocketBuffer: 4 << 20, Logger: slog.New(slog.DiscardHandler),
-		DataPlane: plane})
+		DataPlane: plane, DataPlaneThreads: threads})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Serve(ctx, pub) }()
+	go func() { defer close(done); _ = r.Serve(ctx, conns...) }()
 	tb.Cleanup(func() { cancel(); <-done })
 	return &loopbackRelay{r: r, public: public}
 }
@@ -146,7 +151,7 @@ func TestForwardPathDoesNotAllocate(t *testing.T) {
 	sc := newSTUNScratch()
 	// The poller's handler, driven directly: a round of 8 datagrams of one
 	// session, queued and flushed with sendmmsg.
-	h := &upstreamHandler{r: l.r, sc: newSTUNScratch()}
+	h := l.r.newUpstreamHandler(0)
 	conn := &udpbatch.Conn[*session]{Value: s}
 	round := make([]udpbatch.Message, 8)
 	for i := range round {
@@ -375,8 +380,10 @@ func TestEchoThroughEveryDataPlane(t *testing.T) {
 						snap.ClientToOrigin.Packets, snap.OriginToClient.Packets, perSession+1)
 				}
 			}
-			if l.r.poller != nil && l.r.poller.Len() != 0 {
-				t.Errorf("poller holds %d sockets after release", l.r.poller.Len())
+			for i, p := range l.r.pollers {
+				if p.Len() != 0 {
+					t.Errorf("poller %d holds %d sockets after release", i, p.Len())
+				}
 			}
 		})
 	}

@@ -3,6 +3,7 @@
 package mediarelay
 
 import (
+	"fmt"
 	"net"
 	"syscall"
 
@@ -18,7 +19,10 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 	}); err != nil {
 		return err
 	}
-	return serr
+	if serr != nil {
+		return fmt.Errorf("%w: %w", errReusePort, serr)
+	}
+	return nil
 }
 
 // setSocketBuffers sets SO_RCVBUF and SO_SNDBUF to n bytes. It tries the

@@ -1,6 +1,8 @@
 package mediarelay
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -45,6 +47,11 @@ var (
 		"Packets dropped because their source is no verified client path, by reason: unverified (not STUN, from an address no check verified), unknown_username (STUN for a USERNAME no session has; looked up in the registry).", []string{"reason"}, nil)
 	descPaths = prometheus.NewDesc("rtcedge_relay_client_paths", "Verified client paths of the open sessions.", nil, nil)
 
+	descThreadPackets = prometheus.NewDesc("rtcedge_relay_data_plane_packets_total",
+		"Datagrams read by each data-plane thread (label thread: 0 to the number of threads - 1; the netpoll and goroutines planes report all as thread 0), by source: client (from the public sockets the thread reads), origin (from the sessions' sockets toward origins it reads; not counted on the goroutines plane).", []string{"thread", "source"}, nil)
+	descThreadSessions = prometheus.NewDesc("rtcedge_relay_data_plane_sessions",
+		"Sessions' sockets toward origins each data-plane thread reads (thread and netpoll planes).", []string{"thread"}, nil)
+
 	descTCPConns    = prometheus.NewDesc("rtcedge_relay_tcp_connections", "Open ICE-TCP connections by state: unverified (no verified Binding request yet), verified (a session's path).", []string{"state"}, nil)
 	descTCPAccepted = prometheus.NewDesc("rtcedge_relay_tcp_accepted_total", "ICE-TCP connections accepted within the limits.", nil, nil)
 	descTCPRejected = prometheus.NewDesc("rtcedge_relay_tcp_rejected_total",
@@ -60,6 +67,7 @@ type collector struct{ r *Relay }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining, descMoves, descUnknown, descPaths,
+		descThreadPackets, descThreadSessions,
 		descTCPConns, descTCPAccepted, descTCPRejected, descTCPClosed, descTCPFrames, descTCPQueueDrops} {
 		ch <- d
 	}
@@ -81,6 +89,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.r.mu.Unlock()
 	originSTUN += c.r.totals.dropOriginSTUN.Load()
+	_, _, unclassified := c.r.dropTotals()
 	ch <- prometheus.MustNewConstMetric(descPaths, prometheus.GaugeValue, paths)
 	for cause := causeUseCandidate; cause < numCauses; cause++ {
 		ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(c.r.moves[cause].Load()), cause.String())
@@ -98,7 +107,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"stun_integrity": st.Drops.StunIntegrity, "unbound_source": st.Drops.UnboundSource,
 		"write_error": st.Drops.WriteErrors, "foreign_source": st.Drops.ForeignSource,
 		"unknown_source": st.UnknownSource, "malformed": st.Malformed, "lookup_rate_limited": c.r.lookupDropped.Load(),
-		"unclassified": c.r.unclassified.Load(), "origin_stun_integrity": originSTUN,
+		"unclassified": unclassified, "origin_stun_integrity": originSTUN,
 	} {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
 	}
@@ -108,6 +117,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		draining = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
+	for i, ts := range c.r.stats {
+		thread := strconv.Itoa(i)
+		ch <- prometheus.MustNewConstMetric(descThreadPackets, prometheus.CounterValue, float64(ts.fromClients.Load()), thread, "client")
+		ch <- prometheus.MustNewConstMetric(descThreadPackets, prometheus.CounterValue, float64(ts.fromOrigins.Load()), thread, "origin")
+	}
+	for i, p := range c.r.pollers {
+		ch <- prometheus.MustNewConstMetric(descThreadSessions, prometheus.GaugeValue, float64(p.Len()), strconv.Itoa(i))
+	}
 	c.collectTCP(ch)
 }
 

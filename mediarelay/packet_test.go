@@ -215,7 +215,7 @@ func TestSelectedPathRules(t *testing.T) {
 					t.Errorf("moves %s: %d, want %d", c, got, tc.wantMoves[c])
 				}
 			}
-			if got := r.unknownSource.Load(); got != tc.wantDrops {
+			if got := r.drops.unknownSource.Load(); got != tc.wantDrops {
 				t.Errorf("unknown-source drops %d, want %d", got, tc.wantDrops)
 			}
 		})
@@ -237,8 +237,8 @@ func TestReplayedCheckFromUnverifiedAddress(t *testing.T) {
 	if sel := s.client.Load(); sel == nil || sel.addr != client || len(s.pathList()) != 1 {
 		t.Fatalf("selected %v with %d paths, want %v alone", sel, len(s.pathList()), client)
 	}
-	if s.dropIntegrity.Load() != 1 || r.unknownSource.Load() != 1 {
-		t.Fatalf("integrity drops %d, unknown-source drops %d; want 1 and 1", s.dropIntegrity.Load(), r.unknownSource.Load())
+	if s.dropIntegrity.Load() != 1 || r.drops.unknownSource.Load() != 1 {
+		t.Fatalf("integrity drops %d, unknown-source drops %d; want 1 and 1", s.dropIntegrity.Load(), r.drops.unknownSource.Load())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
+	"golang.org/x/sys/cpu"
 
 	"github.com/rtcedge/rtcedge/mediarelay/internal/udpbatch"
 
@@ -32,8 +33,14 @@ type Relay struct {
 	metrics *metrics
 	started time.Time
 
-	poller    *udpbatch.Poller[*session] // nil: a reader goroutine per socket
-	thread    bool                       // poller is a thread poller that reads the public sockets too
+	// pollers read the sessions' sockets: one per data-plane thread
+	// (thread pollers, which read the public sockets too), or one netpoll
+	// poller; nil: a reader goroutine per socket.
+	pollers   []*udpbatch.Poller[*session]
+	thread    bool           // pollers are thread pollers
+	stats     []*planeStats  // per data-plane thread; one on the other planes
+	outs      [][]*pubWriter // thread plane: outs[thread][group] writes origin packets to clients
+	drops     dropCounters   // drops counted outside the socket loops (TCP, lookups)
 	tabs      *tables
 	clock     atomic.Int64 // coarse unix nanos, advanced by the sweeper
 	lookups   chan string  // unknown USERNAMEs for the registry lookup worker
@@ -43,11 +50,9 @@ type Relay struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // every goroutine the relay starts
 
-	// Relay-wide drops, of packets that belong to no session.
-	unknownSource   atomic.Uint64 // every packet from an address that is no verified path
-	unknownUsername atomic.Uint64 // of which STUN for a USERNAME no session has
-	malformed       atomic.Uint64
-	unclassified    atomic.Uint64 // from bound addresses, not STUN/DTLS/RTP
+	// Relay-wide drops, of packets that belong to no session (with the
+	// data-plane threads' own, stats[i].drops).
+	unknownUsername atomic.Uint64 // STUN for a USERNAME no session has (also counted as unknown source)
 	lookupDropped   atomic.Uint64
 	totals          counters // of sessions already released
 	moves           [numCauses]atomic.Uint64
@@ -64,9 +69,54 @@ type Relay struct {
 	closed     bool
 }
 
+// runPoller runs a data-plane thread (or the netpoll poller) until it
+// stops; a variable so that a test can make one fail.
+var runPoller = func(p *udpbatch.Poller[*session], h *upstreamHandler) error { return p.Run(h) }
+
 // dataThreads counts the data-plane threads of the relays serving in this
 // process.
 var dataThreads atomic.Int32
+
+// dropCounters count packets dropped before any session is known.
+type dropCounters struct {
+	unknownSource atomic.Uint64 // every packet from an address that is no verified path
+	malformed     atomic.Uint64
+	unclassified  atomic.Uint64 // from verified paths, not STUN/DTLS/RTP
+}
+
+// planeStats are the counters of one data-plane thread (or, on the other
+// planes, of all socket loops): written by that thread only, on cache lines
+// of their own, so threads never contend for a counter.
+type planeStats struct {
+	_           cpu.CacheLinePad
+	fromClients atomic.Uint64 // datagrams read from the public sockets
+	fromOrigins atomic.Uint64 // datagrams read from sessions' sockets toward origins
+	drops       dropCounters
+	_           cpu.CacheLinePad
+}
+
+// dropsOf returns the drop counters of the loop that reads public socket
+// ps (nil: a TCP connection).
+func (r *Relay) dropsOf(ps *pubSock) *dropCounters {
+	if ps != nil && ps.st != nil {
+		return &ps.st.drops
+	}
+	return &r.drops
+}
+
+// dropTotals sums the relay's drop counters over its threads.
+func (r *Relay) dropTotals() (unknownSource, malformed, unclassified uint64) {
+	add := func(d *dropCounters) {
+		unknownSource += d.unknownSource.Load()
+		malformed += d.malformed.Load()
+		unclassified += d.unclassified.Load()
+	}
+	add(&r.drops)
+	for _, st := range r.stats {
+		add(&st.drops)
+	}
+	return
+}
 
 // New validates cfg and returns a relay. It opens no socket.
 func New(cfg Config) (*Relay, error) {
@@ -84,17 +134,30 @@ func New(cfg Config) (*Relay, error) {
 		subs:     map[*subscriber]struct{}{},
 	}
 	if cfg.DataPlane != DataPlaneGoroutines {
-		newPoller := udpbatch.NewThreadPoller[*session]
+		newPoller, n := udpbatch.NewThreadPoller[*session], cfg.DataPlaneThreads
 		if cfg.DataPlane == DataPlaneNetpoll {
-			newPoller = udpbatch.NewPoller[*session]
+			newPoller, n = udpbatch.NewPoller[*session], 1
 		}
-		p, err := newPoller(upstreamBatch, MaxPacketSize+1)
-		switch {
-		case err == nil:
-			r.poller = p
-			r.thread = cfg.DataPlane == DataPlaneThread
-		case !errors.Is(err, udpbatch.ErrPollerUnsupported):
-			cfg.Logger.Warn("relay: poller unavailable, a reader goroutine per socket instead", "err", err)
+		for range n {
+			p, err := newPoller(upstreamBatch, MaxPacketSize+1)
+			if err != nil {
+				for _, p := range r.pollers {
+					_ = p.Close()
+				}
+				r.pollers = nil
+				if !errors.Is(err, udpbatch.ErrPollerUnsupported) {
+					cfg.Logger.Warn("relay: poller unavailable, a reader goroutine per socket instead", "err", err)
+				}
+				break
+			}
+			r.pollers = append(r.pollers, p)
+		}
+		r.thread = r.pollers != nil && cfg.DataPlane == DataPlaneThread
+	}
+	r.stats = []*planeStats{new(planeStats)}
+	if r.thread {
+		for range len(r.pollers) - 1 {
+			r.stats = append(r.stats, new(planeStats))
 		}
 	}
 	r.tcp.init()
@@ -107,10 +170,15 @@ func New(cfg Config) (*Relay, error) {
 // Serve runs the data plane on the public sockets until ctx ends or Close
 // is called, then closes the relay. With a registry it first reloads the
 // sessions assigned to this relay's id, then registers the relay and keeps
-// its registration fresh. Several conns (SO_REUSEPORT sockets of one port)
-// each get a reader, or all join the data-plane thread (DataPlaneThread),
-// which takes their descriptors over: the conns are closed at once, and
-// the relay closes the descriptors when it closes.
+// its registration fresh. Several conns (SO_REUSEPORT sockets of one port,
+// see ListenUDP) each get a reader, or (DataPlaneThread) are dealt out to
+// the data-plane threads, which take their descriptors over: the conns are
+// closed at once, and the relay closes the descriptors when it closes.
+// Conns bound to the same address are one group: its k-th socket goes to
+// thread k mod Config.DataPlaneThreads, so give Serve one socket per
+// thread and address for every thread to read clients. A thread that has
+// none of a group's sockets still sends through one (sendmmsg on a shared
+// descriptor is safe) and serves its share of the sessions' sockets.
 func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	if len(conns) == 0 {
 		return fmt.Errorf("%w: Serve needs at least one socket", ErrInvalid)
@@ -152,12 +220,9 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		r.mu.Unlock()
 		return nil
 	}
-	n := 3 // clock, sweep, lookup
+	n := 3 + len(r.pollers) // clock, sweep, lookup, the pollers
 	if !r.thread {
 		n += len(socks)
-	}
-	if r.poller != nil {
-		n++
 	}
 	if r.cfg.Registry != nil {
 		n += 2 // registration, paths
@@ -167,12 +232,14 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	if r.thread {
 		// Each data-plane thread keeps a P while it waits: leave at least
 		// one for everything else (more relays in one process, tests).
-		n := int(dataThreads.Add(1))
-		defer dataThreads.Add(-1)
+		k := int32(len(r.pollers))
+		n := int(dataThreads.Add(k))
+		defer dataThreads.Add(-k)
 		if runtime.GOMAXPROCS(0) < n+1 {
 			runtime.GOMAXPROCS(n + 1)
 			r.log.Info("relay: GOMAXPROCS raised: each data-plane thread keeps a P of its own", "gomaxprocs", n+1)
 		}
+		r.log.Info("relay: data plane", "threads", len(r.pollers), "public_sockets", len(socks))
 	} else {
 		for _, ps := range socks {
 			go func() {
@@ -184,12 +251,13 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 	// A data plane that stops by itself ends Serve with its error: a relay
 	// that forwards nothing must not go on looking healthy (restarted with
 	// the same id, it resumes its sessions).
-	failed := make(chan error, 1)
-	if r.poller != nil {
+	failed := make(chan error, len(r.pollers))
+	for i, p := range r.pollers {
+		h := r.newUpstreamHandler(i)
 		go func() {
 			defer r.wg.Done()
-			if err := r.poller.Run(&upstreamHandler{r: r, sc: newSTUNScratch()}); err != nil {
-				failed <- fmt.Errorf("mediarelay: data plane stopped: %w", err)
+			if err := runPoller(p, h); err != nil {
+				failed <- fmt.Errorf("mediarelay: data-plane thread %d stopped: %w", i, err)
 			}
 		}()
 	}
@@ -257,8 +325,8 @@ func (r *Relay) Close() error {
 		for _, s := range sessions {
 			r.closeSession(s)
 		}
-		if r.poller != nil {
-			_ = r.poller.Close()
+		for _, p := range r.pollers {
+			_ = p.Close()
 		}
 		r.wg.Wait()
 		for _, ps := range socks {
@@ -284,12 +352,24 @@ func (r *Relay) Close() error {
 // openSocks prepares the public sockets for the data plane; r.mu is held.
 func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 	socks := make([]*pubSock, 0, len(pubs))
+	var groups [][]*pubSock // the sockets of each local address
+	group := func(local netip.AddrPort) int {
+		for g, m := range groups {
+			if m[0].local == local {
+				return g
+			}
+		}
+		groups = append(groups, nil)
+		return len(groups) - 1
+	}
 	for _, pub := range pubs {
 		la := pub.LocalAddr().(*net.UDPAddr).AddrPort()
 		local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 		if !r.thread {
-			ps := &pubSock{conn: pub, local: local}
-			if r.poller != nil {
+			ps := &pubSock{conn: pub, local: local, st: r.stats[0]}
+			ps.group = group(local)
+			groups[ps.group] = append(groups[ps.group], ps)
+			if r.pollers != nil {
 				if w, err := udpbatch.NewWriter(pub, upstreamBatch); err != nil {
 					r.log.Warn("relay: batch writes unavailable, writing one datagram at a time", "err", err)
 				} else {
@@ -299,26 +379,62 @@ func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 			socks = append(socks, ps)
 			continue
 		}
-		// The data-plane thread reads and writes the descriptor itself,
-		// out of the runtime poller (which would wake for every datagram).
+		// The data-plane threads read and write the descriptors
+		// themselves, out of the runtime poller (which would wake for every
+		// datagram).
 		fd, err := udpbatch.TakeFD(pub)
 		if err == nil {
-			ps := &pubSock{fd: fd, local: local}
+			g := group(local)
+			t := len(groups[g]) % len(r.pollers)
+			ps := &pubSock{fd: fd, local: local, group: g, thread: t, st: r.stats[t]}
+			groups[g] = append(groups[g], ps)
 			socks = append(socks, ps)
-			var w *udpbatch.Writer
-			if w, err = udpbatch.NewWriterFD(fd, upstreamBatch); err == nil {
-				ps.out = &pubWriter{w: w}
-				err = r.poller.AddSource(fd, r.clientPackets(ps))
-			}
+			err = r.pollers[t].AddSource(fd, r.clientPackets(ps))
 		}
 		if err != nil {
 			for _, ps := range socks {
 				_ = udpbatch.CloseFD(ps.fd)
 			}
-			return nil, fmt.Errorf("mediarelay: public socket for the data-plane thread: %w", err)
+			return nil, fmt.Errorf("mediarelay: public socket for the data-plane threads: %w", err)
+		}
+	}
+	if !r.thread {
+		return socks, nil
+	}
+	// Each thread writes what the origins send to clients through its own
+	// socket of the group the client's path arrived on: the same local
+	// address and port, so clients see one source, whichever thread sends.
+	r.outs = make([][]*pubWriter, len(r.pollers))
+	for t := range r.outs {
+		r.outs[t] = make([]*pubWriter, len(groups))
+		for g, m := range groups {
+			w, err := udpbatch.NewWriterFD(m[t%len(m)].fd, upstreamBatch)
+			if err != nil {
+				for _, ps := range socks {
+					_ = udpbatch.CloseFD(ps.fd)
+				}
+				return nil, fmt.Errorf("mediarelay: public socket for the data-plane threads: %w", err)
+			}
+			r.outs[t][g] = &pubWriter{w: w}
+		}
+	}
+	for _, m := range groups {
+		if len(m) < len(r.pollers) {
+			r.log.Warn("relay: fewer public sockets than data-plane threads on an address: only some threads read clients there (open it with ListenUDP and one SO_REUSEPORT socket per thread)",
+				"addr", m[0].local, "sockets", len(m), "threads", len(r.pollers))
 		}
 	}
 	return socks, nil
+}
+
+// newUpstreamHandler returns the handler of what poller i's session
+// sockets receive.
+func (r *Relay) newUpstreamHandler(i int) *upstreamHandler {
+	h := &upstreamHandler{r: r, sc: newSTUNScratch(), st: r.stats[0]}
+	if r.thread {
+		h.st, h.outs = r.stats[i], r.outs[i]
+	}
+	return h
 }
 
 // clientPackets returns the data-plane thread's handler of what one public
@@ -326,10 +442,11 @@ func (r *Relay) openSocks(pubs []*net.UDPConn) ([]*pubSock, error) {
 func (r *Relay) clientPackets(ps *pubSock) func([]udpbatch.Message) {
 	sc := newSTUNScratch()
 	return func(msgs []udpbatch.Message) {
+		ps.st.fromClients.Add(uint64(len(msgs)))
 		for i := range msgs {
 			m := &msgs[i]
 			if m.N > MaxPacketSize {
-				r.malformed.Add(1)
+				ps.st.drops.malformed.Add(1)
 				continue
 			}
 			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, sc)
@@ -356,10 +473,11 @@ func (r *Relay) readPublic(ps *pubSock) {
 			r.log.Debug("relay: public read", "err", err)
 			continue
 		}
+		ps.st.fromClients.Add(uint64(len(msgs)))
 		for i := range msgs {
 			m := &msgs[i]
 			if m.N > MaxPacketSize {
-				r.malformed.Add(1)
+				ps.st.drops.malformed.Add(1)
 				continue
 			}
 			r.handleClientPacket(ps, m.Buf[:m.N], m.Addr, sc)
@@ -401,13 +519,13 @@ func (r *Relay) act(d decision, src netip.AddrPort, ps *pubSock, tc *tcpConn, b 
 		}
 		r.forward(d.s, out)
 	case verdictLookup:
-		r.requestLookup(&sc.in)
+		r.requestLookup(&sc.in, r.dropsOf(ps))
 	case verdictDropUnknown:
-		r.unknownSource.Add(1)
+		r.dropsOf(ps).unknownSource.Add(1)
 	case verdictDropMalformed:
-		r.malformed.Add(1)
+		r.dropsOf(ps).malformed.Add(1)
 	case verdictDropUnclassified:
-		r.unclassified.Add(1)
+		r.dropsOf(ps).unclassified.Add(1)
 	case verdictDropIntegrity:
 		d.s.dropIntegrity.Add(1)
 		r.log.Debug("relay: STUN failed verification", "session", d.s.id, "src", src)
@@ -447,7 +565,7 @@ func (r *Relay) check(d decision, src netip.AddrPort, ps *pubSock, tc *tcpConn, 
 	}
 	out := sc.toOrigin(&sc.in, b, d.creds, netip.AddrPort{})
 	if out == nil {
-		r.malformed.Add(1)
+		r.dropsOf(ps).malformed.Add(1)
 		return
 	}
 	r.forward(s, out)

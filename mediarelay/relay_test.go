@@ -38,7 +38,11 @@ type testRelay struct {
 // startRelay runs a relay on udpAddr (127.0.0.1:0 for any port).
 func startRelay(t *testing.T, reg *registry.Client, id, udpAddr string, tweak ...func(*mediarelay.Config)) *testRelay {
 	t.Helper()
-	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", udpAddr, 2, 1<<20)
+	var want mediarelay.Config // one socket per data-plane thread, at least 2
+	for _, f := range tweak {
+		f(&want)
+	}
+	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", udpAddr, max(2, want.DataPlaneThreads), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -418,7 +418,7 @@ func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseRe
 	now := r.clock.Load()
 	d := decideTCPFrame(b, tc, r.tabs, &sc.in, now)
 	if d.v == verdictLookup {
-		r.requestLookup(&sc.in)
+		r.requestLookup(&sc.in, &r.drops)
 		if r.cfg.Registry == nil {
 			return tcpCloseUnknownSession, false // nobody else knows sessions
 		}

@@ -13,24 +13,28 @@ import (
 
 // The origin side of the data plane. Each session has its own socket
 // connected to its origin (the origin tells sessions apart by source
-// address). On Linux one poller goroutine reads all of them (epoll and
-// recvmmsg) and sends what they receive to the clients in sendmmsg batches
-// across sessions, from the public socket each client's verified STUN
-// arrived on. Elsewhere, or when Config asks for it, each session socket
-// has its own reader goroutine and packets go out one write at a time.
+// address). On Linux the data-plane threads (or one netpoll poller) read
+// them (epoll and recvmmsg): each session socket belongs to the thread that
+// had the fewest when it was opened, and that thread sends what it receives
+// to the clients in sendmmsg batches across sessions, through its own
+// socket of the public address each client's verified STUN arrived on.
+// Elsewhere, or when Config asks for it, each session socket has its own
+// reader goroutine and packets go out one write at a time.
 
 // upstreamBatch is how many datagrams one poller round reads, across
 // sessions, before it flushes them to the clients.
 const upstreamBatch = 64
 
-// pubSock is a public socket: a conn, or with the data-plane thread a
-// descriptor that thread reads, and the batch writer of origin packets to
-// clients (with a poller).
+// pubSock is a public socket: a conn, or with the data-plane threads a
+// descriptor one thread reads.
 type pubSock struct {
-	conn  *net.UDPConn   // nil with the data-plane thread
-	fd    int            // the data-plane thread's descriptor
-	local netip.AddrPort // its local address
-	out   *pubWriter     // nil: write each datagram through conn
+	conn   *net.UDPConn   // nil with the data-plane threads
+	fd     int            // a data-plane thread's descriptor
+	local  netip.AddrPort // its local address
+	group  int            // the index of local among the public sockets' addresses (one SO_REUSEPORT group)
+	thread int            // the data-plane thread that reads it
+	st     *planeStats    // the counters of the loop that reads it
+	out    *pubWriter     // netpoll plane: the batch writer of origin packets to clients; nil: one write each
 }
 
 // upstream is a session's socket toward its origin: a poller conn, or a
@@ -39,6 +43,7 @@ type upstream struct {
 	origin netip.AddrPort
 	local  netip.AddrPort
 	pc     *udpbatch.Conn[*session]
+	thread int // pc's poller: the data-plane thread that reads it
 	conn   *net.UDPConn
 	done   chan struct{} // conn only: closed when its reader returns
 }
@@ -97,12 +102,13 @@ func (r *Relay) openUpstream(s *session, origins []netip.AddrPort, prefer netip.
 
 // dialUpstream opens a socket toward origin, bound to local when valid.
 func (r *Relay) dialUpstream(s *session, origin, local netip.AddrPort) (*upstream, error) {
-	if r.poller != nil {
-		pc, err := r.poller.Dial(origin, local, r.cfg.SocketBuffer, s)
+	if r.pollers != nil {
+		t := r.leastLoadedPoller()
+		pc, err := r.pollers[t].Dial(origin, local, r.cfg.SocketBuffer, s)
 		if err != nil {
 			return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
 		}
-		return &upstream{pc: pc, origin: pc.Remote, local: pc.Local}, nil
+		return &upstream{pc: pc, thread: t, origin: pc.Remote, local: pc.Local}, nil
 	}
 	var laddr *net.UDPAddr
 	if local.IsValid() {
@@ -118,6 +124,22 @@ func (r *Relay) dialUpstream(s *session, origin, local netip.AddrPort) (*upstrea
 	}
 	la := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	return &upstream{conn: conn, origin: origin, local: netip.AddrPortFrom(la.Addr().Unmap(), la.Port()), done: make(chan struct{})}, nil
+}
+
+// leastLoadedPoller returns the index of the poller (data-plane thread)
+// reading the fewest session sockets: sessions are spread evenly over the
+// threads.
+func (r *Relay) leastLoadedPoller() int {
+	best, n := 0, -1
+	if len(r.pollers) == 1 {
+		return 0
+	}
+	for i, p := range r.pollers {
+		if l := p.Len(); n < 0 || l < n {
+			best, n = i, l
+		}
+	}
+	return best
 }
 
 // startUpstream installs up as the session's socket and, without the
@@ -250,7 +272,7 @@ func (r *Relay) toClient(s *session, to *path, p []byte) {
 }
 
 // pubWriter batches origin packets leaving one public socket. It belongs
-// to the poller goroutine.
+// to one poller goroutine (data-plane thread).
 type pubWriter struct {
 	w    *udpbatch.Writer
 	sess []*session // the session of each queued datagram
@@ -263,11 +285,24 @@ type pubWriter struct {
 type upstreamHandler struct {
 	r       *Relay
 	sc      *stunScratch
+	st      *planeStats  // this thread's counters
+	outs    []*pubWriter // data-plane thread: its writer of each public address (pubSock.group); nil: pubSock.out
 	pending []*pubWriter // writers with queued datagrams
+}
+
+// writer returns the batch writer for datagrams to UDP path to: this
+// thread's socket of the public address the path arrived on (nil: none;
+// write each datagram through its conn).
+func (h *upstreamHandler) writer(to *path) *pubWriter {
+	if h.outs != nil && to.sock.group < len(h.outs) {
+		return h.outs[to.sock.group]
+	}
+	return to.sock.out
 }
 
 // Packets implements udpbatch.Handler.
 func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Message) {
+	h.st.fromOrigins.Add(uint64(len(msgs)))
 	s := c.Value
 	sel := s.client.Load()
 	if sel == nil {
@@ -286,16 +321,19 @@ func (h *upstreamHandler) Packets(c *udpbatch.Conn[*session], msgs []udpbatch.Me
 				continue
 			}
 		}
-		if to.tcp != nil || to.sock.out == nil {
+		var o *pubWriter
+		if to.tcp == nil {
+			o = h.writer(to)
+		}
+		if o == nil {
 			h.r.toClient(s, to, m.Buf[:n])
 			continue
 		}
-		h.queue(to, s, m.Buf[:n])
+		h.queue(o, to, s, m.Buf[:n])
 	}
 }
 
-func (h *upstreamHandler) queue(to *path, s *session, p []byte) {
-	o := to.sock.out
+func (h *upstreamHandler) queue(o *pubWriter, to *path, s *session, p []byte) {
 	full, ok := o.w.Add(p, to.addr)
 	if !ok {
 		s.dropWrite.Add(1)

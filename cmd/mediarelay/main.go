@@ -13,6 +13,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -70,6 +71,7 @@ type config struct {
 	idleTimeout    time.Duration
 	leaseTTL       time.Duration
 	dataPlane      string
+	threads        int
 	maxSessions    int
 	socketBuffer   int
 	sockets        int
@@ -100,8 +102,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.leaseTTL, "registration-ttl", mediarelay.DefaultRelayTTL, "TTL of the relay's registration lease in etcd: how soon signaling stops picking a relay that died, and counts its sessions as orphaned")
 	fs.IntVar(&c.maxSessions, "max-sessions", 0, "maximum open sessions; 0 is unlimited")
 	fs.IntVar(&c.socketBuffer, "socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of every socket; 0 keeps the kernel default (which overflows in bursts)")
-	fs.StringVar(&c.dataPlane, "data-plane", mediarelay.DataPlaneThread, "packet loop: thread (one OS thread with epoll, recvmmsg and sendmmsg outside the Go scheduler; Linux), netpoll (goroutines on Go's poller), goroutines (a reader per socket; portable)")
-	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each (Linux); 1 disables")
+	fs.StringVar(&c.dataPlane, "data-plane", mediarelay.DataPlaneThread, "packet loop: thread (-data-plane-threads OS threads with epoll, recvmmsg and sendmmsg outside the Go scheduler; Linux), netpoll (goroutines on Go's poller), goroutines (a reader per socket; portable)")
+	fs.IntVar(&c.threads, "data-plane-threads", 0, fmt.Sprintf("data-plane threads of -data-plane thread, each with its own SO_REUSEPORT socket of the UDP port and its share of the sessions; 0: the cores the process may use minus one, at least 1 (here %d)", mediarelay.DefaultDataPlaneThreads()))
+	fs.IntVar(&c.sockets, "reuseport-sockets", 1, "SO_REUSEPORT sockets on the UDP port, one reader each, for -data-plane netpoll and goroutines (Linux); 1 disables. The thread plane opens one per data-plane thread")
 	fs.StringVar(&c.tlsCert, "grpc-tls-cert", "", "certificate file for the gRPC API (enables TLS)")
 	fs.StringVar(&c.tlsKey, "grpc-tls-key", "", "key file for the gRPC API")
 	fs.StringVar(&c.clientCA, "grpc-client-ca", "", "CA file: gRPC clients (signaling, operators) must present a certificate it signed (mTLS)")
@@ -119,6 +122,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, cli.ValidateReadyFile(c.readyFile)
 	case c.sockets < 1 || c.sockets > 64:
 		return c, fmt.Errorf("-reuseport-sockets %d: want 1-64", c.sockets)
+	case c.threads < 0 || c.threads > mediarelay.MaxDataPlaneThreads:
+		return c, fmt.Errorf("-data-plane-threads %d: want 0 (the default) to %d", c.threads, mediarelay.MaxDataPlaneThreads)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("-idle-timeout %s: want at least 1s", c.idleTimeout)
 	case c.dataPlane != mediarelay.DataPlaneThread && c.dataPlane != mediarelay.DataPlaneNetpoll && c.dataPlane != mediarelay.DataPlaneGoroutines:
@@ -250,7 +255,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	defer reg.Close()
 
-	conns, err := mediarelay.ListenUDP(ctx, "udp", cfg.udpListen, cfg.sockets, cfg.socketBuffer)
+	sockets := cfg.sockets
+	if cfg.dataPlane == mediarelay.DataPlaneThread {
+		sockets = cmp.Or(cfg.threads, mediarelay.DefaultDataPlaneThreads())
+	}
+	conns, err := mediarelay.ListenUDP(ctx, "udp", cfg.udpListen, sockets, cfg.socketBuffer)
 	if err != nil {
 		return err
 	}
@@ -292,7 +301,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		RelayID: cfg.relayID, Zone: cfg.zone, PublicAddrs: addrs, GRPCAddress: advertise,
 		IdleTimeout: cfg.idleTimeout, MaxSessions: cfg.maxSessions, Registry: reg, Logger: log,
 		Version: version, SocketBuffer: cfg.socketBuffer, RegistrationTTL: cfg.leaseTTL, DataPlane: cfg.dataPlane,
-		PublicTCPAddrs: tcpPublic, TCPMaxConns: cfg.tcp.maxConns, TCPMaxConnsPerIP: cfg.tcp.maxConnsPerIP,
+		DataPlaneThreads: cfg.threads,
+		PublicTCPAddrs:   tcpPublic, TCPMaxConns: cfg.tcp.maxConns, TCPMaxConnsPerIP: cfg.tcp.maxConnsPerIP,
 		TCPVerifyTimeout: cfg.tcp.verifyTimeout, TCPIdleTimeout: cfg.tcp.idleTimeout, TCPWriteQueue: cfg.tcp.writeQueue,
 		Admin: cfg.restAdminPolicy(),
 	})

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -54,6 +55,7 @@ type config struct {
 	sigGRPC     int
 	originHTTP  int
 	originMedia int
+	threads     int
 	dataDir     string
 	readyFile   string
 	logLevel    slog.Level
@@ -66,6 +68,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.httpPort, "http-port", 8080, "signaling HTTP port (WHIP/WHEP, demo page, REST)")
 	fs.IntVar(&c.udpPort, "udp-port", 8000, "relay UDP media port")
 	fs.IntVar(&c.tcpPort, "tcp-port", -1, "relay ICE-TCP port, for clients that cannot use UDP; -1: the bound UDP port's number (any port when -udp-port 0 and that number is taken)")
+	fs.IntVar(&c.threads, "data-plane-threads", 0, fmt.Sprintf("relay data-plane threads, each with its own SO_REUSEPORT socket of the UDP port; 0: the cores the process may use minus one, at least 1 (here %d)", mediarelay.DefaultDataPlaneThreads()))
 	fs.IntVar(&c.relayGRPC, "relay-grpc-port", 9090, "relay gRPC admin port")
 	fs.IntVar(&c.relayHTTP, "relay-http-port", 9091, "relay HTTP port (REST, /metrics)")
 	fs.IntVar(&c.sigGRPC, "signaling-grpc-port", 9092, "signaling gRPC port (origin registry)")
@@ -88,6 +91,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if p < 0 || p > 65535 {
 			return c, fmt.Errorf("-%s %d: want 0-65535", name, p)
 		}
+	}
+	if c.threads < 0 || c.threads > mediarelay.MaxDataPlaneThreads {
+		return c, fmt.Errorf("-data-plane-threads %d: want 0 (the default) to %d", c.threads, mediarelay.MaxDataPlaneThreads)
 	}
 	if c.tcpPort < -1 || c.tcpPort > 65535 {
 		return c, fmt.Errorf("-tcp-port %d: want -1 (the UDP port's number) or 0-65535", c.tcpPort)
@@ -142,7 +148,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		defer (*l.dst).Close()
 	}
 	hostAddr := netip.MustParseAddr(cfg.host)
-	udpConns, err := mediarelay.ListenUDP(ctx, "udp", netip.AddrPortFrom(hostAddr, uint16(cfg.udpPort)).String(), 1, 0)
+	threads := cmp.Or(cfg.threads, mediarelay.DefaultDataPlaneThreads())
+	udpConns, err := mediarelay.ListenUDP(ctx, "udp", netip.AddrPortFrom(hostAddr, uint16(cfg.udpPort)).String(), threads, 0)
 	if err != nil {
 		return fmt.Errorf("relay UDP: %w", err)
 	}
@@ -161,13 +168,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	// Relay.
 	relay, err := mediarelay.New(mediarelay.Config{
-		RelayID:        "relay-1",
-		PublicAddrs:    []netip.AddrPort{publicUDP},
-		PublicTCPAddrs: []netip.AddrPort{publicTCP},
-		GRPCAddress:    lis.relayGRPC.Addr().String(),
-		Registry:       reg,
-		Logger:         log.With("service", "mediarelay"),
-		Version:        version,
+		RelayID:          "relay-1",
+		PublicAddrs:      []netip.AddrPort{publicUDP},
+		PublicTCPAddrs:   []netip.AddrPort{publicTCP},
+		GRPCAddress:      lis.relayGRPC.Addr().String(),
+		Registry:         reg,
+		Logger:           log.With("service", "mediarelay"),
+		Version:          version,
+		DataPlaneThreads: threads,
 	})
 	if err != nil {
 		return err
