@@ -217,6 +217,7 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string) 
 	cpuTool := fs.Int("cpu-tool", 0, "CPU this process is pinned to; -1 leaves it unpinned")
 	cpuTarget := fs.Int("cpu-target", 1, "CPU the targets are pinned to; -1 leaves them unpinned")
 	buf := fs.Int("socket-buffer", 4<<20, "SO_RCVBUF/SO_SNDBUF bytes of the targets' sockets")
+	relayArgs := fs.String("relay-args", "", "more flags for the relay, space-separated (e.g. \"-data-plane-threads 2\")")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -235,7 +236,7 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string) 
 		CForwardBin: *cfBin, CForwardSrc: *cfSrc, RelayBin: *relayBin, Targets: targets, Transports: transports,
 		SessionsList: sessions, TotalRate: *total, Rate: lf.rate, Window: lf.window, Idle: lf.idle,
 		Warmup: lf.warmup, Duration: lf.duration, Size: lf.size,
-		CPUTool: *cpuTool, CPUTarget: *cpuTarget, SocketBuffer: *buf, Logger: newLogger(lf.level),
+		CPUTool: *cpuTool, CPUTarget: *cpuTarget, SocketBuffer: *buf, RelayArgs: strings.Fields(*relayArgs), Logger: newLogger(lf.level),
 	})
 	if len(results) > 0 {
 		fmt.Printf("rate: %s\n", strings.TrimSpace(describeRate(lf, *total)))

@@ -58,6 +58,9 @@ type CompareConfig struct {
 	CPUTool, CPUTarget int
 	// SocketBuffer is the targets' SO_RCVBUF/SO_SNDBUF; default 4 MiB.
 	SocketBuffer int
+	// RelayArgs are more flags for the relay binary, after the tool's own
+	// (e.g. -data-plane-threads 2).
+	RelayArgs []string
 	// Logger is nil for slog.Default().
 	Logger *slog.Logger
 }
@@ -416,11 +419,11 @@ func startRelay(ctx context.Context, cfg CompareConfig, etcd []string, n int) (*
 	// Every ICE-TCP client connects from 127.0.0.1: the per-IP limit is the
 	// total one, at least the relay's default total (4096).
 	tcpLimit := strconv.Itoa(max(n, 4096))
-	c, err := startChild(cfg.CPUTarget, io.Discard, cfg.RelayBin,
+	c, err := startChild(cfg.CPUTarget, io.Discard, cfg.RelayBin, append([]string{
 		"-udp-listen", "127.0.0.1:0", "-grpc-listen", "127.0.0.1:0", "-http-listen", "127.0.0.1:0", "-ready-file", readyFile,
-		"-etcd-endpoints", strings.Join(etcd, ","), "-relay-id", "load-"+strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36),
+		"-etcd-endpoints", strings.Join(etcd, ","), "-relay-id", "load-" + strconv.Itoa(n) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		"-socket-buffer", strconv.Itoa(cfg.SocketBuffer), "-log-level", "warn",
-		"-tcp-max-conns", tcpLimit, "-tcp-max-conns-per-ip", tcpLimit)
+		"-tcp-max-conns", tcpLimit, "-tcp-max-conns-per-ip", tcpLimit}, cfg.RelayArgs...)...)
 	if err != nil {
 		return nil, "", err
 	}
