@@ -258,26 +258,49 @@ func srsPort(v string) (string, int, error) {
 	return host, p, nil
 }
 
+// SRS's default ports, assumed when its heartbeat does not carry them
+// (heartbeat { ports on; } is off by default).
+const srsDefaultAPIPort = 1985
+
 // parseSRSRegistration turns SRS's heartbeat body into an origin
-// registration.
-func parseSRSRegistration(body []byte) (registry.Origin, error) {
+// registration. source is the heartbeat's peer address, used when the body
+// has no ip. missing names what the body lacked and was derived (SRS sends
+// its ports only with heartbeat { ports on; }).
+func parseSRSRegistration(body []byte, source netip.Addr) (o registry.Origin, missing []string, err error) {
 	var req srsRegistration
 	if err := json.Unmarshal(body, &req); err != nil {
-		return registry.Origin{}, fmt.Errorf("want SRS's register JSON: %w", err)
+		return registry.Origin{}, nil, fmt.Errorf("want SRS's register JSON: %w", err)
 	}
 	id := req.DeviceID
 	if id == "" {
 		id = req.Server
 	}
+	if id == "" {
+		return registry.Origin{}, nil, errors.New("device_id or server is required")
+	}
 	ip, err := netip.ParseAddr(req.IP)
-	if err != nil || id == "" || len(req.API) == 0 {
-		return registry.Origin{}, errors.New("device_id (or server), ip and api are required")
+	if err != nil || ip.IsUnspecified() {
+		if !source.IsValid() {
+			return registry.Origin{}, nil, errors.New("ip is required")
+		}
+		ip = source.Unmap()
+		missing = append(missing, "ip (the heartbeat's source address is used)")
 	}
-	_, apiPort, err := srsPort(req.API[0])
-	if err != nil {
-		return registry.Origin{}, fmt.Errorf("api: %w", err)
+	apiPort := srsDefaultAPIPort
+	if len(req.API) == 0 {
+		missing = append(missing, fmt.Sprintf("api (SRS's default HTTP API port %d is assumed)", srsDefaultAPIPort))
+	} else if _, apiPort, err = srsPort(req.API[0]); err != nil {
+		return registry.Origin{}, nil, fmt.Errorf("api: %w", err)
 	}
-	o := registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(), TTL: 30 * time.Second}
+	if len(req.RTC) == 0 {
+		missing = append(missing, "rtc (media addresses come from SRS's answers)")
+	}
+	o = registry.Origin{ID: id, Kind: registry.OriginKindSRS, APIBaseURL: "http://" + netip.AddrPortFrom(ip, uint16(apiPort)).String(),
+		TTL: registry.DefaultOriginTTL, Labels: map[string]string{"source": "srs-heartbeat"}}
+	if req.Server != "" && len(req.Server) <= 128 {
+		// SRS's http_hooks name the server by it (server_id).
+		o.Labels["srs_server"] = req.Server
+	}
 	for _, rtc := range req.RTC[:min(len(req.RTC), 8)] {
 		host, port, err := srsPort(rtc)
 		if err != nil {
@@ -289,7 +312,35 @@ func parseSRSRegistration(body []byte) (registry.Origin, error) {
 		}
 		o.MediaAddresses = append(o.MediaAddresses, netip.AddrPortFrom(a, uint16(port)).String())
 	}
-	return o, nil
+	return o, missing, nil
+}
+
+// srsTTL is the lease of an SRS heartbeat registration: ?ttl= when the
+// heartbeat URL has it, else three heartbeat intervals as observed between
+// the previous heartbeat (prev, or this instance's memory of it) and now,
+// in whole seconds within the registry's bounds; the previous TTL stays
+// while it is 2-5 intervals, so jitter does not renew the lease each time.
+// Without a previous heartbeat: registry.DefaultOriginTTL.
+func srsTTL(explicit string, prevTTL time.Duration, last, now time.Time) (time.Duration, error) {
+	if explicit != "" {
+		d, err := time.ParseDuration(explicit)
+		if err != nil || d < registry.MinOriginTTL || d > registry.MaxOriginTTL {
+			return 0, fmt.Errorf("ttl %q: want a duration from %s to %s", explicit, registry.MinOriginTTL, registry.MaxOriginTTL)
+		}
+		return d, nil
+	}
+	interval := now.Sub(last)
+	if last.IsZero() || interval <= 0 || interval > registry.MaxOriginTTL {
+		if prevTTL > 0 {
+			return prevTTL, nil
+		}
+		return registry.DefaultOriginTTL, nil
+	}
+	if prevTTL >= 2*interval && prevTTL <= 5*interval {
+		return prevTTL, nil
+	}
+	ttl := (3*interval + time.Second - 1).Truncate(time.Second)
+	return min(max(ttl, registry.MinOriginTTL), registry.MaxOriginTTL), nil
 }
 
 // srsRegister handles SRS's POST /api/v1/srs/register heartbeat.
@@ -325,8 +376,27 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 		reply(herr.status, herr.status, herr.detail)
 		return
 	}
-	o, err := parseSRSRegistration(body)
+	var source netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		source = ap.Addr()
+	}
+	o, missing, err := parseSRSRegistration(body, source)
 	if err != nil {
+		s.logger(r.Context()).Warn("signaling: SRS heartbeat refused", "remote", r.RemoteAddr, "err", err)
+		reply(http.StatusBadRequest, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(missing) > 0 && s.health.warnOnce(o.ID) {
+		s.logger(r.Context()).Warn("signaling: SRS heartbeat without its ports (SRS sends them only with heartbeat { ports on; }); registered with derived values",
+			"origin", o.ID, "remote", r.RemoteAddr, "missing", strings.Join(missing, "; "), "api", o.APIBaseURL)
+	}
+	now := time.Now()
+	var prevTTL time.Duration
+	last := s.health.lastBeat(o.ID, now)
+	if prev, err := s.cfg.Registry.GetOrigin(r.Context(), o.ID); err == nil {
+		prevTTL, last = prev.TTL, prev.HeartbeatTime
+	}
+	if o.TTL, err = srsTTL(r.URL.Query().Get("ttl"), prevTTL, last, now); err != nil {
 		reply(http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}

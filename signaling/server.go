@@ -32,6 +32,7 @@ type Server struct {
 	metrics *metrics
 	origins *originadapter.Client
 	handler http.Handler
+	health  *originHealth // failover and probe metrics (health.go)
 
 	// RelayCredentials are the transport credentials for relay gRPC calls;
 	// nil is plaintext.
@@ -57,6 +58,7 @@ func New(cfg Config) (*Server, error) {
 		relays:   map[string]*grpc.ClientConn{},
 		instance: newID(),
 	}
+	s.health = newOriginHealth(s.metrics.registry)
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst)
 	s.handler = withRequestID(s.limit(s.routes()))
 	if cfg.RegistrationToken == "" && cfg.InsecureOpenRegistration {
@@ -134,6 +136,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/rtc/v1/play/", s.instrument("srs-play", s.legacy(DirPlay)))
 	mux.Handle("/sessions/{id}", s.instrument("session", s.sessionResource))
 	mux.Handle("POST /api/v1/srs/register", s.instrument("srs-register", s.srsRegister))
+	mux.Handle("POST /api/v1/srs/hooks", s.instrument("srs-hooks", s.srsHooks))
 
 	gw := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(func(k string) (string, bool) {
 		if strings.EqualFold(k, "Authorization") {

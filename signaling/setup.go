@@ -266,86 +266,47 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		}
 		return nil, &httpError{status: http.StatusBadRequest, title: "malformed offer", detail: err.Error()}
 	}
+	if herr := checkOfferDirection(dir, offerSDP); herr != nil {
+		return nil, herr
+	}
+	hdr := http.Header{}
+	if s.cfg.ForwardAuthorization && authorization != "" {
+		hdr.Set("Authorization", authorization)
+	}
 	// The session id comes first: the pending-setup record, written before
 	// the origin is contacted, is keyed by it. A reaper undoes the setup if
 	// this instance dies before the record is cleared (reaper.go), so the
-	// setup must not outlive the record's deadline. The record is written
-	// only if the stream's pin is still the one that chose the origin (a
-	// reaper may release an idle stream's pin in between: pick again).
+	// setup must not outlive the record's deadline. An origin that cannot
+	// be reached, or a play's origin that lacks a stream another origin
+	// has live, gets one retry on another origin within the request
+	// (failover.go).
 	id := newID()
-	var origin registry.Origin
-	var pending registry.PendingSetup
-	var deadline time.Time
-	for attempt := 0; ; attempt++ {
-		var pinRev int64
-		origin, pinRev, err = s.cfg.Registry.PickOriginPin(ctx, key, s.cfg.Zone)
-		if err != nil {
-			return nil, s.registryError("no origin available", err)
-		}
-		deadline = time.Now().Add(s.setupSpan())
-		pending, err = s.cfg.Registry.BeginSetup(ctx, registry.Setup{ID: id, Stream: key, Direction: dir.String(),
-			OriginID: origin.ID, Deadline: deadline, PinRev: pinRev})
-		if err == nil {
+	opt := registry.PickOptions{Zone: s.cfg.Zone, Play: dir == DirPlay}
+	var att *originAttempt
+	for try := 0; ; try++ {
+		a, herr, again := s.tryOrigin(ctx, dir, key, id, offer, hdr, opt)
+		if herr == nil {
+			att = a
 			break
 		}
-		if !errors.Is(err, registry.ErrConflict) || attempt == 2 {
-			return nil, s.registryError("setup not recorded", err)
+		if again == retryNone || try == 1 {
+			return nil, herr
 		}
+		s.logger(ctx).Info("signaling: retrying the setup on another origin", "session", id, "stream", key,
+			"origin", a.origin.ID, "why", herr.title)
+		s.health.failovers.WithLabelValues(again.String()).Inc()
+		opt.Avoid = append(opt.Avoid, a.origin.ID)
+		opt.OnlyLive = again == retryLiveElsewhere
 	}
+	origin, pending, resp := att.origin, att.pending, att.resp
 	finished := false
 	defer func() {
 		if !finished {
 			s.abandonSetup(ctx, pending)
 		}
 	}()
-	st := streamFromKey(key)
-	endpoint, err := originadapter.Endpoint(origin, st, dir.adapter(), DefaultVhost)
-	if err != nil {
-		s.metrics.originErrors.WithLabelValues("config").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin misconfigured", detail: "the stream's origin is misconfigured",
-			cause: fmt.Errorf("origin %s: %w", origin.ID, err)}
-	}
-	hdr := http.Header{}
-	if s.cfg.ForwardAuthorization && authorization != "" {
-		hdr.Set("Authorization", authorization)
-	}
-	ctx, cancelSetup := context.WithDeadline(ctx, deadline)
+	ctx, cancelSetup := context.WithDeadline(ctx, att.deadline)
 	defer cancelSetup()
-	octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
-	resp, err := s.origins.Do(octx, http.MethodPost, endpoint, "application/sdp", []byte(offer.Sanitized), hdr)
-	cancel()
-	if err != nil {
-		// Its lease will lapse if it is gone: worth a retry.
-		s.metrics.originErrors.WithLabelValues("transport").Inc()
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin unreachable", retry: true, detail: detailOriginUnavailable,
-			cause: fmt.Errorf("origin %s: %w", origin.ID, err)}
-	}
-	switch {
-	case resp.Status == http.StatusCreated, resp.Status == http.StatusNotAcceptable && dir == DirPlay:
-	case resp.Status == http.StatusNotFound && dir == DirPlay, resp.Status == http.StatusConflict:
-		return nil, &httpError{status: http.StatusConflict, title: "no publisher", retry: true,
-			detail: fmt.Sprintf("stream %s has no publisher yet", key)}
-	case resp.Status == http.StatusUnauthorized, resp.Status == http.StatusForbidden:
-		// With ForwardAuthorization the origin judges the client's token.
-		s.metrics.originErrors.WithLabelValues("rejected").Inc()
-		return nil, &httpError{status: http.StatusForbidden, title: "origin refused",
-			detail: fmt.Sprintf("the stream's origin answered %d: not authorised for this stream", resp.Status),
-			cause:  fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
-	case resp.Status == http.StatusServiceUnavailable:
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "origin busy", retry: true, detail: detailOriginUnavailable,
-			cause: fmt.Errorf("origin %s answered 503: %s", origin.ID, snippet(resp.Body))}
-	case resp.Status >= 400 && resp.Status < 500:
-		// The origin's body may say why, but it is the origin's text (it
-		// can name hosts and paths): it goes to the log only.
-		s.metrics.originErrors.WithLabelValues("rejected").Inc()
-		return nil, &httpError{status: http.StatusUnprocessableEntity, title: "origin rejected the offer",
-			detail: fmt.Sprintf("the stream's origin answered %d to the offer: check its codecs and media sections", resp.Status),
-			cause:  fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
-	default:
-		s.metrics.originErrors.WithLabelValues("status").Inc()
-		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
-			cause: fmt.Errorf("origin %s answered %d: %s", origin.ID, resp.Status, snippet(resp.Body))}
-	}
 	// From here on, the origin holds a session: undo it on any failure.
 	cleanupOrigin := func() {
 		if resp.Location == "" {

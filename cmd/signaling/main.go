@@ -17,7 +17,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -72,6 +74,13 @@ type config struct {
 	shutdownTimeout   time.Duration
 	readyFile         string
 	logLevel          slog.Level
+	originsFile       string
+	probeInterval     time.Duration
+	probeTimeout      time.Duration
+	probeFailures     int
+	probeLeaderTTL    time.Duration
+	probeMaxStreams   int
+	probeMaxBackoff   time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string) (config, error) {
@@ -112,12 +121,27 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.orphanGrace, "orphan-grace", signaling.DefaultOrphanGrace, "how long a session may stay on a dead relay (for an ICE restart to move it) before it is removed")
 	fs.DurationVar(&c.pinIdle, "pin-idle", signaling.DefaultPinIdle, "a stream's origin pin older than this is released by the reaper once the stream has no session and no setup")
 	fs.DurationVar(&c.setupMargin, "setup-margin", signaling.DefaultSetupMargin, "added to -origin-timeout plus -relay-timeout to make a setup's deadline; a setup left pending past it (its instance died) is undone by the reaper")
+	fs.StringVar(&c.originsFile, "origins-file", "", "YAML or JSON file of configured origins (id, kind, url, api_url, whip_url, whep_url, capacity, zone, token, media_addresses); reloaded on change and SIGHUP")
+	fs.DurationVar(&c.probeInterval, "probe-interval", signaling.DefaultProbeInterval, "time between two probes of an origin (by the one signaling instance elected to probe)")
+	fs.DurationVar(&c.probeTimeout, "probe-timeout", signaling.DefaultProbeTimeout, "timeout of one probe of one origin, every call included")
+	fs.IntVar(&c.probeFailures, "probe-failures", signaling.DefaultProbeFailures, "failed probes in a row after which a configured origin is deregistered (new sessions avoid it, its idle streams move)")
+	fs.DurationVar(&c.probeLeaderTTL, "probe-leader-ttl", signaling.DefaultProbeLeaderTTL, "lease of the prober election: a dead prober is replaced within it")
+	fs.IntVar(&c.probeMaxStreams, "probe-max-streams", signaling.DefaultProbeMaxStreams, "most streams read from one origin's stream list")
+	fs.DurationVar(&c.probeMaxBackoff, "probe-max-backoff", signaling.DefaultProbeMaxBackoff, "longest time between probes of an origin that is down")
 	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
 	}
 	switch {
+	case c.probeInterval < 100*time.Millisecond || c.probeTimeout < 100*time.Millisecond || c.probeMaxBackoff < c.probeInterval:
+		return c, errors.New("-probe-interval and -probe-timeout must be at least 100ms, -probe-max-backoff at least -probe-interval")
+	case c.probeFailures < 1 || c.probeFailures > 100:
+		return c, fmt.Errorf("-probe-failures %d: want 1 to 100", c.probeFailures)
+	case c.probeLeaderTTL < time.Second || c.probeLeaderTTL%time.Second != 0:
+		return c, fmt.Errorf("-probe-leader-ttl %s: want whole seconds, at least 1s", c.probeLeaderTTL)
+	case c.probeMaxStreams < 1 || c.probeMaxStreams > 10000:
+		return c, fmt.Errorf("-probe-max-streams %d: want 1 to 10000", c.probeMaxStreams)
 	case c.etcd.Validate() != nil:
 		return c, c.etcd.Validate()
 	case cli.ValidateReadyFile(c.readyFile) != nil:
@@ -198,6 +222,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		return err
 	}
 	defer sig.Close()
+	// The origins file is checked before anything listens: a bad one stops
+	// the start, naming its line and field.
+	prober, err := sig.NewProber(signaling.ProbeConfig{File: cfg.originsFile, Interval: cfg.probeInterval, Timeout: cfg.probeTimeout,
+		Failures: cfg.probeFailures, LeaderTTL: cfg.probeLeaderTTL, MaxStreams: cfg.probeMaxStreams, MaxBackoff: cfg.probeMaxBackoff})
+	if err != nil {
+		return err
+	}
+	if cfg.originsFile != "" {
+		log.Info("signaling: origins file loaded", "file", cfg.originsFile, "origins", len(prober.Origins()))
+	}
 	if cfg.relayCA != "" {
 		creds, err := cli.ClientTLS(cfg.relayCA, cfg.relayCert, cfg.relayKey)
 		if err != nil {
@@ -252,6 +286,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	})
 	g.Go(func() error { return cli.ServeGRPC(gs, grpcLis) })
 	g.Go(func() error { sig.RunReaper(gctx); return nil })
+	g.Go(func() error { return prober.Run(gctx) })
+	g.Go(func() error {
+		// SIGHUP reloads the origins file (a bad one leaves the
+		// configuration in force).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				log.Info("signaling: SIGHUP: reloading the origins file", "file", cfg.originsFile)
+				_ = prober.Reload()
+			}
+		}
+	})
 	if ready != nil {
 		ready <- [2]string{httpLis.Addr().String(), grpcLis.Addr().String()}
 	}

@@ -110,7 +110,7 @@ func (c *Client) Do(ctx context.Context, method, target, contentType string, bod
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %v", ErrOrigin, method, redact(target), err)
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrOrigin, method, redact(target), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
