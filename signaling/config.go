@@ -52,6 +52,13 @@ type Config struct {
 	// register an origin and capture streams. For private networks only;
 	// New logs a warning. It has no effect when RegistrationToken is set.
 	InsecureOpenRegistration bool
+	// StatusToken, when set, is the bearer token the status API
+	// (status.v1.StatusService, GET /v1/streams and /v1/status, which the
+	// /status page reads) requires; the registration token is accepted
+	// too. Without it, the status API answers callers on this host (and,
+	// on gRPC, peers whose client certificate the TLS layer verified) and
+	// holders of the registration token.
+	StatusToken string
 	// RelayToken, when set, is sent as "authorization: Bearer <token>" on
 	// every gRPC call signaling makes to relays (relays started with the
 	// same token require it).

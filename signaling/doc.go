@@ -17,8 +17,23 @@
 //	OPTIONS any of the above                 CORS; a plain OPTIONS adds Accept-Post and
 //	                                         the ICE servers as Link headers
 //	POST   /api/v1/srs/register              SRS's origin heartbeat
-//	       /v1/origins, /v1/streams          origin.v1.OriginRegistry over REST
+//	       /v1/origins                       origin.v1.OriginRegistry over REST
+//	GET    /v1/streams, /v1/status           status.v1.StatusService over REST (status.go)
+//	GET    /status                           the operators' status page (HTML + JS reading the above)
 //	GET    /metrics, /healthz, /readyz
+//
+// # Status
+//
+// The status API (status.v1.StatusService on gRPC and REST) tells operators
+// which streams are live, on which origin, who publishes them (through the
+// edge or discovered on an origin), how many watch and at what bitrate, and
+// how the origins (health, load) and relays (sessions, packets/s) are
+// doing. It is read from the registry and, for the rates, from every live
+// relay's ListSessions and GetStatus at call time (2 s per relay; a relay
+// that does not answer makes the answer partial). Callers need
+// Config.StatusToken or the registration token, or must be on this host.
+// The rtcedge_signaling_streams, _viewers and _publishers gauges count by
+// origin at scrape time, with at most 50 origin label values.
 //
 // # Stream keys
 //

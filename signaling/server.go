@@ -21,6 +21,7 @@ import (
 	"github.com/rtcedge/rtcedge/internal/bearer"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	statusv1 "github.com/rtcedge/rtcedge/proto/status/v1"
 	"github.com/rtcedge/rtcedge/signaling/internal/originadapter"
 )
 
@@ -74,12 +75,14 @@ func (s *Server) SetRelayCredentials(c credentials.TransportCredentials) { s.rel
 // Handler is the HTTP API.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// RegisterGRPC registers origin.v1.OriginRegistry, grpc.health.v1 and
+// RegisterGRPC registers origin.v1.OriginRegistry, status.v1.StatusService
+// (the status policy, see status.go), grpc.health.v1 and
 // server reflection on g. Every OriginRegistry call is subject to the
 // registration policy (see the package doc); health and reflection are
 // open.
 func (s *Server) RegisterGRPC(g *grpc.Server) {
 	originv1.RegisterOriginRegistryServer(g, &registryService{s: s})
+	statusv1.RegisterStatusServiceServer(g, &statusService{s: s})
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, h)
@@ -148,6 +151,7 @@ func (s *Server) routes() http.Handler {
 	// the policy is applied here, to the HTTP peer, instead.
 	_ = originv1.RegisterOriginRegistryHandlerServer(context.Background(), gw, &registryService{s: s, viaHTTP: true})
 	mux.Handle("/v1/", s.instrument("origin-registry", s.registrationPolicy().Middleware(gw).ServeHTTP))
+	s.statusRoutes(mux) // GET /v1/streams, GET /v1/status, /status (status.go)
 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })

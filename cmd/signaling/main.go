@@ -53,6 +53,7 @@ type config struct {
 	tokens            cli.StringList
 	hmacKey           string
 	regToken          string
+	statusToken       string
 	insecureReg       bool
 	relayToken        string
 	forwardAuth       bool
@@ -101,6 +102,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Var(&c.iceServers, "ice-server", "ICE server advertised in Link headers: stun:host:port or turn:user:pass@host:port; repeatable")
 	fs.Var(&c.tokens, "auth-token", "static WHIP/WHEP bearer token; repeatable; none and no -auth-hmac-key disables auth")
 	fs.StringVar(&c.hmacKey, "auth-hmac-key", "", "hex HMAC-SHA256 key for signed, stream-scoped bearer tokens")
+	fs.StringVar(&c.statusToken, "status-token", "", "bearer token operators present to read the status API (GET /v1/streams, /v1/status, gRPC status.v1.StatusService) that the /status page reads; the registration token works too; unset: only from this host (or mTLS clients with -grpc-client-ca)")
 	fs.StringVar(&c.regToken, "registration-token", "", "bearer token origins must present to register (gRPC, REST, SRS heartbeat); unset: registration only from loopback (or mTLS clients with -grpc-client-ca)")
 	fs.BoolVar(&c.insecureReg, "insecure-open-registration", false, "INSECURE: without -registration-token, accept origin registration from anyone who can reach signaling (who could then capture streams)")
 	fs.StringVar(&c.relayToken, "relay-token", "", "bearer token sent on every call to relays: the relays' -admin-token")
@@ -214,7 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		Page: page, RateLimit: cfg.rateLimit, RateBurst: cfg.rateBurst, ReapInterval: cfg.reapInterval, OrphanGrace: cfg.orphanGrace,
 		Registry: reg, Zone: cfg.zone, ICEServers: iceServers(cfg.iceServers), Auth: auth,
 		RegistrationToken: cfg.regToken, InsecureOpenRegistration: cfg.insecureReg, RelayToken: cfg.relayToken,
-		ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin,
+		ForwardAuthorization: cfg.forwardAuth, AllowOrigin: cfg.allowOrigin, StatusToken: cfg.statusToken,
 		BodyLimit: cfg.bodyLimit, OriginTimeout: cfg.originTimeout, RelayCallTimeout: cfg.relayTimeout,
 		Logger: log, Version: version, PublicBaseURL: cfg.publicBaseURL, SetupMargin: cfg.setupMargin, PinIdle: cfg.pinIdle,
 	})
