@@ -573,7 +573,11 @@ func (r *Relay) check(d decision, src netip.AddrPort, ps *pubSock, tc *tcpConn, 
 
 // forward writes a client packet to the session's origin.
 func (r *Relay) forward(s *session, b []byte) {
-	s.lastActive.Store(r.clock.Load())
+	// Written only when the coarse clock moved: the line also holds what
+	// the thread reading the session's origin socket loads per packet.
+	if now := r.clock.Load(); s.lastActive.Load() != now {
+		s.lastActive.Store(now)
+	}
 	up := s.up.Load()
 	if up == nil {
 		s.dropWrite.Add(1)

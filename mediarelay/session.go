@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
+	"golang.org/x/sys/cpu"
 
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
@@ -76,10 +77,16 @@ func credentialsFrom(rs registry.Session) *credentials {
 		rs.OriginICE.Ufrag, rs.OriginICE.Pwd, oc.Ufrag, oc.Pwd)
 }
 
-// counters are a session's traffic counters.
+// counters are a session's traffic counters. With several data-plane
+// threads, client-to-origin ones are written by the thread that reads the
+// client and origin-to-client ones by the thread that reads the session's
+// origin socket, often another: they sit on cache lines of their own.
 type counters struct {
+	_                    cpu.CacheLinePad
 	c2oPackets, c2oBytes atomic.Uint64
+	_                    cpu.CacheLinePad
 	o2cPackets, o2cBytes atomic.Uint64
+	_                    cpu.CacheLinePad
 	dropIntegrity        atomic.Uint64
 	dropUnbound          atomic.Uint64
 	dropWrite            atomic.Uint64

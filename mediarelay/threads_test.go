@@ -360,3 +360,49 @@ func TestDataPlaneThreadStopTakesTheRelayDown(t *testing.T) {
 		t.Fatal("the relay is still open after a data-plane thread stopped")
 	}
 }
+
+// BenchmarkForwardThreads sends 1200-byte packets from 64 sessions'
+// clients through relays with 1, 2 and 4 data-plane threads to an echo
+// origin and back, in bursts of 8 per client; one op is one packet's round
+// trip. cpu-ns/op is the whole process's CPU per round trip (clients and
+// origin included, the same for every thread count). Run with
+// -mutexprofile and -blockprofile for the locks the threads contend for
+// (docs/PERFORMANCE.md).
+func BenchmarkForwardThreads(b *testing.B) {
+	for _, n := range threadCounts {
+		b.Run(fmt.Sprintf("threads=%d", n), func(b *testing.B) {
+			const sessions, burst = 64, 8
+			l := startLoopbackRelayThreads(b, DataPlaneThread, n)
+			origin := udpSink(b, true)
+			clients := make([]*threadClient, sessions)
+			for i := range clients {
+				clients[i] = newThreadClient(b, l, origin.LocalAddr().(*net.UDPAddr).AddrPort(), fmt.Sprintf("bench%d", i))
+			}
+			pkt := make([]byte, 1200)
+			pkt[0] = 0x80
+			buf := make([]byte, 2048)
+			lost, sent := 0, 0
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			start := cpuTime()
+			for b.Loop() {
+				c := clients[(sent/burst)%sessions]
+				_, _ = c.c.WriteToUDPAddrPort(pkt, l.public)
+				sent++
+				if sent%(burst*sessions) == 0 {
+					for _, c := range clients {
+						for range burst {
+							_ = c.c.SetReadDeadline(time.Now().Add(time.Second))
+							if _, _, err := c.c.ReadFromUDPAddrPort(buf); err != nil {
+								lost++
+								break
+							}
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(lost), "lost")
+		})
+	}
+}

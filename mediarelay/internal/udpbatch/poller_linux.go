@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,9 +61,15 @@ type Conn[T any] struct {
 
 	p    *Poller[T]
 	slot int32
+	fd   int // -1 once closed; guarded by mu
 
-	mu sync.RWMutex // guards fd: writers share, Close excludes
-	fd int          // -1 once closed
+	// mu guards fd: writers share, Close excludes. Writers may run on
+	// other threads than the poller's (a relay's data-plane threads), so
+	// it has a cache line of its own: the poller's reads of fd and Remote
+	// do not wait for the line each write's RLock takes.
+	_  cpu.CacheLinePad
+	mu sync.RWMutex
+	_  cpu.CacheLinePad
 }
 
 // NewPoller returns a poller reading up to batch datagrams of at most size
