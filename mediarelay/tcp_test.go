@@ -457,7 +457,13 @@ func TestTCPForgedSTUNProvesNothing(t *testing.T) {
 // other and back; a plain check moves nothing; downstream goes to the
 // selected path only; the check responses go to the path that sent them.
 func TestTCPSelectedPathMovesBetweenTransports(t *testing.T) {
-	relay := startTCPRelay(t)
+	testTCPSelectedPathMovesBetweenTransports(t)
+}
+
+// testTCPSelectedPathMovesBetweenTransports is the test on a relay
+// configured by tweak (e.g. several data-plane threads).
+func testTCPSelectedPathMovesBetweenTransports(t *testing.T, tweak ...func(*mediarelay.Config)) {
+	relay := startTCPRelay(t, tweak...)
 	cr := newCreds("1")
 	origin := startICEOrigin(t, cr.ou+":"+cr.cu, cr.op)
 	resp, err := relay.client.AllocateSession(t.Context(), allocReq("v/live/cam1", cr, origin.addr))

@@ -82,3 +82,15 @@ func TestRestartReloadAndDrainWithThreads(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPPathWithThreads: with several data-plane threads, the origin's
+// packets for a session whose selected path moves between a UDP address
+// (read on one thread) and an ICE-TCP connection go to the selected path
+// only, whichever thread reads the session's origin socket.
+func TestTCPPathWithThreads(t *testing.T) {
+	for _, n := range []int{2, 4} {
+		t.Run(fmt.Sprintf("threads=%d", n), func(t *testing.T) {
+			testTCPSelectedPathMovesBetweenTransports(t, func(c *mediarelay.Config) { c.DataPlaneThreads = n })
+		})
+	}
+}
