@@ -17,6 +17,7 @@
 //	OPTIONS any of the above                 CORS; a plain OPTIONS adds Accept-Post and
 //	                                         the ICE servers as Link headers
 //	POST   /api/v1/srs/register              SRS's origin heartbeat
+//	POST   /api/v1/srs/hooks                 SRS's http_hooks on_publish/on_unpublish
 //	       /v1/origins                       origin.v1.OriginRegistry over REST
 //	GET    /v1/streams, /v1/status           status.v1.StatusService over REST (status.go)
 //	GET    /status                           the operators' status page (HTML + JS reading the above)
@@ -56,8 +57,14 @@
 // A POST is handled in this order: the body is read up to Config.BodyLimit
 // (413 beyond) and parsed before anything is contacted (415, 400, 422); the
 // client's candidates, m= ports and c= addresses are removed from the offer;
-// the registry picks the stream's origin (503 + Retry-After if none); the
-// origin's adapter forwards the offer; a relay is picked and
+// an offer whose directions do not fit the endpoint (sendonly to WHEP,
+// recvonly to WHIP) is refused (422); the registry picks the stream's
+// origin (503 + Retry-After if none; for WHEP an origin that has the
+// stream live, 409 + Retry-After if none can have it); the origin's adapter
+// forwards the offer (an origin that refuses the connection or times out
+// is marked suspect and the setup retried once on another origin; a WHEP
+// 404 from an origin while another has the stream live is retried there
+// once: failover.go); a relay is picked and
 // AllocateSession called over gRPC; every candidate of the answer is
 // replaced by the relay's; the registry session is completed. Any failure
 // after the origin accepted the offer deletes the origin's session and
@@ -87,11 +94,16 @@
 // Location, ETag and Content-Type: application/sdp; 400 malformed SDP or
 // stream; 401 with WWW-Authenticate: Bearer; 403 when the origin refuses
 // the forwarded Authorization; 404 unknown session; 405 with Allow;
-// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409);
+// 409 + Retry-After for WHEP without a publisher (an origin's 404 or 409,
+// or live on no origin); 409 without Retry-After for WHIP to a stream that
+// has a publisher at its origin (its 409, or a closed connection while
+// the stream is live there);
 // 412 stale If-Match and 428 missing If-Match on PATCH ("*" matches any);
 // 413; 415 (PATCH: with Accept-Patch); 422 unsupported offer (no
 // audio/video, more than one MediaStream, sections with different ICE
-// credentials); 502 origin errors, or a relay that refuses a request;
+// credentials, a direction that does not fit the endpoint); 502 origin
+// errors, an origin that closed the connection on the offer, or a relay
+// that refuses a request;
 // 503 + Retry-After when no origin or relay is available or reachable. Errors carry an RFC 9457
 // application/problem+json body. A failed ICE restart keeps the session.
 //
@@ -139,6 +151,19 @@
 //   - without a token and with Config.InsecureOpenRegistration
 //     (-insecure-open-registration): to everyone, for private networks
 //     only; New logs a warning.
+//
+// SRS's http_hooks (POST /api/v1/srs/hooks) follow the same policy.
+//
+// # Configured origins and probes
+//
+// A Prober (NewProber, Run) reads the origins file (LoadOriginsFile),
+// takes part in an etcd election among signaling instances and, while it
+// leads, probes every configured origin: it keeps healthy ones registered,
+// deregisters one after ProbeConfig.Failures failed probes in a row, and
+// records the streams live on each origin with a stream list (SRS
+// /api/v1/streams/, MediaMTX /v3/paths/list) for the registry's pick
+// (registry.PickOriginFor). Heartbeat-registered SRS origins' stream lists
+// are read too.
 //
 // The HTTP peer is the connection's address (http.Request.RemoteAddr):
 // X-Forwarded-For is not trusted, so behind a reverse proxy on the same
