@@ -57,6 +57,7 @@ type config struct {
 	originMedia int
 	threads     int
 	dataDir     string
+	publish     cli.StringList
 	readyFile   string
 	logLevel    slog.Level
 }
@@ -75,10 +76,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.originHTTP, "origin-http-port", 8888, "demo origin HTTP port")
 	fs.IntVar(&c.originMedia, "origin-media-port", 8189, "demo origin UDP media port")
 	fs.StringVar(&c.dataDir, "data-dir", "", "embedded etcd data directory; empty uses a temporary one removed at exit")
+	fs.Var(&c.publish, "publish", "stream key the demo origin publishes a built-in VP8 test pattern to (e.g. live/test: play it at /whep/live/test); repeatable or comma-separated")
 	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		return c, err
+	}
+	for _, key := range c.publish {
+		if !demoorigin.ValidStreamKey(key) {
+			return c, fmt.Errorf("-publish %q: use 1-256 bytes of [A-Za-z0-9._~-] segments separated by '/'", key)
+		}
 	}
 	if _, err := netip.ParseAddr(c.host); err != nil {
 		return c, fmt.Errorf("-host %q: want an IP address: %w", c.host, err)
@@ -198,6 +205,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	for _, key := range cfg.publish {
+		if err := origin.PublishTestPattern(key); err != nil {
+			_ = origin.Close()
+			return err
+		}
+	}
 	originHTTP := &http.Server{Handler: origin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	conn, err := grpc.NewClient(lis.sigGRPC.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -249,6 +262,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	fmt.Fprintf(stdout, `rtcedge %s is running (Ctrl-C stops it)
   demo page        %s/
+  status page      %s/status
   WHIP             %s/whip/{stream}
   WHEP             %s/whep/{stream}
   relay admin      grpcurl -plaintext %s list    (REST: %s/v1/status)
@@ -256,7 +270,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
   origin registry  grpc %s
   demo origin      %s (media udp %s)
   etcd             %v
-`, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.RelayTCP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
+`, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.RelayTCP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
 	readyErr := cli.WriteReadyFile(cfg.readyFile, cli.Ready{
 		HTTP: lis.sigHTTP.Addr().String(), GRPC: ep.SigGRPC, UDP: []string{ep.RelayUDP}, Public: []string{publicUDP.String()},
 		TCP: []string{relayTCP.Addr().String()}, PublicTCP: []string{ep.RelayTCP},

@@ -16,8 +16,8 @@ import (
 
 // startAllInOne builds and runs cmd/rtcedge on loopback port 0 everywhere
 // and returns the page URL and the relay's UDP address from its
-// -ready-file.
-func startAllInOne(t *testing.T) (page, relay string) {
+// -ready-file. extra flags come last.
+func startAllInOne(t *testing.T, extra ...string) (page, relay string) {
 	t.Helper()
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	bin := filepath.Join(t.TempDir(), "rtcedge")
@@ -28,9 +28,10 @@ func startAllInOne(t *testing.T) (page, relay string) {
 	}
 	readyFile := filepath.Join(t.TempDir(), "rtcedge.ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-http-port", "0", "-udp-port", "0", "-relay-grpc-port", "0", "-relay-http-port", "0",
+	args := append([]string{"-http-port", "0", "-udp-port", "0", "-relay-grpc-port", "0", "-relay-http-port", "0",
 		"-signaling-grpc-port", "0", "-origin-http-port", "0", "-origin-media-port", "0", "-log-level", "warn",
-		"-"+cli.ReadyFileFlag, readyFile)
+		"-" + cli.ReadyFileFlag, readyFile}, extra...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 15 * time.Second
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
