@@ -2,9 +2,13 @@ package mediarelay_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
@@ -66,6 +70,16 @@ func TestSessionRates(t *testing.T) {
 	list, err := f.relay.client.ListSessions(ctx, &relayv1.ListSessionsRequest{})
 	if err != nil || len(list.Sessions) != 1 {
 		t.Fatalf("ListSessions: %v %v", list, err)
+	}
+	// REST: GET /v1/sessions carries the same statistics.
+	req := httptest.NewRequest(http.MethodGet, "/v1/sessions", nil)
+	req.RemoteAddr = "127.0.0.1:5000"
+	rec := httptest.NewRecorder()
+	f.relay.relay.HTTPHandler().ServeHTTP(rec, req)
+	var rest relayv1.ListSessionsResponse
+	if rec.Code != http.StatusOK || protojson.Unmarshal(rec.Body.Bytes(), &rest) != nil || len(rest.Sessions) != 1 ||
+		!strings.Contains(rec.Body.String(), `"bitsPerSecond"`) || rest.Sessions[0].ClientAddress != f.client.LocalAddr().String() {
+		t.Fatalf("GET /v1/sessions = %d %s", rec.Code, rec.Body)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
