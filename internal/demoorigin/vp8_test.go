@@ -218,3 +218,23 @@ func TestDecodeTestPatternRejects(t *testing.T) {
 		t.Fatalf("good frame: %d, %v", n, err)
 	}
 }
+
+// BenchmarkVP8TestPattern encodes test pattern frames; it reports the
+// frame size, which with TestPatternFPS gives the stream's bitrate.
+func BenchmarkVP8TestPattern(b *testing.B) {
+	enc, err := newVP8Encoder(TestPatternWidth, TestPatternHeight)
+	if err != nil {
+		b.Fatal(err)
+	}
+	size := 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		frame, err := enc.encode(testPatternFrame(uint32(i), enc.mbw, enc.mbh))
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(frame)
+	}
+	b.ReportMetric(float64(size), "bytes/frame")
+	b.ReportMetric(float64(size*8*TestPatternFPS)/1000, "kbit/s")
+}
