@@ -382,8 +382,14 @@ func (c *Client) pickOriginOnce(ctx context.Context, stream string, opt PickOpti
 				candidates[id] = o
 			}
 		}
-		if len(candidates) == 0 && len(origins) > 0 {
-			return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNotLive)
+		if len(candidates) == 0 {
+			// Not live on a usable origin whose list is known: 409 unless
+			// no origin is usable at all (that is ErrNoOrigin).
+			for id := range origins {
+				if !excluded[id] {
+					return Origin{}, 0, fmt.Errorf("stream %s: %w", stream, ErrNotLive)
+				}
+			}
 		}
 	default:
 		for id, o := range origins {

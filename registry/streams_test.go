@@ -76,6 +76,8 @@ func TestPickOriginForDiscovery(t *testing.T) {
 		{name: "only live, none", stream: "v/live/nowhere-2", opt: registry.PickOptions{Play: true, OnlyLive: true}, wantErr: registry.ErrNotLive},
 		{name: "avoid the only live one", stream: "v/live/on-a", opt: registry.PickOptions{Play: true, OnlyLive: true, Avoid: []string{"a"}}, wantErr: registry.ErrNotLive},
 		{name: "avoided pin is replaced", stream: "v/live/pinned-w", opt: registry.PickOptions{Avoid: []string{"w"}}, oneOf: []string{"a", "b"}},
+		{name: "play with every origin avoided", stream: "v/live/nowhere-3", opt: registry.PickOptions{Play: true, Avoid: []string{"a", "b", "w"}}, wantErr: registry.ErrNoOrigin},
+		{name: "play, only inventoried origins usable", stream: "v/live/nowhere-4", opt: registry.PickOptions{Play: true, Avoid: []string{"w"}}, wantErr: registry.ErrNotLive},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -176,3 +176,40 @@ func TestProberRecordTTL(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseOrigins: any file either fails with a message naming the file,
+// or yields origins that satisfy every rule of the format.
+func FuzzParseOrigins(f *testing.F) {
+	f.Add([]byte("origins:\n  - id: a\n    kind: srs\n    url: http://h:1985\n"))
+	f.Add([]byte(`{"origins":[{"id":"m","kind":"mediamtx","url":"http://h:8889","api_url":"http://h:9997","capacity":3,"token":"t"}]}`))
+	f.Add([]byte("origins:\n  - {id: w, kind: whip, whip_url: \"http://h/{stream}\", whep_url: \"http://h/o/{stream}\", media_addresses: [\"1.2.3.4:5\"]}\n"))
+	f.Add([]byte("origins: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseOrigins("f.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		ids := map[string]bool{}
+		for _, o := range cfg.Origins {
+			if !validOriginID(o.ID) || ids[o.ID] || o.Line <= 0 {
+				t.Fatalf("accepted origin %+v", o)
+			}
+			ids[o.ID] = true
+			switch o.Kind {
+			case registry.OriginKindWHIP:
+				if !strings.Contains(o.WHIPURL, "{stream}") || !strings.Contains(o.WHEPURL, "{stream}") {
+					t.Fatalf("whip origin without templates: %+v", o)
+				}
+			case registry.OriginKindSRS, registry.OriginKindMediaMTX:
+				if checkBaseURL(o.URL) != nil {
+					t.Fatalf("bad url accepted: %+v", o)
+				}
+			default:
+				t.Fatalf("kind %q accepted", o.Kind)
+			}
+		}
+	})
+}
