@@ -271,3 +271,44 @@ func TestDiscoveredStreamPlay(t *testing.T) {
 		}
 	})
 }
+
+// TestFailoverWhenOriginDiesMidRequest: an origin that takes the
+// connection and dies with it (the connection reset, nothing listening
+// any more) is unreachable, not an origin refusing the offer: the setup
+// fails over to the other origin in the same request.
+func TestFailoverWhenOriginDiesMidRequest(t *testing.T) {
+	e := newEnv(t, 1)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := lis.Accept()
+		_ = lis.Close() // nothing listens any more
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 4096)
+		_, _ = conn.Read(buf)
+		_ = conn.(*net.TCPConn).SetLinger(0)
+		_ = conn.Close()
+	}()
+	t.Cleanup(func() { _ = lis.Close(); <-done })
+	if _, _, err := e.reg.RegisterOrigin(t.Context(), registry.Origin{ID: "a-dies", Kind: registry.OriginKindMediaMTX,
+		APIBaseURL: "http://" + lis.Addr().String(), TTL: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	b := newFakeOrigin(t, registry.OriginKindMediaMTX)
+	registerAs(t, e.reg, b, "b")
+	const stream = "__defaultVhost__/live/dies"
+	pinTo(t, e.reg, stream, "a-dies")
+	r := do(t, http.MethodPost, e.sig[0].URL+"/whip/live/dies", "application/sdp", fixture(t, "chrome-whip-offer.sdp"))
+	if r.status != http.StatusCreated {
+		t.Fatalf("POST = %d %s", r.status, r.body)
+	}
+	if got := pinnedTo(t, e.reg, stream); got != "b" {
+		t.Fatalf("pinned to %q, want b", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -110,7 +111,7 @@ func (s *Server) tryOrigin(ctx context.Context, dir Dir, key, id string, offer *
 			return a, &httpError{status: http.StatusServiceUnavailable, title: "origin unreachable", retry: true,
 				detail: detailOriginUnavailable, cause: cause}, retryNone
 		}
-		if unreachable(err) {
+		if unreachable(err) || s.deadOrigin(ctx, endpoint) {
 			// Refused or timed out: no new pins for it until it answers
 			// again (a probe) or the mark's lease ends; this request tries
 			// another origin.
@@ -186,6 +187,32 @@ func unreachable(err error) bool {
 	case errors.As(err, &ne) && ne.Timeout():
 		return true
 	}
+	return false
+}
+
+// deadOrigin tells an origin that closed a connection on the offer (SRS
+// refusing it: the origin is up) from one that died under a pooled
+// connection: it dials the endpoint's host once, and a refused or timed
+// out dial means dead.
+func (s *Server) deadOrigin(ctx context.Context, endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	d := net.Dialer{Timeout: min(time.Second, s.cfg.OriginTimeout)}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return ctx.Err() == nil && unreachable(err)
+	}
+	_ = conn.Close()
 	return false
 }
 
