@@ -10,11 +10,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -413,5 +416,123 @@ func TestProcOriginKilledFailover(t *testing.T) {
 		if got := s.publishIdle(t, ctx, sig, fmt.Sprintf("after%d", i)); got != "origin-b" {
 			t.Fatalf("a new stream went to %s while origin-a is suspect", got)
 		}
+	}
+}
+
+// srsLike is a real HTTP server in the test process that behaves like SRS
+// where it matters to the edge: /api/v1/versions and /api/v1/streams/
+// (listing busyStream as published), a WHEP endpoint that answers 201 for
+// any stream (SRS does, for streams it does not have) and a WHIP endpoint
+// that closes the connection (SRS refusing a second publisher or an offer
+// it cannot negotiate).
+type srsLike struct {
+	srv          *httptest.Server
+	whep, whip   atomic.Int64
+	busyStream   string
+	streamsCalls atomic.Int64
+}
+
+func newSRSLike(t *testing.T, busy string) *srsLike {
+	t.Helper()
+	s := &srsLike{busyStream: busy}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/v1/versions":
+			fmt.Fprint(w, `{"code":0,"server":"vid-fake","service":"x","pid":"1","data":{"major":7,"minor":0,"revision":18,"version":"7.0.18"}}`)
+		case "/api/v1/streams/":
+			s.streamsCalls.Add(1)
+			fmt.Fprintf(w, `{"code":0,"server":"vid-fake","streams":[{"id":"vid-s","name":%q,"vhost":"vid-h","app":"live","url":"/live/%s","publish":{"active":true,"cid":"c"}}]}`,
+				s.busyStream, s.busyStream)
+		case "/rtc/v1/whep/":
+			s.whep.Add(1)
+			w.Header().Set("Location", "/rtc/v1/whep/?action=delete&token=x")
+			w.Header().Set("Content-Type", "application/sdp")
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, "v=0\r\n") // never reached: the edge must not ask
+		case "/rtc/v1/whip/":
+			s.whip.Add(1)
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = conn.Close()
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// TestProcSRSLikeOrigin: an origin that answers WHEP for an absent stream
+// with 201 (as SRS does) is never handed a play for a stream its stream
+// list lacks; an origin that closes the connection on an offer yields 409
+// (a second publisher on a stream it has live) or 502, without Retry-After,
+// never 503 "origin unreachable".
+func TestProcSRSLikeOrigin(t *testing.T) {
+	bins := buildBinaries(t)
+	etcd := startEtcdProc(t, bins, nil)
+	reg := etcd.registry("", "")
+	startRelayProc(t, bins, "relay-1", "a", etcd.etcdArgs("", ""))
+	demo := startBareOrigin(t, bins, "origin-b", "-publish", "live/pattern")
+	fake := newSRSLike(t, "busy")
+	file := filepath.Join(t.TempDir(), "origins.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("origins:\n  - {id: origin-b, kind: mediamtx, url: %q, api_url: %q}\n  - {id: srs-like, kind: srs, url: %q}\n",
+		demo.url, demo.url, fake.srv.URL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sig := startSignalingProc(t, bins, "sig-1", "a", etcd.etcdArgs("", ""), "-origins-file", file, "-probe-interval", "500ms")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	waitFor(t, 30*time.Second, "both streams discovered", func() bool {
+		p, err1 := reg.LiveOrigins(ctx, "__defaultVhost__/live/pattern")
+		b, err2 := reg.LiveOrigins(ctx, "__defaultVhost__/live/busy")
+		return err1 == nil && err2 == nil && len(p) == 1 && len(b) == 1
+	})
+	post := func(path, offer string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, sig.url+path, strings.NewReader(offer))
+		req.Header.Set("Content-Type", "application/sdp")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if loc := resp.Header.Get("Location"); resp.StatusCode == http.StatusCreated {
+			if code, err := deleteResource(ctx, sig.url+loc); err != nil || code != http.StatusOK {
+				t.Fatalf("DELETE %s: %d %v", loc, code, err)
+			}
+		}
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+	}
+	for i := range 10 {
+		if code, _, body := post("/whep/live/pattern", recvonlyOffer(t)); code != http.StatusCreated {
+			t.Fatalf("play %d = %d %s", i, code, body)
+		}
+	}
+	if code, retry, body := post("/whep/live/absent", recvonlyOffer(t)); code != http.StatusConflict || retry == "" {
+		t.Fatalf("play of an absent stream = %d Retry-After %q %s", code, retry, body)
+	}
+	if n := fake.whep.Load(); n != 0 {
+		t.Fatalf("the SRS-like origin, whose stream list lacks the streams, got %d plays", n)
+	}
+
+	// A second publisher on the stream it has live: 409.
+	code, retry, body := post("/whip/live/busy", offerSDP(t, ctx))
+	if code != http.StatusConflict || retry != "" {
+		t.Fatalf("second publisher = %d Retry-After %q %s", code, retry, body)
+	}
+	// An offer it refuses otherwise: 502, not 503.
+	if ok, err := reg.PinStreamTo(ctx, "__defaultVhost__/live/refused", "srs-like"); err != nil || !ok {
+		t.Fatalf("pin: %v %v", ok, err)
+	}
+	code, retry, body = post("/whip/live/refused", offerSDP(t, ctx))
+	if code != http.StatusBadGateway || retry != "" || strings.Contains(body, "unreachable") {
+		t.Fatalf("refused offer = %d Retry-After %q %s", code, retry, body)
+	}
+	if n := fake.whip.Load(); n != 2 {
+		t.Fatalf("the SRS-like origin got %d WHIP offers, want 2", n)
+	}
+	if sus, err := reg.ListSuspects(ctx); err != nil || len(sus) != 0 {
+		t.Fatalf("an origin that refuses offers was marked suspect: %+v %v", sus, err)
 	}
 }
