@@ -3,6 +3,7 @@ package signaling_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -300,5 +301,60 @@ func TestSRSHooks(t *testing.T) {
 	}
 	if r := hook("on_play", "?token=regtok"); r.status != http.StatusOK {
 		t.Fatalf("on_play = %d %s", r.status, r.body)
+	}
+}
+
+// TestHeartbeatSRSDiscovery reproduces issue 17's measurement: two
+// SRS-like origins registered by their own heartbeat, a stream live on the
+// second only (it answers WHEP for absent streams with 201, as SRS does).
+// The prober reads both stream lists, and 10 of 10 plays go to the second
+// (before: 0 of 10).
+func TestHeartbeatSRSDiscovery(t *testing.T) {
+	e := newEnv(t, 1)
+	type srs struct {
+		o   *fakeOrigin
+		api *httptest.Server
+	}
+	start := func(id, live string) srs {
+		o := newFakeOrigin(t, registry.OriginKindSRS)
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/v1/versions":
+				fmt.Fprint(w, `{"code":0,"server":"vid-`+id+`","data":{"version":"7.0.18"}}`)
+			case "/api/v1/streams/":
+				var streams []string
+				if live != "" {
+					streams = append(streams, fmt.Sprintf(`{"name":%q,"app":"live","url":"/live/%s","publish":{"active":true}}`, live, live))
+				}
+				fmt.Fprintf(w, `{"code":0,"streams":[%s]}`, strings.Join(streams, ","))
+			default:
+				o.serve(w, r)
+			}
+		}))
+		t.Cleanup(api.Close)
+		port := api.Listener.Addr().(*net.TCPAddr).Port
+		body := fmt.Sprintf(`{"device_id":%q,"ip":"127.0.0.1","server":"vid-%s","service":"s","pid":"1","api":["%d"]}`, id, id, port)
+		if r := do(t, http.MethodPost, e.sig[0].URL+"/api/v1/srs/register", "application/json", body); r.status != http.StatusOK {
+			t.Fatalf("heartbeat %s = %d %s", id, r.status, r.body)
+		}
+		return srs{o: o, api: api}
+	}
+	a := start("srs-a", "")
+	b := start("srs-b", "cam1")
+	startProber(t, e.reg, signaling.ProbeConfig{Interval: 200 * time.Millisecond})
+	waitUntil(t, "cam1 discovered on srs-b", func() bool {
+		ls, err := e.reg.LiveOrigins(t.Context(), "__defaultVhost__/live/cam1")
+		return err == nil && len(ls) == 1 && ls[0].OriginID == "srs-b"
+	})
+	for i := range 10 {
+		r := do(t, http.MethodPost, e.sig[0].URL+"/whep/live/cam1", "application/sdp", fixture(t, "chrome-whep-offer.sdp"))
+		if r.status != http.StatusCreated {
+			t.Fatalf("play %d = %d %s", i, r.status, r.body)
+		}
+	}
+	na, _, _ := a.o.counts()
+	nb, _, _ := b.o.counts()
+	if na != 0 || nb != 10 {
+		t.Fatalf("plays: srs-a %d, srs-b %d; want 0 and 10", na, nb)
 	}
 }
