@@ -361,6 +361,63 @@ func TestDataPlaneThreadStopTakesTheRelayDown(t *testing.T) {
 	}
 }
 
+// BenchmarkForwardThreadsCrossing measures what a session costs when its
+// client is read on one data-plane thread and its origin socket on another
+// (crossed), against one whose both are on the same thread (aligned): two
+// threads, 96 sessions split by where they landed, each group forwarding
+// as BenchmarkForwardThreads does. The difference is what moving each
+// session's origin socket to its client's thread could save.
+func BenchmarkForwardThreadsCrossing(b *testing.B) {
+	l := startLoopbackRelayThreads(b, DataPlaneThread, 2)
+	origin := udpSink(b, true)
+	var aligned, crossed []*threadClient
+	for i := range 96 {
+		c := newThreadClient(b, l, origin.LocalAddr().(*net.UDPAddr).AddrPort(), fmt.Sprintf("cross%d", i))
+		if c.s.client.Load().sock.thread == c.s.up.Load().thread {
+			aligned = append(aligned, c)
+		} else {
+			crossed = append(crossed, c)
+		}
+	}
+	n := min(len(aligned), len(crossed))
+	for _, g := range []struct {
+		name    string
+		clients []*threadClient
+	}{{"aligned", aligned[:n]}, {"crossed", crossed[:n]}} {
+		b.Run(g.name, func(b *testing.B) { benchmarkForwardClients(b, l, g.clients) })
+	}
+}
+
+// benchmarkForwardClients is BenchmarkForwardThreads' loop over clients.
+func benchmarkForwardClients(b *testing.B, l *loopbackRelay, clients []*threadClient) {
+	const burst = 8
+	pkt := make([]byte, 1200)
+	pkt[0] = 0x80
+	buf := make([]byte, 2048)
+	lost, sent := 0, 0
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		c := clients[(sent/burst)%len(clients)]
+		_, _ = c.c.WriteToUDPAddrPort(pkt, l.public)
+		sent++
+		if sent%(burst*len(clients)) == 0 {
+			for _, c := range clients {
+				for range burst {
+					_ = c.c.SetReadDeadline(time.Now().Add(time.Second))
+					if _, _, err := c.c.ReadFromUDPAddrPort(buf); err != nil {
+						lost++
+						break
+					}
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(lost), "lost")
+}
+
 // BenchmarkForwardThreads sends 1200-byte packets from 64 sessions'
 // clients through relays with 1, 2 and 4 data-plane threads to an echo
 // origin and back, in bursts of 8 per client; one op is one packet's round
@@ -371,38 +428,13 @@ func TestDataPlaneThreadStopTakesTheRelayDown(t *testing.T) {
 func BenchmarkForwardThreads(b *testing.B) {
 	for _, n := range threadCounts {
 		b.Run(fmt.Sprintf("threads=%d", n), func(b *testing.B) {
-			const sessions, burst = 64, 8
 			l := startLoopbackRelayThreads(b, DataPlaneThread, n)
 			origin := udpSink(b, true)
-			clients := make([]*threadClient, sessions)
+			clients := make([]*threadClient, 64)
 			for i := range clients {
 				clients[i] = newThreadClient(b, l, origin.LocalAddr().(*net.UDPAddr).AddrPort(), fmt.Sprintf("bench%d", i))
 			}
-			pkt := make([]byte, 1200)
-			pkt[0] = 0x80
-			buf := make([]byte, 2048)
-			lost, sent := 0, 0
-			b.SetBytes(int64(len(pkt)))
-			b.ReportAllocs()
-			start := cpuTime()
-			for b.Loop() {
-				c := clients[(sent/burst)%sessions]
-				_, _ = c.c.WriteToUDPAddrPort(pkt, l.public)
-				sent++
-				if sent%(burst*sessions) == 0 {
-					for _, c := range clients {
-						for range burst {
-							_ = c.c.SetReadDeadline(time.Now().Add(time.Second))
-							if _, _, err := c.c.ReadFromUDPAddrPort(buf); err != nil {
-								lost++
-								break
-							}
-						}
-					}
-				}
-			}
-			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(lost), "lost")
+			benchmarkForwardClients(b, l, clients)
 		})
 	}
 }
