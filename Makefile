@@ -4,18 +4,19 @@
 SHELL   := bash
 GO      ?= go
 BUF     := $(GO) tool -modfile=tools/go.mod buf
+HELM    := $(GO) tool -modfile=tools/go.mod helm
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Packages whose tests need more than the unit-test budget run under `e2e`.
 E2E_PKGS := ./test/...
 GENERATED := ':(glob)proto/**/*.pb.go' ':(glob)proto/**/*.pb.gw.go' ':(glob)proto/**/*.swagger.json'
 
-.PHONY: all abuse soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help
+.PHONY: all abuse soak bench build test e2e fuzz fuzz-short run images up down lint generate check-generate fmt clean ci breaking help chart-test
 
 ## ci: everything CI runs (the README's test command), with each stage's wall time
 # Stages run one after another through $(MAKE), so each one's time is
 # printed as it ends and all of them in a summary (also when one fails).
-CI_STAGES := generate:check-generate lint:lint test:test e2e:e2e fuzz:fuzz-short
+CI_STAGES := generate:check-generate lint:lint test:test chart:chart-test e2e:e2e fuzz:fuzz-short
 ci:
 	@set -o pipefail; summary=""; ci_start=$$(date +%s); \
 	report() { echo; echo "ci: stage times"; printf "$$summary"; \
@@ -94,6 +95,17 @@ soak:
 ## abuse: the random-ufrag STUN flood against live sessions (needs the CPU to itself; no race detector)
 abuse:
 	RTCEDGE_FLOOD=1 $(GO) test -count=1 -run '^TestRandomUfragFlood$$' -v ./mediarelay/
+
+## chart-test: helm lint and helm template of deploy/helm/rtcedge with the default values and every deploy/helm/examples file, then deploy/helm/test (its own module, k8s.io/api out of go.mod): every object decoded strictly, checked against the real binaries
+CHART        := deploy/helm/rtcedge
+CHART_VALUES := $(wildcard deploy/helm/examples/*.yaml)
+chart-test:
+	@set -e; for f in "" $(CHART_VALUES); do \
+		echo "helm lint and template $(CHART) $${f:+-f $$f}"; \
+		$(HELM) lint --strict --quiet $(CHART) $${f:+-f $$f}; \
+		$(HELM) template rtcedge $(CHART) $${f:+-f $$f} >/dev/null; \
+	done
+	cd deploy/helm/test && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 ## run: the whole product on loopback (embedded etcd, signaling, relay, demo origin)
 run:
