@@ -391,10 +391,12 @@ func TestProcOriginKilledFailover(t *testing.T) {
 	}
 	s.a.kill()
 	for _, name := range onA {
+		start := time.Now()
 		status, retry, loc := postOffer(t, ctx, sig.url+"/whip/live/"+name)
 		if status != http.StatusCreated {
 			t.Fatalf("publish of %s (pinned to the dead origin-a) = %d Retry-After %q", name, status, retry)
 		}
+		t.Logf("publish of %s, pinned to the dead origin-a: 201 from origin-b in %s", name, time.Since(start).Round(time.Millisecond))
 		if got := s.pinOf(t, "__defaultVhost__/live/"+name); got != "origin-b" {
 			t.Fatalf("%s pinned to %s after the failover", name, got)
 		}
