@@ -96,6 +96,16 @@ soak:
 abuse:
 	RTCEDGE_FLOOD=1 $(GO) test -count=1 -run '^TestRandomUfragFlood$$' -v ./mediarelay/
 
+## chaos: the fault harness on the production topology (deploy/compose/cluster.yml): faults 1-7 under load, a JSON report per fault in CHAOS_OUT (docs/RELIABILITY.md)
+## chaos-short: the same with faults 1, 3 and 4
+CHAOS_OUT ?= $(CURDIR)/bin/chaos
+.PHONY: chaos chaos-short
+chaos: images
+	RTCEDGE_CHAOS=full RTCEDGE_CHAOS_OUT=$(CHAOS_OUT) $(GO) test -race -count=1 -timeout 45m -run '^TestChaos$$' -v ./test/chaos/
+
+chaos-short: images
+	RTCEDGE_CHAOS=short RTCEDGE_CHAOS_OUT=$(CHAOS_OUT) $(GO) test -race -count=1 -timeout 20m -run '^TestChaos$$' -v ./test/chaos/
+
 ## chart-test: helm lint and helm template of deploy/helm/rtcedge with the default values and every deploy/helm/examples file, then deploy/helm/test (its own module, k8s.io/api out of go.mod): every object decoded strictly, checked against the real binaries
 CHART        := deploy/helm/rtcedge
 CHART_VALUES := $(wildcard deploy/helm/examples/*.yaml)
