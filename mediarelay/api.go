@@ -497,7 +497,7 @@ func (r *Relay) Status() *relayv1.GetStatusResponse {
 	for _, a := range r.cfg.PublicAddrs {
 		addrs = append(addrs, a.String())
 	}
-	unknownSource, malformed, _ := r.dropTotals()
+	unknownSource, malformed, _, _ := r.dropTotals()
 	return &relayv1.GetStatusResponse{
 		RelayId: r.cfg.RelayID, Version: r.cfg.Version, Zone: r.cfg.Zone, PublicAddresses: addrs,
 		SessionCount: uint32(len(sessions)), MaxSessions: uint32(r.cfg.MaxSessions), Draining: draining,
@@ -588,8 +588,14 @@ func (r *Relay) requestLookup(msg *stun.Message, drops *dropCounters) {
 	// The packet itself is dropped either way: the client's next consent
 	// check binds once the session is adopted.
 	drops.unknownSource.Add(1)
-	r.unknownUsername.Add(1)
+	drops.unknownUsername.Add(1)
 	if r.cfg.Registry == nil {
+		return
+	}
+	if len(r.lookups) == cap(r.lookups) {
+		// Full (a flood of unknown USERNAMEs): drop without taking the
+		// channel's lock, which every data-plane thread would contend for.
+		r.lookupDropped.Add(1)
 		return
 	}
 	user, err := msg.Get(stun.AttrUsername)

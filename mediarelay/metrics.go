@@ -89,12 +89,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.r.mu.Unlock()
 	originSTUN += c.r.totals.dropOriginSTUN.Load()
-	_, _, unclassified := c.r.dropTotals()
+	_, _, unclassified, _ := c.r.dropTotals()
 	ch <- prometheus.MustNewConstMetric(descPaths, prometheus.GaugeValue, paths)
 	for cause := causeUseCandidate; cause < numCauses; cause++ {
 		ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(c.r.moves[cause].Load()), cause.String())
 	}
-	unknownUser := c.r.unknownUsername.Load()
+	_, _, _, unknownUser := c.r.dropTotals()
 	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.CounterValue, float64(unknownUser), "unknown_username")
 	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.CounterValue, float64(st.UnknownSource-min(unknownUser, st.UnknownSource)), "unverified")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, allocated, "allocated")

@@ -52,10 +52,9 @@ type Relay struct {
 
 	// Relay-wide drops, of packets that belong to no session (with the
 	// data-plane threads' own, stats[i].drops).
-	unknownUsername atomic.Uint64 // STUN for a USERNAME no session has (also counted as unknown source)
-	lookupDropped   atomic.Uint64
-	totals          counters // of sessions already released
-	moves           [numCauses]atomic.Uint64
+	lookupDropped atomic.Uint64
+	totals        counters // of sessions already released
+	moves         [numCauses]atomic.Uint64
 
 	tcp tcpState // ICE-TCP listeners and connections (ServeTCP)
 
@@ -79,9 +78,10 @@ var dataThreads atomic.Int32
 
 // dropCounters count packets dropped before any session is known.
 type dropCounters struct {
-	unknownSource atomic.Uint64 // every packet from an address that is no verified path
-	malformed     atomic.Uint64
-	unclassified  atomic.Uint64 // from verified paths, not STUN/DTLS/RTP
+	unknownSource   atomic.Uint64 // every packet from an address that is no verified path
+	unknownUsername atomic.Uint64 // of which STUN for a USERNAME no session has
+	malformed       atomic.Uint64
+	unclassified    atomic.Uint64 // from verified paths, not STUN/DTLS/RTP
 }
 
 // planeStats are the counters of one data-plane thread (or, on the other
@@ -105,9 +105,10 @@ func (r *Relay) dropsOf(ps *pubSock) *dropCounters {
 }
 
 // dropTotals sums the relay's drop counters over its threads.
-func (r *Relay) dropTotals() (unknownSource, malformed, unclassified uint64) {
+func (r *Relay) dropTotals() (unknownSource, malformed, unclassified, unknownUsername uint64) {
 	add := func(d *dropCounters) {
 		unknownSource += d.unknownSource.Load()
+		unknownUsername += d.unknownUsername.Load()
 		malformed += d.malformed.Load()
 		unclassified += d.unclassified.Load()
 	}
