@@ -73,7 +73,7 @@ func TestFailoverWhenOriginUnreachable(t *testing.T) {
 		t.Fatalf("stream pinned to %q, want b", got)
 	}
 	sus, err := e.reg.ListSuspects(t.Context())
-	if err != nil || len(sus) != 1 || sus[0].OriginID != "a" {
+	if err != nil || len(sus) != 1 || sus[0].OriginID != "a" || sus[0].Reason != "connection refused" {
 		t.Fatalf("suspects %+v %v", sus, err)
 	}
 	// New streams avoid the suspect origin.

@@ -115,7 +115,7 @@ func (s *Server) tryOrigin(ctx context.Context, dir Dir, key, id string, offer *
 			// Refused or timed out: no new pins for it until it answers
 			// again (a probe) or the mark's lease ends; this request tries
 			// another origin.
-			if merr := s.cfg.Registry.MarkOriginSuspect(context.WithoutCancel(ctx), origin.ID, err.Error(), origin.TTL); merr != nil {
+			if merr := s.cfg.Registry.MarkOriginSuspect(context.WithoutCancel(ctx), origin.ID, unreachableReason(err), origin.TTL); merr != nil {
 				s.logger(ctx).Warn("signaling: could not mark the origin suspect", "origin", origin.ID, "err", merr)
 			} else {
 				s.logger(ctx).Warn("signaling: origin unreachable; marked suspect", "origin", origin.ID, "err", err)
@@ -214,6 +214,21 @@ func (s *Server) deadOrigin(ctx context.Context, endpoint string) bool {
 	}
 	_ = conn.Close()
 	return false
+}
+
+// unreachableReason names why an origin could not be reached, for its
+// suspect mark (stored in etcd: no URL, which may carry a token).
+func unreachableReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route"
+	}
+	return "connection lost"
 }
 
 // liveOn reports whether the registry says originID has stream live
