@@ -21,6 +21,9 @@ func validID(s string, max int, punct string) bool {
 	return true
 }
 
+// CheckOriginID validates an origin id: 1-128 of [A-Za-z0-9._:-].
+func CheckOriginID(id string) error { return checkOriginID(id) }
+
 func checkOriginID(id string) error {
 	if !validID(id, 128, "._:-") {
 		return fmt.Errorf("%w: origin id %q: want 1-128 of [A-Za-z0-9._:-]", ErrInvalid, id)

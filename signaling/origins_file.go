@@ -186,7 +186,7 @@ func parseOriginSpec(fail failFunc, i int, item *yaml.Node) (OriginSpec, error) 
 		switch k.Value {
 		case "id":
 			o.ID, err = str()
-			if err == nil && !validOriginID(o.ID) {
+			if err == nil && registry.CheckOriginID(o.ID) != nil {
 				err = fail(v, at("id"), "%q: want 1-128 of [A-Za-z0-9._:-]", o.ID)
 			}
 		case "kind":
@@ -266,18 +266,6 @@ func parseOriginSpec(fail failFunc, i int, item *yaml.Node) (OriginSpec, error) 
 		return o, fail(item, at("url"), "missing: the base URL of the origin's WHIP/WHEP endpoints")
 	}
 	return o, nil
-}
-
-func validOriginID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkBaseURL(s string) error {

@@ -651,11 +651,11 @@ func (p *Prober) getJSON(ctx context.Context, o OriginSpec, url string, v any) e
 		return err
 	}
 	if status != http.StatusOK {
-		return fmt.Errorf("GET %s: %d", redactURL(url), status)
+		return fmt.Errorf("GET %s: %d", originadapter.Redact(url), status)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("GET %s: not the expected JSON: %w", redactURL(url), err)
+		return fmt.Errorf("GET %s: not the expected JSON: %w", originadapter.Redact(url), err)
 	}
 	return nil
 }
@@ -665,7 +665,7 @@ func (p *Prober) getJSON(ctx context.Context, o OriginSpec, url string, v any) e
 func (p *Prober) call(ctx context.Context, o OriginSpec, method, url string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, redactURL(url), err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, originadapter.Redact(url), err)
 	}
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)
@@ -673,24 +673,17 @@ func (p *Prober) call(ctx context.Context, o OriginSpec, method, url string) (in
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, redactURL(url), err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, originadapter.Redact(url), err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, p.cfg.MaxBody+1))
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: reading the answer: %w", method, redactURL(url), err)
+		return 0, nil, fmt.Errorf("%s %s: reading the answer: %w", method, originadapter.Redact(url), err)
 	}
 	if int64(len(body)) > p.cfg.MaxBody {
-		return 0, nil, fmt.Errorf("%s %s: the answer exceeds %d bytes", method, redactURL(url), p.cfg.MaxBody)
+		return 0, nil, fmt.Errorf("%s %s: the answer exceeds %d bytes", method, originadapter.Redact(url), p.cfg.MaxBody)
 	}
 	return resp.StatusCode, body, nil
-}
-
-func redactURL(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
-	}
-	return u
 }
 
 // probeMetrics are the prober's metrics; origin kinds and fixed states are

@@ -199,7 +199,7 @@ func FuzzParseOrigins(f *testing.F) {
 		}
 		ids := map[string]bool{}
 		for _, o := range cfg.Origins {
-			if !validOriginID(o.ID) || ids[o.ID] || o.Line <= 0 {
+			if registry.CheckOriginID(o.ID) != nil || ids[o.ID] || o.Line <= 0 {
 				t.Fatalf("accepted origin %+v", o)
 			}
 			ids[o.ID] = true

@@ -343,15 +343,17 @@ func srsTTL(explicit string, prevTTL time.Duration, last, now time.Time) (time.D
 	return min(max(ttl, registry.MinOriginTTL), registry.MaxOriginTTL), nil
 }
 
-// srsRegister handles SRS's POST /api/v1/srs/register heartbeat.
-func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
-	reply := func(status, code int, msg string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "msg": msg})
-	}
-	// SRS's heartbeat cannot set headers: it may carry the token in its
-	// URL (heartbeat.url ...?token=T) instead.
+// srsReply writes SRS's JSON reply {"code", "msg"}.
+func srsReply(w http.ResponseWriter, status, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "msg": msg})
+}
+
+// srsAuthorize applies the registration policy to a call from SRS (its
+// heartbeat or http_hooks) and answers a refused one: SRS cannot set
+// headers, so the token may come in the URL (?token=T) instead.
+func (s *Server) srsAuthorize(w http.ResponseWriter, r *http.Request, what string) bool {
 	authz := r.Header.Get("Authorization")
 	if tok := r.URL.Query().Get("token"); authz == "" && tok != "" {
 		authz = "Bearer " + tok
@@ -363,12 +365,21 @@ func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
 	switch err := s.registrationPolicy().Allow(authz, peerAddr, false); {
 	case errors.Is(err, bearer.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
-		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
-		return
+		srsReply(w, http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
+		return false
 	case err != nil:
-		s.logger(r.Context()).Warn("signaling: SRS registration refused: no registration token is configured and the peer is not on this host",
+		s.logger(r.Context()).Warn("signaling: "+what+" refused: no registration token is configured and the peer is not on this host",
 			"remote", r.RemoteAddr)
-		reply(http.StatusForbidden, http.StatusForbidden, err.Error()+" ("+registrationHint+")")
+		srsReply(w, http.StatusForbidden, http.StatusForbidden, err.Error()+" ("+registrationHint+")")
+		return false
+	}
+	return true
+}
+
+// srsRegister handles SRS's POST /api/v1/srs/register heartbeat.
+func (s *Server) srsRegister(w http.ResponseWriter, r *http.Request) {
+	reply := func(status, code int, msg string) { srsReply(w, status, code, msg) }
+	if !s.srsAuthorize(w, r, "SRS registration") {
 		return
 	}
 	body, herr := s.readBody(w, r)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"time"
 
-	"github.com/rtcedge/rtcedge/internal/bearer"
 	"github.com/rtcedge/rtcedge/registry"
 )
 
@@ -38,30 +36,13 @@ type srsHook struct {
 // SRS's {"code":0} unless the caller is not authorised: a hook the edge
 // cannot place never blocks a publish.
 func (s *Server) srsHooks(w http.ResponseWriter, r *http.Request) {
-	reply := func(status, code int, msg string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "msg": msg})
+	reply := func(status, code int, msg string) { srsReply(w, status, code, msg) }
+	if !s.srsAuthorize(w, r, "SRS hook") {
+		return
 	}
-	authz := r.Header.Get("Authorization")
-	if tok := r.URL.Query().Get("token"); authz == "" && tok != "" {
-		authz = "Bearer " + tok
-	}
-	var peerAddr net.Addr
 	var peer netip.Addr
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		peerAddr, peer = net.TCPAddrFromAddrPort(ap), ap.Addr().Unmap()
-	}
-	switch err := s.registrationPolicy().Allow(authz, peerAddr, false); {
-	case errors.Is(err, bearer.ErrUnauthenticated):
-		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcedge"`)
-		reply(http.StatusUnauthorized, http.StatusUnauthorized, "a valid registration bearer token is required")
-		return
-	case err != nil:
-		s.logger(r.Context()).Warn("signaling: SRS hook refused: no registration token is configured and the peer is not on this host",
-			"remote", r.RemoteAddr)
-		reply(http.StatusForbidden, http.StatusForbidden, err.Error()+" ("+registrationHint+")")
-		return
+		peer = ap.Addr().Unmap()
 	}
 	body, herr := s.readBody(w, r)
 	if herr != nil {
@@ -128,7 +109,7 @@ func (s *Server) srsHooks(w http.ResponseWriter, r *http.Request) {
 // registered SRS origin at the caller's address.
 func (s *Server) hookOrigin(ctx context.Context, q url.Values, serverID string, peer netip.Addr) (string, error) {
 	if id := q.Get("origin"); id != "" {
-		if !validOriginID(id) {
+		if registry.CheckOriginID(id) != nil {
 			return "", errors.New("?origin= is not an origin id")
 		}
 		return id, nil

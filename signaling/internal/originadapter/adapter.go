@@ -110,30 +110,30 @@ func (c *Client) Do(ctx context.Context, method, target, contentType string, bod
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %w", ErrOrigin, method, redact(target), err)
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrOrigin, method, Redact(target), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %v", ErrOrigin, redact(target), err)
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrOrigin, Redact(target), err)
 	}
 	if len(b) > MaxBody {
-		return nil, fmt.Errorf("%w: response from %s exceeds %d bytes", ErrOrigin, redact(target), MaxBody)
+		return nil, fmt.Errorf("%w: response from %s exceeds %d bytes", ErrOrigin, Redact(target), MaxBody)
 	}
 	out := &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: b,
 		ETag: resp.Header.Get("ETag"), RetryAfter: resp.Header.Get("Retry-After")}
 	if loc := resp.Header.Get("Location"); loc != "" {
 		u, err := resp.Request.URL.Parse(loc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: bad Location %q from %s", ErrOrigin, loc, redact(target))
+			return nil, fmt.Errorf("%w: bad Location %q from %s", ErrOrigin, loc, Redact(target))
 		}
 		out.Location = u.String()
 	}
 	return out, nil
 }
 
-// redact drops the query (it may carry tokens) from a URL for messages.
-func redact(u string) string {
+// Redact drops the query (it may carry tokens) from a URL for messages.
+func Redact(u string) string {
 	if i := strings.IndexByte(u, '?'); i >= 0 {
 		return u[:i]
 	}
