@@ -110,10 +110,11 @@ chaos-short: images
 CHART        := deploy/helm/rtcedge
 CHART_VALUES := $(wildcard deploy/helm/examples/*.yaml)
 chart-test:
-	@set -e; for f in "" $(CHART_VALUES); do \
+	@set -e; helm=$$($(GO) tool -modfile=tools/go.mod -n helm); \
+	for f in "" $(CHART_VALUES); do \
 		echo "helm lint and template $(CHART) $${f:+-f $$f}"; \
-		$(HELM) lint --strict --quiet $(CHART) $${f:+-f $$f}; \
-		$(HELM) template rtcedge $(CHART) $${f:+-f $$f} >/dev/null; \
+		$$helm lint --strict --quiet $(CHART) $${f:+-f $$f}; \
+		$$helm template rtcedge $(CHART) $${f:+-f $$f} >/dev/null; \
 	done
 	cd deploy/helm/test && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 

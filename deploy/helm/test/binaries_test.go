@@ -216,14 +216,7 @@ func (l *lockedBuffer) String() string {
 func start(t *testing.T, name, bin string, args []string, env map[string]string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RTCEDGE_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = childEnv(env)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -285,14 +278,22 @@ func waitReadyFile(t *testing.T, p *proc, path string) cli.Ready {
 // RTCEDGE_* variables.
 func runCmd(ctx context.Context, argv []string, env map[string]string) (string, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = childEnv(env)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// childEnv is this process's environment without its RTCEDGE_* variables,
+// plus env.
+func childEnv(env map[string]string) []string {
+	var out []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RTCEDGE_") {
-			cmd.Env = append(cmd.Env, kv)
+			out = append(out, kv)
 		}
 	}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		out = append(out, k+"="+v)
 	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return out
 }

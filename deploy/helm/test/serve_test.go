@@ -47,8 +47,10 @@ func TestRenderedPodsServe(t *testing.T) {
 		{name: "default with the demo origin", args: append([]string{"--set", "demoOrigin.enabled=true"}, short...)},
 		{name: "examples/host-network.yaml", args: append([]string{"-f", filepath.Join(examplesDir, "host-network.yaml")}, short...)},
 	}
+	binary(t, "mediarelay") // built once, before the subtests run side by side
 	for i, r := range tests {
 		t.Run(r.name, func(t *testing.T) {
+			t.Parallel() // the drains wait for their deadlines side by side
 			objs := render(t, r)
 			node := fmt.Sprintf("node-%d", i)
 			secrets := chartSecrets(objs)
@@ -69,7 +71,7 @@ func TestRenderedPodsServe(t *testing.T) {
 			if origin != nil {
 				checkRegistered(t, sig, origin)
 			}
-			checkPreStopDrains(t, relay)
+			checkPreStopDrains(t, relay, i)
 			for _, p := range []*pod{origin, relay, sig} {
 				if p == nil {
 					continue
@@ -203,8 +205,9 @@ func waitHTTP(t *testing.T, url string, want int) int {
 // checkPreStopDrains allocates a session on the relay and runs the
 // rendered preStop command with the container's environment: the relay
 // turns unready, takes no new session, and the command returns once the
-// drain deadline released the session.
-func checkPreStopDrains(t *testing.T, relay *pod) {
+// drain deadline released the session. tag keeps its sessions' ICE
+// credentials apart from other relays' in the shared etcd.
+func checkPreStopDrains(t *testing.T, relay *pod, tag int) {
 	t.Helper()
 	conn, err := grpc.NewClient(relay.ready.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(bearer.Token(relay.env["RTCEDGE_ADMIN_TOKEN"])))
@@ -216,8 +219,8 @@ func checkPreStopDrains(t *testing.T, relay *pod) {
 	alloc := func(n int) error {
 		_, err := client.AllocateSession(t.Context(), &relayv1.AllocateSessionRequest{
 			Stream: "v/live/chart", Direction: relayv1.Direction_DIRECTION_PUBLISH,
-			ClientIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("cli%d", n), Pwd: "clientpasswordclientpassword"},
-			OriginIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("ori%d", n), Pwd: "originpasswordoriginpassword"},
+			ClientIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("cli%d%d", tag, n), Pwd: "clientpasswordclientpassword"},
+			OriginIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("ori%d%d", tag, n), Pwd: "originpasswordoriginpassword"},
 			OriginAddresses: []string{"127.0.0.1:9"},
 		})
 		return err
