@@ -52,7 +52,9 @@ type sessionReport struct {
 	NewSetups   int   `json:"new_setups"`
 	// MediaAfterRestartMS: from the first ICE restart PATCH of either side
 	// to the first packet at the player sent after it.
-	MediaAfterRestartMS *int64   `json:"media_after_restart_ms,omitempty"`
+	MediaAfterRestartMS *int64 `json:"media_after_restart_ms,omitempty"`
+	// RestartedBy names the clients of the pair that restarted ICE.
+	RestartedBy []string `json:"restarted_by,omitempty"`
 	Events              []string `json:"events,omitempty"`
 }
 
@@ -380,6 +382,8 @@ type fault struct {
 	checks func(h *harness, r *faultReport)
 	// orphanWait bounds the wait for orphans to reach zero.
 	orphanWait time.Duration
+	// settle is the shortest window after the injection.
+	settle time.Duration
 }
 
 // runFault measures one fault: the load's state at the start, the
@@ -408,6 +412,12 @@ func (h *harness) runFault(ctx context.Context, f fault, outDir string) *faultRe
 		t.Errorf("fault %d (%s): %v", f.n, f.name, err)
 	}
 	time.Sleep(5 * time.Second) // setups after the recovery
+	// Some consequences come late (an origin's ICE agent gives up on a
+	// path 30 s after it went quiet): the window stays open until settle
+	// has passed since the injection.
+	if rest := time.Until(r.injectedAt.Add(f.settle)); !r.injectedAt.IsZero() && rest > 0 {
+		time.Sleep(rest)
+	}
 	r.End = time.Now().UTC()
 	windowEnd := time.Now()
 	time.Sleep(2 * time.Second) // packets in flight at the window's end
@@ -433,6 +443,9 @@ func (h *harness) runFault(ctx context.Context, f fault, outDir string) *faultRe
 				switch e.Kind {
 				case "restart":
 					s.ICERestarts++
+					if !slices.Contains(s.RestartedBy, c.name) {
+						s.RestartedBy = append(s.RestartedBy, c.name)
+					}
 					if firstRestart.IsZero() || e.At.Before(firstRestart) {
 						firstRestart = e.At
 					}
@@ -618,7 +631,7 @@ func (h *harness) print(r *faultReport) {
 		fmt.Fprintf(&b, "session %-16s sent %5d lost %4d max gap %5d ms, ICE restarts %d, new setups %d",
 			s.Stream, s.Sent, s.Lost, s.MaxGapMS, s.ICERestarts, s.NewSetups)
 		if s.MediaAfterRestartMS != nil {
-			fmt.Fprintf(&b, ", media %d ms after the first restart", *s.MediaAfterRestartMS)
+			fmt.Fprintf(&b, ", media %d ms after the first restart (by %v)", *s.MediaAfterRestartMS, s.RestartedBy)
 		}
 		b.WriteString("\n")
 		for _, e := range s.Events {
@@ -646,8 +659,8 @@ func (h *harness) print(r *faultReport) {
 	h.t.Log(b.String())
 }
 
-// TestChaos is the fault harness. RTCEDGE_CHAOS=full runs faults 1, 3, 4,
-// 2, 5, 6, 7; RTCEDGE_CHAOS=short runs 1, 3 and 4; RTCEDGE_CHAOS_FAULTS
+// TestChaos is the fault harness. RTCEDGE_CHAOS=full runs a baseline (0)
+// and faults 1, 3, 4, 2, 5, 6, 7; RTCEDGE_CHAOS=short runs 1, 3 and 4; RTCEDGE_CHAOS_FAULTS
 // (e.g. "3,7") picks others. Reports go to RTCEDGE_CHAOS_OUT (default
 // the test's temp dir) as fault-N.json and summary.json.
 func TestChaos(t *testing.T) {
@@ -655,7 +668,7 @@ func TestChaos(t *testing.T) {
 	if mode == "" {
 		t.Skip("set RTCEDGE_CHAOS=short or full (make chaos-short, make chaos) to run the fault harness; it needs Docker and `make images`")
 	}
-	order := []int{1, 3, 4, 2, 5, 6, 7}
+	order := []int{0, 1, 3, 4, 2, 5, 6, 7}
 	if mode == "short" {
 		order = []int{1, 3, 4}
 	}
@@ -663,8 +676,8 @@ func TestChaos(t *testing.T) {
 		order = nil
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 || n > 7 {
-				t.Fatalf("RTCEDGE_CHAOS_FAULTS %q: want numbers 1-7", v)
+			if err != nil || n < 0 || n > 7 {
+				t.Fatalf("RTCEDGE_CHAOS_FAULTS %q: want numbers 0 (baseline) to 7", v)
 			}
 			order = append(order, n)
 		}

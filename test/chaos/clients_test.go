@@ -33,6 +33,9 @@ const (
 	// connect it sets the session up anew (DELETE, then POST).
 	restartWait = 8 * time.Second
 	packetEvery = 20 * time.Millisecond // 50 packets/s per publisher
+	// stallAfter is how long a connected player waits for media before it
+	// sets the session up again.
+	stallAfter = 6 * time.Second
 )
 
 var payloadMagic = []byte("rtcedge-chaos")
@@ -192,6 +195,7 @@ type client struct {
 	answer   string
 	events   []event
 	got      map[uint32]time.Time // player: counter -> first arrival
+	setupAt  time.Time            // when the current session was set up
 	restarts int                  // ICE restarts sent (PATCH)
 	resetups int                  // new setups after the first
 
@@ -246,6 +250,7 @@ func (c *client) setup(ctx context.Context) error {
 	c.mu.Lock()
 	old := c.pc
 	c.pc, c.track, c.location, c.answer = pc, track, loc, answer
+	c.setupAt = time.Now()
 	c.mu.Unlock()
 	if old != nil {
 		_ = old.Close()
@@ -324,8 +329,16 @@ func (c *client) supervise(ctx context.Context) {
 		}
 		c.mu.Lock()
 		st := c.pc.ICEConnectionState()
+		setupAt := c.setupAt
 		c.mu.Unlock()
-		if st != webrtc.ICEConnectionStateDisconnected && st != webrtc.ICEConnectionStateFailed {
+		// A player whose ICE is up but that has had no packet for
+		// stallAfter (its publisher moved to another origin session) sets
+		// up anew, as players do on a stalled stream.
+		stalled := !c.pub && time.Since(setupAt) > stallAfter && time.Since(c.lastArrival()) > stallAfter
+		if stalled {
+			c.record("stalled", "no media for "+stallAfter.String())
+			failedRestarts = 2
+		} else if st != webrtc.ICEConnectionStateDisconnected && st != webrtc.ICEConnectionStateFailed {
 			continue
 		}
 		if failedRestarts < 2 {

@@ -177,13 +177,23 @@ func upCluster(t *testing.T, ctx context.Context) *cluster {
 			t.Fatalf("compose down after a failed up: %v\n%s", err, out)
 		}
 	}
+	// docker itself, not docker-compose (v1 takes seconds per call on a
+	// busy machine): the containers by their compose labels.
+	out, err := c.docker(ctx, "ps", "-a", "--filter", "label=com.docker.compose.project="+c.project,
+		"--format", `{{.ID}} {{.Label "com.docker.compose.service"}}`)
+	if err != nil {
+		t.Fatalf("listing the containers: %v\n%s", err, out)
+	}
 	c.ids = map[string]string{}
-	for _, s := range slices.Concat(etcdNames, signalingNames, relayNames, originNames) {
-		out, err := c.compose(ctx, time.Minute, "ps", "-q", s)
-		if err != nil || strings.TrimSpace(out) == "" {
-			t.Fatalf("compose ps %s: %v %q", s, err, out)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if id, svc, ok := strings.Cut(l, " "); ok {
+			c.ids[svc] = id
 		}
-		c.ids[s] = strings.TrimSpace(out)
+	}
+	for _, s := range slices.Concat(etcdNames, signalingNames, relayNames, originNames) {
+		if c.ids[s] == "" {
+			t.Fatalf("no container of %s in %q", s, out)
+		}
 	}
 	c.signaling, c.relayHTTP, c.originHTTP = map[string]string{}, map[string]string{}, map[string]string{}
 	for _, s := range signalingNames {
@@ -201,10 +211,10 @@ func upCluster(t *testing.T, ctx context.Context) *cluster {
 
 // port returns the host address Docker published a service's TCP port on.
 func (c *cluster) port(ctx context.Context, service string, port int) string {
-	out, err := c.compose(ctx, time.Minute, "port", service, strconv.Itoa(port))
-	addr := strings.TrimSpace(out)
+	out, err := c.docker(ctx, "port", c.ids[service], strconv.Itoa(port)+"/tcp")
+	addr, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	if err != nil || addr == "" || strings.HasSuffix(addr, ":0") {
-		c.t.Fatalf("compose port %s %d: %v %q", service, port, err, out)
+		c.t.Fatalf("docker port %s %d: %v %q", service, port, err, out)
 	}
 	return addr
 }
