@@ -55,7 +55,7 @@ type sessionReport struct {
 	MediaAfterRestartMS *int64 `json:"media_after_restart_ms,omitempty"`
 	// RestartedBy names the clients of the pair that restarted ICE.
 	RestartedBy []string `json:"restarted_by,omitempty"`
-	Events              []string `json:"events,omitempty"`
+	Events      []string `json:"events,omitempty"`
 }
 
 // orphans are what is left that no client holds.
