@@ -12,11 +12,14 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/rtcedge/rtcedge/internal/bearer"
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
@@ -115,7 +118,15 @@ func (s *Server) relayClient(addr string) (relayv1.RelayServiceClient, error) {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+			invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, callOpts...)
+			if status.Code(err) == codes.Unavailable && cc.GetState() == connectivity.TransientFailure {
+				s.dropRelayClient(addr, cc)
+			}
+			return err
+		})}
 	if s.cfg.RelayToken != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Token(s.cfg.RelayToken)))
 	}
@@ -125,6 +136,23 @@ func (s *Server) relayClient(addr string) (relayv1.RelayServiceClient, error) {
 	}
 	s.relays[addr] = c
 	return relayv1.NewRelayServiceClient(c), nil
+}
+
+// dropRelayClient closes the pooled client of a relay whose connection
+// failed, so that the next call dials afresh. A channel in transient failure
+// waits out its reconnect backoff (up to 2 minutes) and its name resolver's
+// (a relay's container name does not resolve while it is down) before it
+// tries again: without this, a relay that came back after a minute would
+// get every setup signaling picks it for refused with 503 for as long.
+func (s *Server) dropRelayClient(addr string, c *grpc.ClientConn) {
+	s.mu.Lock()
+	if s.relays[addr] != c {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.relays, addr)
+	s.mu.Unlock()
+	_ = c.Close()
 }
 
 func (s *Server) routes() http.Handler {
