@@ -21,15 +21,6 @@ import (
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 )
 
-// drainEnv are the variables `mediarelay drain` reads, the relay's own: run
-// in the relay's container (a Kubernetes preStop hook), it finds the relay
-// and its token with no argument but its own.
-var drainEnv = map[string]bool{
-	cli.EnvName(cli.ReadyFileFlag): true,
-	cli.EnvName("http-listen"):     true,
-	cli.EnvName("admin-token"):     true,
-}
-
 // drainMaxWaitPastDeadline bounds -wait beyond -deadline: the relay releases
 // what is left at the deadline, which takes a moment per session.
 const drainMaxWaitPastDeadline = 30 * time.Second
@@ -54,21 +45,30 @@ func parseDrain(args []string, getenv func(string) string, stderr io.Writer) (dr
 			"and its token in the relay's own environment.")
 		fs.PrintDefaults()
 	}
-	cli.RegisterReadyFile(fs, &c.readyFile)
-	fs.Lookup(cli.ReadyFileFlag).Usage = "the relay's -ready-file: the relay's HTTP address is read from it (preferred over -http-listen)"
+	// The relay's own variables back the flags that name them (read after
+	// parsing, so -help never prints the token): run in the relay's
+	// container (a Kubernetes preStop hook), drain finds the relay and its
+	// token with no argument. No other variable is read.
+	fromEnv := map[string]*string{cli.ReadyFileFlag: &c.readyFile, "http-listen": &c.httpListen, "admin-token": &c.adminToken}
+	fs.StringVar(&c.readyFile, cli.ReadyFileFlag, "", "the relay's -ready-file, to read the relay's HTTP address from (preferred over -http-listen)")
 	fs.StringVar(&c.httpListen, "http-listen", ":9091", "the relay's -http-listen, used without -ready-file; a wildcard host means this host (127.0.0.1)")
 	fs.StringVar(&c.adminToken, "admin-token", "", "the relay's -admin-token (sent as a bearer token)")
+	for name := range fromEnv {
+		f := fs.Lookup(name)
+		f.Usage += fmt.Sprintf(" (env %s)", cli.EnvName(name))
+	}
 	fs.DurationVar(&c.deadline, "deadline", 0, "the relay releases the sessions still open after this long (at least 1s); 0: they end on their own")
 	fs.BoolVar(&c.wait, "wait", false, "return once the relay has no session left (at most -deadline plus 30s; needs -deadline)")
 	fs.DurationVar(&c.poll, "poll", time.Second, "with -wait, how often to ask the relay how many sessions it has")
-	only := func(k string) string {
-		if drainEnv[k] {
-			return getenv(k)
-		}
-		return ""
-	}
-	if err := cli.Parse(fs, args, only); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, dst := range fromEnv {
+		if v := getenv(cli.EnvName(name)); v != "" && !set[name] {
+			*dst = v
+		}
 	}
 	switch {
 	case fs.NArg() > 0:

@@ -31,6 +31,8 @@ func TestParseDrain(t *testing.T) {
 		{name: "the relay's environment", args: []string{"-deadline", "1h", "-wait"},
 			env:  map[string]string{"RTCEDGE_READY_FILE": "/run/r.json", "RTCEDGE_ADMIN_TOKEN": "tok", "RTCEDGE_HTTP_LISTEN": "10.0.0.5:9191"},
 			want: drainConfig{readyFile: "/run/r.json", adminToken: "tok", httpListen: "10.0.0.5:9191", deadline: time.Hour, wait: true, poll: time.Second}},
+		{name: "a flag beats the variable", args: []string{"-admin-token", "flagged"}, env: map[string]string{"RTCEDGE_ADMIN_TOKEN": "tok"},
+			want: drainConfig{adminToken: "flagged", httpListen: ":9091", poll: time.Second}},
 		{name: "other variables are not read", env: map[string]string{"RTCEDGE_DEADLINE": "1h", "RTCEDGE_WAIT": "true"},
 			want: drainConfig{httpListen: ":9091", poll: time.Second}},
 		{name: "wait without deadline", args: []string{"-wait"}, wantErr: "-wait needs -deadline"},
