@@ -61,11 +61,11 @@ func (tc *threadClient) check(tb testing.TB, l *loopbackRelay, c *net.UDPConn) {
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("orgu:"+tc.ufrag), useCandidate{},
 		stun.NewShortTermIntegrity("originpasswordoriginpw"), stun.Fingerprint)
 	buf := make([]byte, 2048)
-	for range 50 {
+	for range 20 {
 		if _, err := c.WriteToUDPAddrPort(req.Raw, l.public); err != nil {
 			tb.Fatal(err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err == nil && stun.IsMessage(buf[:n]) {
 			if from != l.public {
@@ -134,7 +134,9 @@ func TestDataPlaneThreads(t *testing.T) {
 			for i := range clients {
 				clients[i] = newThreadClient(t, l, origin.LocalAddr().(*net.UDPAddr).AddrPort(), fmt.Sprintf("thr%d", i))
 			}
+			before := make([][2]uint64, sessions)
 			for i, c := range clients {
+				before[i] = [2]uint64{c.s.c2oPackets.Load(), c.s.o2cPackets.Load()}
 				echoRTP(t, l, c.c, c.c, uint32(i), perSession)
 			}
 			crossed := 0
@@ -164,13 +166,32 @@ func TestDataPlaneThreads(t *testing.T) {
 			for i := range n {
 				total += perThread[strconv.Itoa(i)+"/client"]
 			}
-			if len(perThread) != 2*n || total < sessions*(perSession+1) {
-				t.Errorf("rtcedge_relay_data_plane_packets_total: %v, want client and origin series for %d threads, %d client packets in all", perThread, n, sessions*(perSession+1))
+			if len(perThread) != 2*n || total < sessions*perSession {
+				t.Errorf("rtcedge_relay_data_plane_packets_total: %v, want client and origin series for %d threads, %d client packets in all", perThread, n, sessions*perSession)
 			}
-			for _, c := range clients {
-				if c.s.c2oPackets.Load() != perSession+1 || c.s.o2cPackets.Load() != perSession+1 {
-					t.Fatalf("session %s: c2o %d o2c %d, want %d each", c.ufrag, c.s.c2oPackets.Load(), c.s.o2cPackets.Load(), perSession+1)
+			// Each session's counters grew by its media both ways (a
+			// retransmitted check may add to them on a busy machine).
+			for i, c := range clients {
+				if c.s.c2oPackets.Load()-before[i][0] < perSession || c.s.o2cPackets.Load()-before[i][1] < perSession {
+					t.Fatalf("session %s: c2o %d o2c %d after %d each way", c.ufrag, c.s.c2oPackets.Load()-before[i][0], c.s.o2cPackets.Load()-before[i][1], perSession)
 				}
+			}
+			// Relay-wide figures add up every thread's: media from 16
+			// strangers (spread over the threads) are 16 unknown-source
+			// drops in GetStatus.
+			pkt := make([]byte, 200)
+			pkt[0] = 0x80
+			for range 16 {
+				if _, err := loopbackClient(t).WriteToUDPAddrPort(pkt, l.public); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for l.r.Status().UnknownSource != 16 {
+				if time.Now().After(deadline) {
+					t.Fatalf("unknown-source drops %d, want 16", l.r.Status().UnknownSource)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		})
 	}
@@ -252,7 +273,7 @@ func TestClientPortChangeAcrossThreads(t *testing.T) {
 			before := c.s.c2oPackets.Load()
 			echoRTP(t, l, moved, moved, 2, 10)
 			echoRTP(t, l, c.c, moved, 3, 10)
-			if got := c.s.c2oPackets.Load() - before; got != 20 {
+			if got := c.s.c2oPackets.Load() - before; got < 20 {
 				t.Fatalf("%d packets forwarded to the origin after the move, want 20", got)
 			}
 			if l.r.sessionCount() != 1 {
