@@ -121,7 +121,7 @@ func renderings(t *testing.T) []rendering {
 	}
 	rs = append(rs, rendering{name: "value address, everything optional on", args: []string{"--set", strings.Join([]string{
 		"relay.publicAddress.source=value", "relay.publicAddress.value=203.0.113.7", "relay.publicTCPAddress=203.0.113.7:443",
-		"relay.zone=z1", "relay.maxSessions=10", "relay.extraEnv.RTCEDGE_IDLE_TIMEOUT=1m",
+		"relay.zone=z1", "relay.maxSessions=10", "relay.extraEnv.RTCEDGE_IDLE_TIMEOUT=1m", "relay.extraEnv.RTCEDGE_DATA_PLANE_THREADS=3",
 		"serviceMonitor.enabled=true", "demoOrigin.enabled=true", "signaling.tls.secretName=edge-tls",
 		"signaling.autoscaling.enabled=true", "signaling.zone=z1", "signaling.publicBaseURL=https://edge.example.com",
 		"signaling.iceServers={stun:stun.example.com:3478}", "signaling.demoPage=false",
