@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -23,8 +24,9 @@ const (
 // RunReaper removes orphaned sessions until ctx ends, every ReapInterval:
 //
 //   - sessions whose relay has had no registration for longer than
-//     Config.OrphanGrace since the session last changed (a client that
-//     ICE-restarts in the meantime moves its session to a live relay
+//     Config.OrphanGrace (as this instance saw it: from the first pass that
+//     found it missing) and that have not changed for as long (a client
+//     that ICE-restarts in the meantime moves its session to a live relay
 //     instead). For each it deletes the origin's session and the record.
 //   - setups whose signaling instance died before finishing them: pending
 //     setup records past their deadline (reapSetups).
@@ -183,13 +185,26 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 		return
 	}
 	orphaned := 0
+	checked := map[string]bool{} // relay id -> alive, this pass
 	for _, rs := range sessions {
-		alive, err := s.cfg.Registry.RelayAlive(ctx, rs.RelayID)
-		if err != nil || alive {
+		alive, ok := checked[rs.RelayID]
+		if !ok {
+			var err error
+			if alive, err = s.cfg.Registry.RelayAlive(ctx, rs.RelayID); err != nil {
+				continue
+			}
+			checked[rs.RelayID] = alive
+		}
+		if alive {
 			continue
 		}
 		orphaned++
-		if now.Sub(rs.UpdateTime) < s.cfg.OrphanGrace {
+		// The grace counts from when this instance first saw the relay
+		// without a registration, not from the session's age: after an
+		// etcd outage longer than the relays' lease, every relay registers
+		// again under a new lease, and a reaper that looked in between
+		// must not take their old sessions for orphans.
+		if now.Sub(s.missing.since(rs.RelayID, now)) < s.cfg.OrphanGrace || now.Sub(rs.UpdateTime) < s.cfg.OrphanGrace {
 			continue
 		}
 		if rs.OriginResource != "" {
@@ -209,4 +224,38 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 		s.log.Info("signaling: reaped an orphaned session", "session", rs.ID, "dead_relay", rs.RelayID, "stream", rs.Stream)
 	}
 	s.metrics.orphaned.Set(float64(orphaned))
+	s.missing.keep(checked)
+}
+
+// missingRelays remembers when this instance first saw each relay that
+// sessions name without a registration.
+type missingRelays struct {
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+// since returns when relay id was first seen missing, now if this is the
+// first time.
+func (m *missingRelays) since(id string, now time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.first == nil {
+		m.first = map[string]time.Time{}
+	}
+	if t, ok := m.first[id]; ok {
+		return t
+	}
+	m.first[id] = now
+	return now
+}
+
+// keep forgets the relays a pass found alive or did not see at all.
+func (m *missingRelays) keep(checked map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.first {
+		if alive, ok := checked[id]; !ok || alive {
+			delete(m.first, id)
+		}
+	}
 }

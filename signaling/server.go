@@ -46,6 +46,8 @@ type Server struct {
 
 	instance string // random id naming this instance's reaper claims
 
+	missing missingRelays // the reaper's view of relays gone from the registry
+
 	mu     sync.Mutex // guards the following
 	relays map[string]*grpc.ClientConn
 	closed bool
