@@ -118,9 +118,8 @@ func removeStaleProjects(t *testing.T, ctx context.Context, file string) {
 	}
 }
 
-// upCluster starts the stack and takes it down at cleanup. Docker picks the
-// TCP host ports; the relays' UDP ports (advertised before they start) and
-// the two subnets are drawn at random and drawn again when taken.
+// upCluster starts the stack and takes it down at cleanup. The host ports
+// and the two subnets are drawn at random and drawn again when taken.
 func upCluster(t *testing.T, ctx context.Context) *cluster {
 	c := &cluster{t: t, project: projectPrefix + strconv.Itoa(os.Getpid()),
 		file: filepath.Join(repoRoot(), "deploy", "compose", "cluster.yml")}
@@ -146,22 +145,25 @@ func upCluster(t *testing.T, ctx context.Context) *cluster {
 		}
 	})
 	for attempt := 1; ; attempt++ {
+		// Every host port is drawn (a block of 13 from 20000-32767, below
+		// Linux's ephemeral range), not left to Docker: a container that a
+		// fault restarts keeps its ports, where Docker would pick new ones.
 		base := 20000 + rand.IntN(12000)
+		port := func(i int) string { return strconv.Itoa(base + i) }
 		c.relayUDP = map[string]string{}
 		c.env = []string{
 			"CLUSTER_MEDIA_SUBNET=" + fmt.Sprintf("172.%d.%d", 20+rand.IntN(12), rand.IntN(256)),
 			"CLUSTER_CONTROL_SUBNET=" + fmt.Sprintf("172.%d.%d", 20+rand.IntN(12), rand.IntN(256)),
-			"SIGNALING1_HTTP_PORT=", "SIGNALING2_HTTP_PORT=",
+			"SIGNALING1_HTTP_PORT=" + port(9), "SIGNALING2_HTTP_PORT=" + port(10),
 			"CLUSTER_ORPHAN_GRACE=" + orphanGrace.String(), "CLUSTER_REAP_INTERVAL=" + reapInterval.String(),
 			"CLUSTER_RELAY_TTL=" + relayTTL.String(), "CLUSTER_RATE_LIMIT=0",
-			"ORIGINA_HTTP_PORT=", "ORIGINB_HTTP_PORT=",
+			"ORIGINA_HTTP_PORT=" + port(11), "ORIGINB_HTTP_PORT=" + port(12),
 		}
 		for i, r := range relayNames {
 			n := i + 1
-			port := strconv.Itoa(base + 7*i)
-			c.relayUDP[r] = "127.0.0.1:" + port
-			c.env = append(c.env, fmt.Sprintf("RELAY%d_UDP_PORT=%s", n, port), fmt.Sprintf("RELAY%d_PUBLIC_ADDR=127.0.0.1:%s", n, port),
-				fmt.Sprintf("RELAY%d_GRPC_PORT=", n), fmt.Sprintf("RELAY%d_HTTP_PORT=", n))
+			c.relayUDP[r] = "127.0.0.1:" + port(i)
+			c.env = append(c.env, fmt.Sprintf("RELAY%d_UDP_PORT=%s", n, port(i)), fmt.Sprintf("RELAY%d_PUBLIC_ADDR=127.0.0.1:%s", n, port(i)),
+				fmt.Sprintf("RELAY%d_HTTP_PORT=%s", n, port(3+i)), fmt.Sprintf("RELAY%d_GRPC_PORT=%s", n, port(6+i)))
 		}
 		out, err := c.compose(ctx, 6*time.Minute, "up", "-d", "--no-build")
 		if err == nil {
