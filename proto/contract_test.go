@@ -21,6 +21,7 @@ import (
 
 	originv1 "github.com/rtcedge/rtcedge/proto/origin/v1"
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
+	statusv1 "github.com/rtcedge/rtcedge/proto/status/v1"
 )
 
 // unimplementedRelay and unimplementedRegistry are the generated defaults:
@@ -31,6 +32,10 @@ type unimplementedRelay struct {
 
 type unimplementedRegistry struct {
 	originv1.UnimplementedOriginRegistryServer
+}
+
+type unimplementedStatus struct {
+	statusv1.UnimplementedStatusServiceServer
 }
 
 func TestServicesRegisterWithReflection(t *testing.T) {
@@ -78,18 +83,28 @@ func TestServicesRegisterWithReflection(t *testing.T) {
 }
 
 func TestGatewayRoutes(t *testing.T) {
-	mux := runtime.NewServeMux()
-	if err := relayv1.RegisterRelayServiceHandlerServer(t.Context(), mux, unimplementedRelay{}); err != nil {
+	// The relay's REST port serves RelayService; signaling's serves
+	// OriginRegistry and StatusService (both have a GET /v1/status, so
+	// they cannot share one mux).
+	relayMux := runtime.NewServeMux()
+	if err := relayv1.RegisterRelayServiceHandlerServer(t.Context(), relayMux, unimplementedRelay{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := originv1.RegisterOriginRegistryHandlerServer(t.Context(), mux, unimplementedRegistry{}); err != nil {
+	signalingMux := runtime.NewServeMux()
+	if err := originv1.RegisterOriginRegistryHandlerServer(t.Context(), signalingMux, unimplementedRegistry{}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	if err := statusv1.RegisterStatusServiceHandlerServer(t.Context(), signalingMux, unimplementedStatus{}); err != nil {
+		t.Fatal(err)
+	}
+	relaySrv := httptest.NewServer(relayMux)
+	t.Cleanup(relaySrv.Close)
+	signalingSrv := httptest.NewServer(signalingMux)
+	t.Cleanup(signalingSrv.Close)
 
 	tests := []struct {
 		name, method, path, body string
+		signaling                bool // signaling's mux, else the relay's
 		want                     int
 	}{
 		// A mapped route reaches the service, which answers UNIMPLEMENTED (501).
@@ -99,16 +114,21 @@ func TestGatewayRoutes(t *testing.T) {
 		{name: "relay release", method: http.MethodDelete, path: "/v1/sessions/abc", want: http.StatusNotImplemented},
 		{name: "relay restart", method: http.MethodPost, path: "/v1/sessions/abc:restart", body: `{}`, want: http.StatusNotImplemented},
 		{name: "relay drain", method: http.MethodPost, path: "/v1/drain", body: `{}`, want: http.StatusNotImplemented},
-		{name: "origin register", method: http.MethodPost, path: "/v1/origins", body: `{"origin":{"id":"o1"}}`, want: http.StatusNotImplemented},
-		{name: "origin list", method: http.MethodGet, path: "/v1/origins", want: http.StatusNotImplemented},
-		{name: "origin deregister", method: http.MethodDelete, path: "/v1/origins/o1", want: http.StatusNotImplemented},
-		{name: "streams list", method: http.MethodGet, path: "/v1/streams", want: http.StatusNotImplemented},
+		{name: "origin register", signaling: true, method: http.MethodPost, path: "/v1/origins", body: `{"origin":{"id":"o1"}}`, want: http.StatusNotImplemented},
+		{name: "origin list", signaling: true, method: http.MethodGet, path: "/v1/origins", want: http.StatusNotImplemented},
+		{name: "origin deregister", signaling: true, method: http.MethodDelete, path: "/v1/origins/o1", want: http.StatusNotImplemented},
+		{name: "streams list", signaling: true, method: http.MethodGet, path: "/v1/streams", want: http.StatusNotImplemented},
 		// An unmapped route is the gateway's 404; a malformed body its 400.
+		{name: "signaling status", signaling: true, method: http.MethodGet, path: "/v1/status", want: http.StatusNotImplemented},
 		{name: "unknown route", method: http.MethodGet, path: "/v1/nothing", want: http.StatusNotFound},
 		{name: "malformed body", method: http.MethodPost, path: "/v1/sessions", body: `{`, want: http.StatusBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			srv := relaySrv
+			if tc.signaling {
+				srv = signalingSrv
+			}
 			req, err := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
 			if err != nil {
 				t.Fatal(err)

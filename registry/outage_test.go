@@ -18,7 +18,9 @@ import (
 // their timeout, then everything recovers with no manual action.
 func TestEtcdOutage(t *testing.T) {
 	srv := embedetcd.StartForTest(t)
-	const timeout = time.Second
+	// Long enough for a healthy embedded etcd on a loaded machine to answer;
+	// the outage phase checks calls give up within about this.
+	const timeout = 2 * time.Second
 	c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: "/outage/", RequestTimeout: timeout, DialTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +156,7 @@ func TestNewWhileEtcdDown(t *testing.T) {
 	srv := embedetcd.StartForTest(t)
 	srv.Stop()
 	start := time.Now()
-	c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: "/down/", DialTimeout: 5 * time.Second, RequestTimeout: 500 * time.Millisecond})
+	c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: "/down/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
