@@ -31,6 +31,14 @@ var faults = map[int]fault{
 		orphanWait: 30 * time.Second, settle: 90 * time.Second},
 }
 
+// stamp sets one of the report's times under the lock the churn reads
+// them with.
+func (h *harness) stamp(t *time.Time) {
+	h.mu.Lock()
+	*t = time.Now()
+	h.mu.Unlock()
+}
+
 func (h *harness) markDead(s string, dead bool) {
 	h.mu.Lock()
 	h.dead[s] = dead
@@ -100,7 +108,7 @@ func killEtcdLeader(ctx context.Context, h *harness, r *faultReport) error {
 	}
 	others := slices.DeleteFunc(slices.Clone(etcdNames), func(s string) bool { return s == leader })
 	r.Injected = "docker kill " + leader + " (the leader)"
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	h.markDead(leader, true)
 	if err := h.c.kill(ctx, leader); err != nil {
 		return err
@@ -117,7 +125,7 @@ func killEtcdLeader(ctx context.Context, h *harness, r *faultReport) error {
 	if err := h.c.start(ctx, leader); err != nil {
 		return err
 	}
-	r.healedAt = time.Now()
+	h.stamp(&r.healedAt)
 	h.markDead(leader, false)
 	return h.c.waitHealthy(ctx, 2*time.Minute, leader)
 }
@@ -150,7 +158,7 @@ func pauseEtcdMajority(ctx context.Context, h *harness, r *faultReport) error {
 		}
 	}
 	r.Injected = fmt.Sprintf("docker pause %v (the leader and a follower) for 20 s", paused)
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	for _, p := range paused {
 		h.markDead(p, true)
 		if err := h.c.pause(ctx, p); err != nil {
@@ -164,7 +172,7 @@ func pauseEtcdMajority(ctx context.Context, h *harness, r *faultReport) error {
 		}
 		h.markDead(p, false)
 	}
-	r.healedAt = time.Now()
+	h.stamp(&r.healedAt)
 	r.Recovery["paused_for"] = r.healedAt.Sub(r.injectedAt).Seconds()
 	for time.Since(r.healedAt) < time.Minute {
 		if _, err := h.c.etcdLeader(ctx, etcdNames); err == nil {
@@ -198,7 +206,7 @@ func checkEtcdMajority(h *harness, r *faultReport) {
 func killRelay(ctx context.Context, h *harness, r *faultReport) error {
 	relay, n := h.busiestRelay(ctx)
 	r.Injected = fmt.Sprintf("docker kill %s (%d of the clients' sessions)", relay, n)
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	h.markDead(relay, true)
 	if err := h.c.kill(ctx, relay); err != nil {
 		return err
@@ -325,7 +333,7 @@ func killSignaling(ctx context.Context, h *harness, r *faultReport) error {
 	}
 	time.Sleep(60 * time.Millisecond)
 	r.Injected = fmt.Sprintf("docker kill %s 60 ms into a burst of %d setups to it", victim, burst)
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	h.markDead(victim, true)
 	err := h.c.kill(ctx, victim)
 	wg.Wait()
@@ -349,7 +357,7 @@ func partitionRelay(ctx context.Context, h *harness, r *faultReport) error {
 	relay, n := h.busiestRelay(ctx)
 	net := h.c.controlNetwork()
 	r.Injected = fmt.Sprintf("docker network disconnect %s %s for 30 s (%d of the clients' sessions)", net, relay, n)
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	if _, err := h.c.docker(ctx, "network", "disconnect", net, h.c.ids[relay]); err != nil {
 		return err
 	}
@@ -368,7 +376,7 @@ func partitionRelay(ctx context.Context, h *harness, r *faultReport) error {
 	if _, err := h.c.docker(ctx, "network", "connect", "--alias", relay, net, h.c.ids[relay]); err != nil {
 		return err
 	}
-	r.healedAt = time.Now()
+	h.stamp(&r.healedAt)
 	for time.Since(r.healedAt) < time.Minute {
 		kvs, err := h.c.etcdKeys(ctx, h.aliveEtcd())
 		if _, ok := kvs[key]; err == nil && ok {
@@ -402,14 +410,20 @@ func killOrigin(ctx context.Context, h *harness, r *faultReport) error {
 	}
 	count := map[string]int{}
 	for _, p := range h.pubs {
-		count[pins[p.stream]]++
+		for stream, origin := range pins {
+			// The status API names streams normalised
+			// (__defaultVhost__/live/x).
+			if stream == p.stream || strings.HasSuffix(stream, "/"+p.stream) {
+				count[origin]++
+			}
+		}
 	}
 	victim := originNames[0]
 	if count[originNames[1]] > count[originNames[0]] {
 		victim = originNames[1]
 	}
 	r.Injected = fmt.Sprintf("docker kill %s (%d of the clients' %d streams pinned to it)", victim, count[victim], len(h.pubs))
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	h.markDead(victim, true)
 	return h.c.kill(ctx, victim)
 }
@@ -437,7 +451,7 @@ func checkKillOrigin(h *harness, r *faultReport) {
 // one once it is healthy again.
 func rollingRestart(ctx context.Context, h *harness, r *faultReport) error {
 	r.Injected = "per relay: POST /v1/drain, docker restart -t 10, wait healthy"
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	for _, relay := range relayNames {
 		t0 := time.Now()
 		if err := h.c.drainRelay(ctx, relay); err != nil {
@@ -453,7 +467,7 @@ func rollingRestart(ctx context.Context, h *harness, r *faultReport) error {
 		r.Recovery["healthy_"+relay] = time.Since(t0).Seconds()
 		time.Sleep(3 * time.Second)
 	}
-	r.healedAt = time.Now()
+	h.stamp(&r.healedAt)
 	return nil
 }
 
@@ -474,7 +488,7 @@ func checkRolling(h *harness, r *faultReport) {
 // clients and Docker's port forwarding cause by themselves on this machine.
 func baseline(ctx context.Context, h *harness, r *faultReport) error {
 	r.Injected = "nothing, 15 s"
-	r.injectedAt = time.Now()
+	h.stamp(&r.injectedAt)
 	time.Sleep(15 * time.Second)
 	return nil
 }
