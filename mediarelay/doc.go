@@ -80,18 +80,25 @@
 //     survive the relay process. After a restart the client connects again
 //     (or its ICE agent moves to another pair) and verifies anew.
 //   - The data plane never waits on a TCP socket: what goes to a selected
-//     TCP path is copied into a pooled frame and queued without blocking
-//     (at most TCPWriteQueue frames per connection); the connection's
-//     writer goroutine writes the queue in batches (writev). A client that reads slower than its media arrives loses
-//     packets, counted, and one that stops reading for TCPIdleTimeout is
-//     closed; so is one that sends nothing for that long.
+//     TCP path is framed and, while nothing is queued for the connection,
+//     written at once by the thread that handles the origin's packet, one
+//     non-blocking write (Linux; no goroutine woken). What the socket does
+//     not take at once (the tail of a short write, or the whole frame) is
+//     queued in a pooled frame without blocking (at most TCPWriteQueue
+//     frames per connection), and so is every frame after it until the
+//     connection's writer goroutine, which writes the queue in batches
+//     (writev), has emptied it: frames never overtake each other. A client
+//     that reads slower than its media arrives loses packets, counted, and
+//     one that stops reading for TCPIdleTimeout is closed; so is one that
+//     sends nothing for that long.
 //   - Limits: TCPMaxConns connections in all, TCPMaxConnsPerIP from one IP
 //     (one /64 for IPv6), refused at accept and counted. A connection costs
-//     a reader goroutine and a 2 KiB frame buffer; once verified, its queue
-//     (TCPWriteQueue pointers) and, while there is something to write and
-//     for tcpWriterLinger after, a writer goroutine. Frames and STUN
-//     scratch space come from pools. An idle verified connection costs
-//     about 9 KiB (BenchmarkTCPIdleSessionMemory) on top of its session.
+//     a reader goroutine and a 2 KiB frame buffer; once something had to be
+//     queued, its queue (TCPWriteQueue pointers) and, while there is
+//     something to write and for tcpWriterLinger after, a writer goroutine.
+//     Frames and STUN scratch space come from pools. An idle verified
+//     connection costs about 9 KiB (BenchmarkTCPIdleSessionMemory) on top
+//     of its session.
 //
 // # What clients learn
 //
@@ -159,7 +166,8 @@
 // it goes to the selected path through that thread's own socket of the
 // public address the path arrived on (every socket of the group has the
 // same address and port, so the client sees one source whichever thread
-// sends), or is queued for a selected TCP path's writer as before. No lock
+// sends), or is written to a selected TCP path's connection from that
+// thread (queued for its writer when the socket does not take it at once). No lock
 // is shared by the threads per packet: the tables are copy-on-write shards
 // behind atomic pointers, counters are per session or per thread
 // (rtcedge_relay_data_plane_packets_total{thread}), and each thread has

@@ -18,7 +18,8 @@ import (
 // passive"), and each verified connection is one more path of its session.
 // The origin side stays UDP: frames from a TCP path go to the origin over
 // the session's socket, and what the origin sends to a selected TCP path
-// is framed (RFC 4571) and queued for the connection's writer.
+// is framed (RFC 4571) and written to the connection, or queued for its
+// writer goroutine when the socket does not take it at once.
 
 // tcpWriteBatch is how many queued frames one write (writev) takes.
 const tcpWriteBatch = 16
@@ -71,12 +72,13 @@ var tcpRejectNames = [numTCPRejectReasons]string{"max_conns", "max_conns_per_ip"
 
 // tcpState is the relay's TCP side: listeners, connections and counters.
 type tcpState struct {
-	accepted   atomic.Uint64
-	rejected   [numTCPRejectReasons]atomic.Uint64
-	closed     [numTCPCloseReasons]atomic.Uint64
-	framesIn   atomic.Uint64 // complete frames read from clients
-	framesOut  atomic.Uint64 // frames written to clients
-	queueDrops atomic.Uint64 // origin packets dropped: a connection's write queue was full
+	accepted     atomic.Uint64
+	rejected     [numTCPRejectReasons]atomic.Uint64
+	closed       [numTCPCloseReasons]atomic.Uint64
+	framesIn     atomic.Uint64 // complete frames read from clients
+	framesOut    atomic.Uint64 // frames written to clients
+	directWrites atomic.Uint64 // of framesOut: written whole by the sender, no writer involved
+	queueDrops   atomic.Uint64 // origin packets dropped: a connection's write queue was full
 
 	mu       sync.Mutex // guards the following
 	shut     bool       // closeTCP ran: no more listeners or connections
@@ -96,8 +98,8 @@ func (t *tcpState) init() {
 // tcpFrame is one framed packet queued for a connection's writer; frames
 // are reused through framePool, so queueing allocates nothing.
 type tcpFrame struct {
-	n int
-	b [frameHeader + MaxPacketSize]byte
+	off, n int // b[off:n] is still to be written (off > 0: a direct write took the start)
+	b      [frameHeader + MaxPacketSize]byte
 }
 
 var framePool = sync.Pool{New: func() any { return new(tcpFrame) }}
@@ -109,22 +111,33 @@ var stunPool = sync.Pool{New: func() any { return newSTUNScratch() }}
 
 // tcpConn is one ICE-TCP connection from a client. Its reader goroutine
 // reads frames and acts on them as the UDP loops act on datagrams; once a
-// Binding request on it verified, it is a path of that session, and what
-// the origin sends it is queued (bounded) for a writer goroutine, started
-// by the first frame queued and gone after tcpWriterLinger without one.
+// Binding request on it verified, it is a path of that session. What the
+// origin sends it is written at once, without waiting, by whoever handles
+// the origin's packet (a data-plane thread) while nothing is queued before
+// it (directWrite, Linux); what the socket does not take at once is queued
+// (bounded) for a writer goroutine, started by the first frame queued and
+// gone after tcpWriterLinger without one.
 type tcpConn struct {
 	r      *Relay
 	conn   net.Conn
 	remote netip.AddrPort
 
 	path    atomic.Pointer[path] // set once its first check verified
-	out     chan *tcpFrame       // origin packets for the client; bounded, never waited on; made when it verifies
 	done    chan struct{}        // closed by close: the writer returns
 	closed  atomic.Bool
 	writing atomic.Bool // a writer goroutine runs
 	once    sync.Once
 	mu      sync.Mutex  // orders starting a writer before close (the relay's WaitGroup)
 	wbufs   net.Buffers // the writer's writev vector, reused
+
+	// wmu orders direct writes against the queue: a frame is written
+	// directly only while busy is false, i.e. nothing queued or being
+	// written by the writer is due before it. Senders hold it for one
+	// non-blocking write or one queueing; the writer only to clear busy.
+	wmu  sync.Mutex
+	busy bool           // frames are queued or in the writer's hands
+	out  chan *tcpFrame // origin packets for the client; bounded, never waited on; made by the first frame queued
+	dw   directWriter   // the socket for direct writes (none: every frame is queued)
 }
 
 // isClosed reports whether close ran.
@@ -144,9 +157,11 @@ func (tc *tcpConn) close(reason tcpCloseReason) {
 	})
 }
 
-// send queues origin packet p of session s for the client without waiting:
-// with the queue full (a client that reads slower than its media arrives)
-// the packet is dropped and counted.
+// send frames origin packet p of session s for the client without
+// waiting: written at once when nothing is queued before it and the socket
+// takes it, else (the rest of it) queued for the writer. With the queue
+// full (a client that reads slower than its media arrives) the packet is
+// dropped and counted.
 func (tc *tcpConn) send(s *session, p []byte) {
 	if tc.closed.Load() || len(p) > MaxPacketSize {
 		s.dropWrite.Add(1)
@@ -154,12 +169,34 @@ func (tc *tcpConn) send(s *session, p []byte) {
 	}
 	f := framePool.Get().(*tcpFrame)
 	binary.BigEndian.PutUint16(f.b[:frameHeader], uint16(len(p)))
-	f.n = frameHeader + copy(f.b[frameHeader:], p)
+	f.off, f.n = 0, frameHeader+copy(f.b[frameHeader:], p)
+	tc.wmu.Lock()
+	if !tc.busy {
+		f.off = tc.dw.write(f.b[:f.n])
+		if f.off == f.n {
+			tc.wmu.Unlock()
+			framePool.Put(f)
+			s.o2cPackets.Add(1)
+			s.o2cBytes.Add(uint64(len(p)))
+			tc.r.tcp.framesOut.Add(1)
+			tc.r.tcp.directWrites.Add(1)
+			return
+		}
+	}
+	if tc.out == nil {
+		tc.out = make(chan *tcpFrame, tc.r.cfg.TCPWriteQueue)
+	}
+	queued := false
 	select {
 	case tc.out <- f:
+		tc.busy, queued = true, true
+	default:
+	}
+	tc.wmu.Unlock()
+	if queued {
 		s.o2cPackets.Add(1)
 		s.o2cBytes.Add(uint64(len(p)))
-	default:
+	} else {
 		framePool.Put(f)
 		s.dropWrite.Add(1)
 		tc.r.tcp.queueDrops.Add(1)
@@ -445,9 +482,9 @@ func (r *Relay) verifyTCP(tc *tcpConn, b []byte, deadline time.Time) (tcpCloseRe
 	}
 	switch d.v {
 	case verdictCheck:
-		// The queue before the path is published (Relay.mu orders them
-		// for the data plane): a connection that never verifies has none.
-		tc.out = make(chan *tcpFrame, r.cfg.TCPWriteQueue)
+		// The socket for direct writes before the path is published
+		// (Relay.mu orders them for the data plane).
+		tc.dw = newDirectWriter(tc.conn)
 		r.check(d, tc.remote, nil, tc, b, sc, now)
 		if tc.path.Load() == nil {
 			return tcpCloseUnknownSession, false // the session ended meanwhile
@@ -535,10 +572,10 @@ func (r *Relay) writeTCP(tc *tcpConn) {
 		}
 		var err error
 		if n == 1 {
-			_, err = tc.conn.Write(frames[0].b[:frames[0].n])
+			_, err = tc.conn.Write(frames[0].b[frames[0].off:frames[0].n])
 		} else {
 			for i := range n {
-				bufs[i] = frames[i].b[:frames[i].n]
+				bufs[i] = frames[i].b[frames[i].off:frames[i].n]
 			}
 			tc.wbufs = bufs[:n]
 			_, err = tc.wbufs.WriteTo(tc.conn)
@@ -552,5 +589,12 @@ func (r *Relay) writeTCP(tc *tcpConn) {
 			continue // returns through tc.done once the queue is empty
 		}
 		r.tcp.framesOut.Add(uint64(n))
+		// Nothing left before the next frame: senders may write directly
+		// again.
+		tc.wmu.Lock()
+		if len(tc.out) == 0 {
+			tc.busy = false
+		}
+		tc.wmu.Unlock()
 	}
 }
