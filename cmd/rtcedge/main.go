@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -271,6 +272,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
   demo origin      %s (media udp %s)
   etcd             %v
 `, version, ep.Signaling, ep.Signaling, ep.Signaling, ep.Signaling, ep.RelayGRPC, ep.RelayHTTP, ep.RelayUDP, ep.RelayTCP, ep.SigGRPC, ep.OriginHTTP, ep.OriginMedia, ep.Etcd)
+	// Announce the stack once a WHEP request would find it: the relay and
+	// the demo origin are in the registry's caches signaling reads.
+	if err := waitUsable(gctx, reg, hb.Origin.GetId(), time.Minute); err != nil {
+		log.Warn("rtcedge: announcing the stack before it is usable", "err", err)
+	}
 	readyErr := cli.WriteReadyFile(cfg.readyFile, cli.Ready{
 		HTTP: lis.sigHTTP.Addr().String(), GRPC: ep.SigGRPC, UDP: []string{ep.RelayUDP}, Public: []string{publicUDP.String()},
 		TCP: []string{relayTCP.Addr().String()}, PublicTCP: []string{ep.RelayTCP},
@@ -326,4 +332,27 @@ func listenRelayTCP(ctx context.Context, host netip.Addr, port, udpFlag int, udp
 		return nil, fmt.Errorf("relay ICE-TCP on the UDP port's number %d: %w (set -tcp-port)", udpBound, err)
 	}
 	return ln, nil
+}
+
+// waitUsable waits, at most timeout, until reg's caches hold a live relay
+// and the origin originID, so that the first setup after the announcement
+// finds both.
+func waitUsable(ctx context.Context, reg *registry.Client, originID string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		relays, rerr := reg.Relays(ctx)
+		origins, oerr := reg.Origins(ctx)
+		if rerr == nil && oerr == nil && len(relays) > 0 &&
+			slices.ContainsFunc(origins, func(o registry.Origin) bool { return o.ID == originID }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("relay or origin %s not registered: %w", originID, errors.Join(ctx.Err(), rerr, oerr))
+		case <-tick.C:
+		}
+	}
 }
