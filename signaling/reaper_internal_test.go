@@ -61,6 +61,17 @@ func TestReaperGraceCountsFromTheRelaysAbsence(t *testing.T) {
 			}
 			relay = nil
 		}
+		// The registry reads relays from a watched cache: wait until it
+		// shows this step's state.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if alive, err := reg.RelayAlive(t.Context(), "relay-x"); err == nil && alive == st.relayUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the registry does not show relay-x up=%v", st.name, st.relayUp)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		s.reap(t.Context(), st.at)
 		_, err := reg.GetSession(t.Context(), "sess-old-1")
 		if kept := err == nil; kept != st.wantKept {
