@@ -1,6 +1,7 @@
 package signaling_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -124,9 +125,22 @@ func TestTrickleAndFailedRestart(t *testing.T) {
 }
 
 // TestNoOrphanWhenRelayDead: the picked relay's gRPC address does not
-// answer; the origin's session is deleted and the client gets 503.
+// answer and no other relay is left to try; the origin's session is
+// deleted and the client gets 503.
 func TestNoOrphanWhenRelayDead(t *testing.T) {
 	e := newEnv(t, 0)
+	// The env's live relay goes: a setup would otherwise move to it
+	// (TestUnreachableRelaySkippedInTheSetup).
+	_ = e.relay.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := e.reg.GetRelay(t.Context(), "relay-1"); errors.Is(err, registry.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay-1's registration did not go")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	origin := newFakeOrigin(t, registry.OriginKindMediaMTX)
 	origin.register(t, e.reg)
 	// A relay registered in zone "dead" whose gRPC port is closed.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/rtcedge/rtcedge/mediarelay"
+	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
 	"github.com/rtcedge/rtcedge/signaling"
 )
@@ -36,17 +37,10 @@ func (l *flappyListener) Accept() (net.Conn, error) {
 	}
 }
 
-// TestRelayBackAfterTransientFailure: a relay whose admin API failed a
-// setup (its channel in transient failure, in reconnect backoff) serves the
-// next setup as soon as it answers again. The chaos harness found signaling
-// refusing setups with 503 for a relay that had been restarted and was
-// healthy, until its pooled channel's backoff (and DNS re-resolution of the
-// relay's container name) ran out.
-func TestRelayBackAfterTransientFailure(t *testing.T) {
-	etcd := embedetcd.StartForTest(t)
-	reg := embedetcd.NewClientForTest(t, etcd)
-	offer := fixture(t, "chrome-whip-offer.sdp")
-
+// startFlappyRelay starts a relay whose gRPC listener is a flappyListener
+// (down until the test sets it up) and waits for its registration.
+func startFlappyRelay(t *testing.T, reg *registry.Client, id string) (*mediarelay.Relay, *flappyListener) {
+	t.Helper()
 	conns, err := mediarelay.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 1, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +50,7 @@ func TestRelayBackAfterTransientFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	lis := &flappyListener{Listener: inner}
-	relay, err := mediarelay.New(mediarelay.Config{RelayID: "relay-flap", Registry: reg, GRPCAddress: inner.Addr().String(),
+	relay, err := mediarelay.New(mediarelay.Config{RelayID: id, Registry: reg, GRPCAddress: inner.Addr().String(),
 		PublicAddrs: []netip.AddrPort{conns[0].LocalAddr().(*net.UDPAddr).AddrPort()}})
 	if err != nil {
 		t.Fatal(err)
@@ -68,17 +62,61 @@ func TestRelayBackAfterTransientFailure(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
 	go func() { defer wg.Done(); _ = relay.Serve(ctx, conns...) }()
-	defer func() { gs.Stop(); cancel(); wg.Wait() }()
+	t.Cleanup(func() { gs.Stop(); cancel(); wg.Wait() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := reg.GetRelay(t.Context(), "relay-flap"); err == nil {
-			break
+		if _, err := reg.GetRelay(t.Context(), id); err == nil {
+			return relay, lis
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the relay did not register")
+			t.Fatalf("relay %s did not register", id)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestUnreachableRelaySkippedInTheSetup: a relay that is registered but
+// does not answer (dead, its lease not yet expired) costs a setup nothing:
+// the setup goes to another relay in the same request. The chaos harness
+// saw 503s for as long as a killed relay's lease lasted (fault 3).
+func TestUnreachableRelaySkippedInTheSetup(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	offer := fixture(t, "chrome-whip-offer.sdp")
+	// relay-a sorts first, so it is picked first; it never answers.
+	_, _ = startFlappyRelay(t, reg, "relay-a")
+	live, lis := startFlappyRelay(t, reg, "relay-b")
+	lis.up.Store(true)
+	origin := newFakeOrigin(t, "whip")
+	origin.register(t, reg)
+	srv, err := signaling.New(signaling.Config{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer func() { hs.Close(); srv.Close() }()
+	for i, stream := range []string{"skip-1", "skip-2"} {
+		if r := do(t, http.MethodPost, hs.URL+"/whip/live/"+stream, "application/sdp", offer); r.status != http.StatusCreated {
+			t.Fatalf("POST %s = %d, want 201: %s", stream, r.status, r.body)
+		}
+		if n := int(live.Status().GetSessionCount()); n != i+1 {
+			t.Fatalf("relay-b holds %d sessions, want %d", n, i+1)
+		}
+	}
+}
+
+// TestRelayBackAfterTransientFailure: a relay whose admin API failed a
+// setup (its channel in transient failure, in reconnect backoff) serves the
+// next setup as soon as it answers again. The chaos harness found signaling
+// refusing setups with 503 for a relay that had been restarted and was
+// healthy, until its pooled channel's backoff (and DNS re-resolution of the
+// relay's container name) ran out.
+func TestRelayBackAfterTransientFailure(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	offer := fixture(t, "chrome-whip-offer.sdp")
+
+	relay, lis := startFlappyRelay(t, reg, "relay-flap")
 	origin := newFakeOrigin(t, "whip")
 	origin.register(t, reg)
 	srv, err := signaling.New(signaling.Config{Registry: reg})

@@ -345,17 +345,12 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 		return nil, &httpError{status: http.StatusBadGateway, title: "origin error", detail: detailOriginFailed,
 			cause: fmt.Errorf("origin %s: its answer has no UDP candidate with an IP address and its registration no media address", origin.ID)}
 	}
-	relay, err := s.cfg.Registry.PickRelay(ctx, s.cfg.Zone)
-	if err != nil {
-		cleanupOrigin()
-		return nil, s.registryError("no relay available", err)
-	}
-	rc, err := s.relayClient(relay.GRPCAddress)
-	if err != nil {
-		cleanupOrigin()
-		return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: detailNoRelay,
-			cause: fmt.Errorf("relay %s: %w", relay.ID, err)}
-	}
+	var (
+		relay registry.Relay
+		rc    relayv1.RelayServiceClient
+		alloc *relayv1.AllocateSessionResponse
+		tried []string // relays that answered Unavailable
+	)
 	// releaseRelay undoes the allocation: the relay's session and the
 	// registry record it wrote (in case the relay cannot be reached).
 	releaseRelay := func() {
@@ -368,20 +363,42 @@ func (s *Server) setup(ctx context.Context, dir Dir, key, offerSDP, authorizatio
 			s.logger(ctx).Warn("signaling: could not delete the session record", "session", id, "err", err)
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
-	alloc, err := rc.AllocateSession(rctx, &relayv1.AllocateSessionRequest{
-		SessionId: id, Stream: key, Direction: dir.relay(),
-		ClientIce:       &relayv1.IceCredentials{Ufrag: offer.ICE.Ufrag, Pwd: offer.ICE.Pwd},
-		OriginIce:       &relayv1.IceCredentials{Ufrag: answer.ICE.Ufrag, Pwd: answer.ICE.Pwd},
-		OriginAddresses: addrs, OriginId: origin.ID,
-	})
-	cancel()
-	if err != nil {
+	for {
+		relay, err = s.cfg.Registry.PickRelayExcept(ctx, s.cfg.Zone, tried...)
+		if err != nil {
+			cleanupOrigin()
+			return nil, s.registryError("no relay available", err)
+		}
+		rc, err = s.relayClient(relay.GRPCAddress)
+		if err != nil {
+			cleanupOrigin()
+			return nil, &httpError{status: http.StatusServiceUnavailable, title: "relay unavailable", retry: true, detail: detailNoRelay,
+				cause: fmt.Errorf("relay %s: %w", relay.ID, err)}
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayCallTimeout)
+		alloc, err = rc.AllocateSession(rctx, &relayv1.AllocateSessionRequest{
+			SessionId: id, Stream: key, Direction: dir.relay(),
+			ClientIce:       &relayv1.IceCredentials{Ufrag: offer.ICE.Ufrag, Pwd: offer.ICE.Pwd},
+			OriginIce:       &relayv1.IceCredentials{Ufrag: answer.ICE.Ufrag, Pwd: answer.ICE.Pwd},
+			OriginAddresses: addrs, OriginId: origin.ID,
+		})
+		cancel()
+		if err == nil {
+			break
+		}
 		code := status.Code(err)
 		switch code {
 		case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
 			// The relay may have allocated before the call failed.
 			releaseRelay()
+		}
+		if code == codes.Unavailable && len(tried) == 0 {
+			// A relay that is down (its registration not yet expired),
+			// draining or cut from etcd: once more on another relay, in
+			// the same request.
+			s.logger(ctx).Warn("signaling: relay unavailable, trying another", "session", id, "relay", relay.ID, "err", err)
+			tried = append(tried, relay.ID)
+			continue
 		}
 		cleanupOrigin()
 		cause := fmt.Errorf("relay %s (%s): AllocateSession: %w", relay.ID, relay.GRPCAddress, err)
