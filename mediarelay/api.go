@@ -328,6 +328,7 @@ func (r *Relay) Restart(ctx context.Context, req *relayv1.RestartSessionRequest)
 		server.GetUfrag(), server.GetPwd(), req.GetOriginIce().GetUfrag(), req.GetOriginIce().GetPwd(),
 		originClient.GetUfrag(), originClient.GetPwd())
 	old := s.creds.Load()
+	creds.priorityBoost = old.priorityBoost
 	if creds.username != old.username {
 		if other := r.tabs.byUfrag(creds.username); other != nil {
 			return nil, fmt.Errorf("%w: ufrag pair %s", ErrSessionExists, creds.username)

@@ -126,7 +126,14 @@
 // with the previous credentials until the client nominates a new path. A
 // restart onto another relay (the session record moved in the registry) is
 // just as invisible to the origin, which sees a new source that passes its
-// own checks.
+// own checks. That source is a new peer-reflexive candidate of the client
+// with the PRIORITY of the client's checks, the same as the old relay's,
+// and an origin that takes a newly nominated pair only when its priority is
+// strictly higher (pion/ice: MediaMTX, the demo origin) would go on sending
+// to the relay the session left. So the relay raises the PRIORITY of the
+// checks it forwards by the session's moves (registry.Session.Moves,
+// counted by RekeySession), re-signed with the origin's pwd
+// (TestProcPlayerMovedToAnotherRelay).
 //
 // # The data path
 //

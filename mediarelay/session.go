@@ -31,6 +31,11 @@ type credentials struct {
 	originUsername string // "<origin-ufrag>:<origin-client-ufrag>": checks forwarded to the origin
 	clientUsername string // "<client-ufrag>:<server-ufrag>": the origin's checks as the client expects them
 	translate      bool
+	// priorityBoost is added to the PRIORITY of the client's checks
+	// forwarded to the origin: the session's moves to another relay
+	// (registry.Session.Moves), so that the origin selects the path through
+	// this relay over the one through the relay it left.
+	priorityBoost uint32
 
 	// The USERNAMEs a rewrite puts in, as bytes (no conversion per packet).
 	originUsernameB, clientUsernameB []byte
@@ -73,8 +78,10 @@ func newTranslatedCredentials(clientUfrag, clientPwd, serverUfrag, serverPwd,
 // credentialsFrom returns a registry record's credentials.
 func credentialsFrom(rs registry.Session) *credentials {
 	srv, oc := rs.Server(), rs.OriginClient()
-	return newTranslatedCredentials(rs.ClientICE.Ufrag, rs.ClientICE.Pwd, srv.Ufrag, srv.Pwd,
+	c := newTranslatedCredentials(rs.ClientICE.Ufrag, rs.ClientICE.Pwd, srv.Ufrag, srv.Pwd,
 		rs.OriginICE.Ufrag, rs.OriginICE.Pwd, oc.Ufrag, oc.Pwd)
+	c.priorityBoost = rs.Moves
+	return c
 }
 
 // counters are a session's traffic counters. With several data-plane

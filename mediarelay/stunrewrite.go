@@ -1,6 +1,8 @@
 package mediarelay
 
 import (
+	"encoding/binary"
+	"math"
 	"net"
 	"net/netip"
 
@@ -16,9 +18,10 @@ const attrMessageIntegritySHA256 stun.AttrType = 0x001C
 // decoded input and the re-encoded output, both reused, so rewriting
 // allocates nothing.
 type stunScratch struct {
-	in  stun.Message
-	out stun.Message
-	ip  [net.IPv6len]byte
+	in   stun.Message
+	out  stun.Message
+	ip   [net.IPv6len]byte
+	prio [4]byte
 }
 
 func newSTUNScratch() *stunScratch {
@@ -34,8 +37,9 @@ func newSTUNScratch() *stunScratch {
 // when it is valid, MESSAGE-INTEGRITY is computed anew with key and
 // FINGERPRINT after it. Attributes after MESSAGE-INTEGRITY other than
 // FINGERPRINT are left out (RFC 8489 section 14.5: receivers ignore them).
+// A PRIORITY attribute is raised by boost (saturating).
 // The result is valid until the next call.
-func (sc *stunScratch) rewrite(msg *stun.Message, username []byte, mapped netip.AddrPort, key stun.MessageIntegrity) []byte {
+func (sc *stunScratch) rewrite(msg *stun.Message, username []byte, mapped netip.AddrPort, key stun.MessageIntegrity, boost uint32) []byte {
 	o := &sc.out
 	o.Reset()
 	o.Type = msg.Type
@@ -56,6 +60,13 @@ attrs:
 		case stun.AttrXORMappedAddress:
 			if mapped.IsValid() {
 				sc.addXORMapped(mapped)
+				continue
+			}
+		case stun.AttrPriority:
+			if boost > 0 && len(a.Value) == len(sc.prio) {
+				p := binary.BigEndian.Uint32(a.Value)
+				binary.BigEndian.PutUint32(sc.prio[:], p+min(boost, math.MaxUint32-p))
+				o.Add(stun.AttrPriority, sc.prio[:])
 				continue
 			}
 		}
@@ -102,23 +113,29 @@ func verifies(msg *stun.Message, key stun.MessageIntegrity) bool {
 
 // toOrigin returns what the relay sends the origin for the decoded STUN
 // message msg (raw bytes b) from the client, with credentials c: b itself
-// when nothing is translated; otherwise the message re-encoded in sc. A
-// request gets the USERNAME and key the origin knows; a response (to the
+// when nothing is translated or raised; otherwise the message re-encoded
+// in sc. A request gets the USERNAME and key the origin knows and its
+// PRIORITY raised by c.priorityBoost; a response (to the
 // origin's check) is verified with the client's key, its
 // XOR-MAPPED-ADDRESS set to origin (the origin's address as the relay saw
 // it) and re-signed with the key the origin's request used. nil: drop.
 func (sc *stunScratch) toOrigin(msg *stun.Message, b []byte, c *credentials, origin netip.AddrPort) []byte {
 	if !c.translate {
+		if c.priorityBoost > 0 && msg.Type.Class == stun.ClassRequest {
+			// The client signed it with the origin's pwd (nothing is
+			// translated): re-signed with it after the raise.
+			return sc.rewrite(msg, nil, netip.AddrPort{}, c.originIntegrity, c.priorityBoost)
+		}
 		return b
 	}
 	switch msg.Type.Class {
 	case stun.ClassRequest:
-		return sc.rewrite(msg, c.originUsernameB, netip.AddrPort{}, c.originIntegrity)
+		return sc.rewrite(msg, c.originUsernameB, netip.AddrPort{}, c.originIntegrity, c.priorityBoost)
 	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
 		if !verifies(msg, c.clientIntegrity) {
 			return nil
 		}
-		return sc.rewrite(msg, nil, origin, c.originClientIntegrity)
+		return sc.rewrite(msg, nil, origin, c.originClientIntegrity, 0)
 	}
 	return b
 }

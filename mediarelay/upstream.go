@@ -230,7 +230,7 @@ func (r *Relay) fromOrigin(s *session, sel *path, buf []byte, n int, sc *stunScr
 			return nil, 0
 		}
 		sel = to
-		out = sc.rewrite(msg, nil, to.addr, c.integrity)
+		out = sc.rewrite(msg, nil, to.addr, c.integrity, 0)
 	case stun.ClassRequest:
 		c := s.creds.Load()
 		if !c.translate {
@@ -240,7 +240,7 @@ func (r *Relay) fromOrigin(s *session, sel *path, buf []byte, n int, sc *stunScr
 			s.dropOriginSTUN.Add(1)
 			return nil, 0
 		}
-		out = sc.rewrite(msg, c.clientUsernameB, netip.AddrPort{}, c.clientIntegrity)
+		out = sc.rewrite(msg, c.clientUsernameB, netip.AddrPort{}, c.clientIntegrity, 0)
 	default:
 		return sel, n
 	}

@@ -451,18 +451,21 @@ func TestSessions(t *testing.T) {
 	}
 	// A rekey on the same relay and origin keeps it.
 	r, err := c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: "cli1a", Pwd: "x"}, Origin: registry.ICECredentials{Ufrag: "orig1a", Pwd: "y"}}, slices.Clone(s1.OriginAddresses), "r1")
-	if err != nil || r.RelayOriginAddress != "127.0.0.1:40000" {
+	if err != nil || r.RelayOriginAddress != "127.0.0.1:40000" || r.Moves != 0 {
 		t.Fatalf("rekey on the same relay: %+v %v", r, err)
 	}
 
 	// Rekey moves the ufrag index and the relay index, and forgets the old
 	// relay's socket.
 	r, err = c.RekeySession(ctx, "s1", registry.ICEKeys{Client: registry.ICECredentials{Ufrag: "cli1b", Pwd: "x"}, Origin: registry.ICECredentials{Ufrag: "orig1b", Pwd: "y"}}, nil, "r2")
-	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` || r.RelayOriginAddress != "" {
+	if err != nil || r.RelayID != "r2" || r.ETag != `"e1"` || r.RelayOriginAddress != "" || r.Moves != 1 {
 		t.Fatalf("rekey: %+v %v", r, err)
 	}
-	if got, err := c.GetSession(ctx, "s1"); err != nil || got.RelayOriginAddress != "" {
+	if got, err := c.GetSession(ctx, "s1"); err != nil || got.RelayOriginAddress != "" || got.Moves != 1 {
 		t.Fatalf("after the move: %+v %v", got, err)
+	}
+	if _, err := c.UpdateSession(ctx, "s1", func(s *registry.Session) error { s.Moves = 0; return nil }); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("update of the moves: %v, want ErrInvalid", err)
 	}
 	if _, err := c.GetSessionByUfrag(ctx, "orig1:cli1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("old ufrag: %v", err)

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -303,6 +304,9 @@ func (c *Client) RekeySession(ctx context.Context, id string, keys ICEKeys,
 			next.RelayID = relayID
 			next.RelayOriginAddress = ""
 			next.ClientPaths = nil
+			if next.Moves < math.MaxUint32 {
+				next.Moves++
+			}
 		}
 		if err := next.validate(); err != nil {
 			return Session{}, err
@@ -459,8 +463,9 @@ func applyUpdate(op string, s Session, fn func(*Session) error) (Session, error)
 	}
 	if next.ID != s.ID || next.Stream != s.Stream || next.RelayID != s.RelayID || next.Direction != s.Direction ||
 		next.ClientICE != s.ClientICE || next.OriginICE != s.OriginICE || next.RelayOriginAddress != s.RelayOriginAddress ||
-		next.ServerICE != s.ServerICE || next.OriginClientICE != s.OriginClientICE || !slices.Equal(next.ClientPaths, s.ClientPaths) {
-		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay, relay socket, client paths or ICE credentials", ErrInvalid, op)
+		next.ServerICE != s.ServerICE || next.OriginClientICE != s.OriginClientICE || !slices.Equal(next.ClientPaths, s.ClientPaths) ||
+		next.Moves != s.Moves {
+		return Session{}, fmt.Errorf("%w: %s may not change the session's identity, relay, relay socket, client paths, moves or ICE credentials", ErrInvalid, op)
 	}
 	next.V, next.UpdateTime = recordVersion, time.Now().UTC()
 	return next, nil

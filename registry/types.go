@@ -118,6 +118,13 @@ type Session struct {
 	// so the origin's packets keep arriving. Empty when unknown; cleared
 	// when the session moves to another relay or to other origin addresses.
 	RelayOriginAddress string `json:"relay_origin_address,omitempty"`
+	// Moves counts the times the session moved to another relay. The
+	// origin saw each relay's address as a new peer-reflexive candidate of
+	// the client; the relay raises the PRIORITY of the checks it forwards
+	// by Moves so that an origin's ICE agent that switches to a newly
+	// nominated pair only when its priority is strictly higher (pion/ice,
+	// and so MediaMTX and the demo origin) takes the new relay's path.
+	Moves uint32 `json:"moves,omitempty"`
 
 	// Signaling side.
 	OriginID       string `json:"origin_id,omitempty"`

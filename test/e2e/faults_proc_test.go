@@ -303,6 +303,43 @@ func TestProcRelayDeathRecoveredByICERestart(t *testing.T) {
 	}
 }
 
+// TestProcPlayerMovedToAnotherRelay kills the player's relay: the
+// player's ICE restart moves its session onto the other relay, and the
+// origin (pion's ICE agent, which takes a newly nominated pair only when its
+// priority is strictly higher) must send the player's media through the new
+// relay: the relay raises the PRIORITY of the checks it forwards by the
+// session's moves (registry.Session.Moves). Without that the origin kept
+// sending to the dead relay's address and the player got nothing.
+func TestProcPlayerMovedToAnotherRelay(t *testing.T) {
+	s := startProcStack(t, 2, 2)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	pub := publish(t, ctx, s.sigs[0].url+"/whip/live/moveplayer")
+	pl := play(t, ctx, s.sigs[1].url+"/whep/live/moveplayer")
+	waitFor(t, 20*time.Second, "media at the player", func() bool { return pl.count() >= 25 })
+	recs, err := s.reg.ListSessionsByRelay(ctx, "relay-2")
+	if err != nil || len(recs) != 1 || recs[0].Direction != registry.DirectionPlay {
+		t.Fatalf("relay-2 should carry the player's session: %+v %v", recs, err)
+	}
+
+	s.relays[1].kill()
+	waitFor(t, 20*time.Second, "relay-2's registration gone", func() bool {
+		rs, err := s.reg.ListRelays(ctx)
+		return err == nil && len(rs) == 1 && rs[0].ID == "relay-1"
+	})
+	pl.res.Location = strings.Replace(pl.res.Location, s.sigs[1].url, s.sigs[0].url, 1)
+	iceRestart(t, ctx, pl.pc, pl.res, pl.answer)
+	rec, err := s.reg.GetSession(ctx, recs[0].ID)
+	if err != nil || rec.RelayID != "relay-1" || rec.Moves != 1 {
+		t.Fatalf("player's session after the restart: relay %q, moves %d, %v; want relay-1, 1 move", rec.RelayID, rec.Moves, err)
+	}
+	mark := pub.next.Load()
+	waitFor(t, 30*time.Second, "media at the moved player", func() bool { return pl.maxSeen() >= mark+50 })
+	if got := selectedRemote(pl.pc); got != s.relays[0].udp {
+		t.Errorf("player's selected remote %s, want relay-1 at %s", got, s.relays[0].udp)
+	}
+}
+
 // TestProcEtcdTLSAndAuth runs etcd with TLS for clients, client
 // certificate authentication and etcd auth (a root user, and an rtcedge
 // user whose role may read and write the /rtcedge/ prefix only). The
