@@ -125,13 +125,14 @@ run:
 ETCD_IMAGE := gcr.io/etcd-development/etcd:v3.7.3
 IMAGES     := signaling mediarelay demo-origin
 
-## images: offline images FROM scratch from `make build`, and a local etcd image tagged like the official one
+## images: offline images FROM scratch from `make build` and tools/pause (the chaos topology's netns holder), and a local etcd image tagged like the official one
 images: build
 	@mkdir -p bin/etcd
 	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd/etcd go.etcd.io/etcd/server/v3
 	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o ../../bin/etcd/etcdctl go.etcd.io/etcd/etcdctl/v3
 	docker build -q -f tools/etcd/Dockerfile -t $(ETCD_IMAGE) bin/etcd
-	@for b in $(IMAGES); do \
+	cd tools && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../bin/pause ./pause
+	@for b in $(IMAGES) pause; do \
 		echo "image rtcedge/$$b:dev"; \
 		docker build -q -f Dockerfile.scratch --build-arg BIN=$$b -t rtcedge/$$b:dev bin || exit 1; \
 	done
