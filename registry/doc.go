@@ -49,6 +49,9 @@
 // Sessions are not leased: a session names its relay, so a dead relay's
 // sessions can be found (ListSessionsByRelay) and re-homed; they are removed
 // on release (DeleteSession), with every index key, in one transaction.
+// DeleteSessionIf removes a record only if the caller's condition holds for
+// it (the relay that released it still named, the same creation), with a
+// compare-and-swap on the revision it judged.
 //
 // A setup in progress is recorded at setups/<session-id> (BeginSetup)
 // before signaling contacts the origin, gets the origin's session URL as soon

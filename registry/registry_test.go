@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -804,5 +805,81 @@ func TestConcurrentFirstHeartbeats(t *testing.T) {
 	}
 	if len(leases.Leases) != 1 {
 		t.Errorf("%d leases left, want the registration's only", len(leases.Leases))
+	}
+}
+
+// TestDeleteSessionIf: a conditional delete removes the record with all its
+// index keys only when the stored record is the one the caller means; a
+// record changed between the read and the delete (here: moved to another
+// relay by a rekey made from inside match, after the first read) is read
+// and judged again, not deleted unseen.
+func TestDeleteSessionIf(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	onRelay := func(id string) func(registry.Session) bool {
+		return func(s registry.Session) bool { return s.RelayID == id }
+	}
+	cases := []struct {
+		name string
+		// match is given the client and the session's id, for the cases
+		// that change the record from inside it.
+		match       func(c *registry.Client, id string) func(registry.Session) bool
+		create      bool
+		wantErr     error
+		wantRemoved bool
+	}{
+		{name: "matching record", create: true, wantRemoved: true,
+			match: func(*registry.Client, string) func(registry.Session) bool { return onRelay("r1") }},
+		{name: "nil match removes any record", create: true, wantRemoved: true,
+			match: func(*registry.Client, string) func(registry.Session) bool { return nil }},
+		{name: "record of another relay kept", create: true, wantErr: registry.ErrConflict,
+			match: func(*registry.Client, string) func(registry.Session) bool { return onRelay("r2") }},
+		{name: "no record", wantErr: registry.ErrNotFound,
+			match: func(*registry.Client, string) func(registry.Session) bool { return onRelay("r1") }},
+		{name: "moved between the read and the delete", create: true, wantErr: registry.ErrConflict,
+			match: func(c *registry.Client, id string) func(registry.Session) bool {
+				calls := 0
+				return func(s registry.Session) bool {
+					calls++
+					if calls == 1 {
+						keys := registry.ICEKeys{Client: s.ClientICE, Origin: s.OriginICE}
+						if _, err := c.RekeySession(ctx, id, keys, nil, "r2"); err != nil {
+							t.Errorf("rekey: %v", err)
+						}
+					}
+					return s.RelayID == "r1"
+				}
+			}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("del%d", i)
+			if tc.create {
+				if err := c.CreateSession(ctx, session(id, "r1", "v/del/s", "ou"+id, "cu"+id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := c.DeleteSessionIf(ctx, id, tc.match(c, id))
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("DeleteSessionIf: %v, want %v", err, tc.wantErr)
+			}
+			resp, err := c.Etcd().Get(ctx, "/", withPrefixKeysOnly()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, kv := range resp.Kvs {
+				if containsID(string(kv.Key), id) || strings.HasSuffix(string(kv.Key), ":cu"+id) {
+					left = append(left, string(kv.Key))
+				}
+			}
+			if removed := len(left) == 0; tc.create && removed != tc.wantRemoved {
+				t.Errorf("keys left %q, want removed %v", left, tc.wantRemoved)
+			}
+			if tc.create && !tc.wantRemoved && len(left) != 4 {
+				t.Errorf("keys left %q, want the record's 4", left)
+			}
+		})
 	}
 }

@@ -345,12 +345,26 @@ func (c *Client) RekeySession(ctx context.Context, id string, keys ICEKeys,
 
 // DeleteSession removes a session and every index entry of it.
 func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	return c.DeleteSessionIf(ctx, id, nil)
+}
+
+// DeleteSessionIf removes a session and every index entry of it if match
+// (nil: any record) accepts the stored record: ErrConflict, and nothing
+// removed, when it does not. The record is read and deleted with a
+// compare-and-swap on its revision, so a record changed in between (a
+// move to another relay, a session re-created under the same id) is read
+// and judged again, never deleted unseen. ErrNotFound when there is none.
+func (c *Client) DeleteSessionIf(ctx context.Context, id string, match func(Session) bool) error {
 	ctx, cancel := c.call(ctx) // bounds the retries too
 	defer cancel()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		s, rev, err := c.getSession(ctx, id)
 		if err != nil {
 			return err
+		}
+		if match != nil && !match(s) {
+			return fmt.Errorf("%w: session %s is not the record to delete (relay %s, created %s)",
+				ErrConflict, id, s.RelayID, s.CreateTime.Format(time.RFC3339Nano))
 		}
 		sk := c.keys.session(id)
 		cctx, cancel := c.call(ctx)
