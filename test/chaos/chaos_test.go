@@ -707,7 +707,7 @@ func TestChaos(t *testing.T) {
 	defer cancel()
 	began := time.Now()
 	c := upCluster(t, ctx)
-	all := slices.Concat(etcdNames, signalingNames, relayNames, originNames)
+	all := slices.Concat(etcdNames, signalingNames, relayNets(), relayNames, originNames)
 	if err := c.waitHealthy(ctx, 4*time.Minute, all...); err != nil {
 		t.Fatal(err)
 	}

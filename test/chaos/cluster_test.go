@@ -41,10 +41,35 @@ const (
 	setupDeadline = 25 * time.Second
 )
 
+// relayNames are the relays; each is a pod (cluster.yml): the relay process
+// runs in a container that joins the network namespace of relayNet(relay),
+// which owns the networks, the static media address and the published ports.
 var relayNames = []string{"relay-1", "relay-2", "relay-3"}
 var etcdNames = []string{"etcd-1", "etcd-2", "etcd-3"}
 var signalingNames = []string{"signaling-1", "signaling-2"}
 var originNames = []string{"origin-a", "origin-b"}
+
+// relayNet is the service of a relay's pod that holds its network
+// namespace (rtcedge/pause).
+func relayNet(relay string) string { return relay + "-net" }
+
+// relayNets are the pods' net services.
+func relayNets() []string {
+	var out []string
+	for _, r := range relayNames {
+		out = append(out, relayNet(r))
+	}
+	return out
+}
+
+// otherColour is the pod's other relay service: relay-N-b (profile
+// upgrade) for relay-N, and back.
+func otherColour(relay, current string) string {
+	if current == relay {
+		return relay + "-b"
+	}
+	return relay
+}
 
 // cluster is one run of deploy/compose/cluster.yml.
 type cluster struct {
@@ -56,7 +81,11 @@ type cluster struct {
 	relayHTTP  map[string]string // service -> http://127.0.0.1:port (admin REST)
 	originHTTP map[string]string // service -> http://127.0.0.1:port
 	relayUDP   map[string]string // service -> 127.0.0.1:port it advertises
-	ids        map[string]string // service -> container id
+	// ids maps services to container ids; a relay's name (relay-N) maps to
+	// the container of its running relay process, whichever of the pod's
+	// two services (relay-N, relay-N-b) that is: colour names it.
+	ids    map[string]string
+	colour map[string]string // relay-N -> relay-N or relay-N-b
 }
 
 func repoRoot() string {
@@ -192,7 +221,11 @@ func upCluster(t *testing.T, ctx context.Context) *cluster {
 			c.ids[svc] = id
 		}
 	}
-	for _, s := range slices.Concat(etcdNames, signalingNames, relayNames, originNames) {
+	c.colour = map[string]string{}
+	for _, r := range relayNames {
+		c.colour[r] = r
+	}
+	for _, s := range slices.Concat(etcdNames, signalingNames, relayNames, relayNets(), originNames) {
 		if c.ids[s] == "" {
 			t.Fatalf("no container of %s in %q", s, out)
 		}
@@ -202,7 +235,7 @@ func upCluster(t *testing.T, ctx context.Context) *cluster {
 		c.signaling[s] = "http://" + c.port(ctx, s, 8080)
 	}
 	for _, r := range relayNames {
-		c.relayHTTP[r] = "http://" + c.port(ctx, r, 9091)
+		c.relayHTTP[r] = "http://" + c.port(ctx, relayNet(r), 9091)
 	}
 	for _, o := range originNames {
 		c.originHTTP[o] = "http://" + c.port(ctx, o, 8888)
@@ -221,15 +254,23 @@ func (c *cluster) port(ctx context.Context, service string, port int) string {
 	return addr
 }
 
-// health returns a container's state: running, paused, exited, and its
-// health (healthy, starting, unhealthy) when running.
+// health returns a service's container's state: running, paused, exited,
+// and its health (healthy, starting, unhealthy) when running and it has a
+// health check (the pods' net containers have none).
 func (c *cluster) health(ctx context.Context, service string) string {
-	out, err := c.docker(ctx, "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", c.ids[service])
+	return c.containerHealth(ctx, c.ids[service])
+}
+
+func (c *cluster) containerHealth(ctx context.Context, id string) string {
+	out, err := c.docker(ctx, "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id)
 	if err != nil {
 		return "unknown"
 	}
 	return strings.TrimSpace(out)
 }
+
+// healthy: running, and healthy if it has a health check.
+func healthy(h string) bool { return h == "running healthy" || h == "running" }
 
 // waitHealthy waits until every service is running and healthy.
 func (c *cluster) waitHealthy(ctx context.Context, d time.Duration, services ...string) error {
@@ -237,7 +278,7 @@ func (c *cluster) waitHealthy(ctx context.Context, d time.Duration, services ...
 	for {
 		var bad []string
 		for _, s := range services {
-			if h := c.health(ctx, s); h != "running healthy" {
+			if h := c.health(ctx, s); !healthy(h) {
 				bad = append(bad, s+"="+h)
 			}
 		}
@@ -267,6 +308,43 @@ func (c *cluster) pause(ctx context.Context, s string) error {
 func (c *cluster) unpause(ctx context.Context, s string) error {
 	_, err := c.docker(ctx, "unpause", c.ids[s])
 	return err
+}
+
+// startColour starts a pod's other relay service with docker-compose
+// (profile upgrade, without its dependencies) and returns its container.
+func (c *cluster) startColour(ctx context.Context, service string) (string, error) {
+	if out, err := c.compose(ctx, 2*time.Minute, "--profile", "upgrade", "up", "-d", "--no-deps", service); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, out)
+	}
+	out, err := c.docker(ctx, "ps", "-aq", "--filter", "label=com.docker.compose.project="+c.project,
+		"--filter", "label=com.docker.compose.service="+service)
+	id, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+	if err != nil || id == "" {
+		return "", fmt.Errorf("no container of %s: %v %q", service, err, out)
+	}
+	return id, nil
+}
+
+// setColour records that relay's process now runs in service's container id.
+func (c *cluster) setColour(relay, service, id string) {
+	c.colour[relay] = service
+	c.ids[relay] = id
+}
+
+// readyz is the status of GET /readyz on a relay's published HTTP port
+// (0: no answer). While two relay processes share the pod's port, either
+// answers.
+func (c *cluster) readyz(ctx context.Context, relay string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.relayHTTP[relay]+"/readyz", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // controlNetwork is the compose network etcd lives on.

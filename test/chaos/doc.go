@@ -1,6 +1,9 @@
 // Package chaos is the fault harness of the production topology
 // (deploy/compose/cluster.yml: three etcd nodes, two signaling instances,
-// three relays, two demo origins, each in its own container). TestChaos
+// three relays, two demo origins, each in its own container; each relay is a
+// pod, its process in a container that joins the network namespace of a
+// pause container holding its networks and published ports, so that fault
+// 7 upgrades it by handover to a second relay process). TestChaos
 // brings the stack up as a compose project of its own, runs steady load
 // (pion publishers and players with sequence-numbered media, a constant rate
 // of WHIP/WHEP setups and DELETEs), injects container-level faults one at a

@@ -27,7 +27,7 @@ var faults = map[int]fault{
 		orphanWait: 30 * time.Second},
 	6: {n: 6, name: "kill an origin with pinned streams", inject: killOrigin, checks: checkKillOrigin,
 		orphanWait: orphanGrace + 4*reapInterval + 30*time.Second, settle: 45 * time.Second},
-	7: {n: 7, name: "rolling restart of every relay with Drain", inject: rollingRestart, checks: checkRolling,
+	7: {n: 7, name: "rolling upgrade of every relay by handover (Drain, a second relay process takes over)", inject: rollingUpgrade, checks: checkRolling,
 		orphanWait: 30 * time.Second, settle: 90 * time.Second},
 }
 
@@ -201,11 +201,13 @@ func checkEtcdMajority(h *harness, r *faultReport) {
 	}
 }
 
-// killRelay: docker kill the relay with most of the clients' sessions; the
-// clients ICE-restart. The relay is started again after the orphan check.
+// killRelay: docker kill the relay process with most of the clients'
+// sessions (its pod's network and published ports stay, like a host whose
+// relay died); the clients ICE-restart. The relay is started again after
+// the orphan check.
 func killRelay(ctx context.Context, h *harness, r *faultReport) error {
 	relay, n := h.busiestRelay(ctx)
-	r.Injected = fmt.Sprintf("docker kill %s (%d of the clients' sessions)", relay, n)
+	r.Injected = fmt.Sprintf("docker kill %s (the relay process, container %s; %d of the clients' sessions)", relay, h.c.colour[relay], n)
 	h.stamp(&r.injectedAt)
 	h.markDead(relay, true)
 	if err := h.c.kill(ctx, relay); err != nil {
@@ -352,13 +354,15 @@ func checkKillSignaling(h *harness, r *faultReport) {
 }
 
 // partitionRelay: the relay with most sessions loses the control network
-// (etcd) for 30 s; its media network stays.
+// (etcd) for 30 s; its media network stays. Its pod's net container is
+// disconnected (the relay process shares its namespace) and connected again
+// with the alias signaling dials the relay by.
 func partitionRelay(ctx context.Context, h *harness, r *faultReport) error {
 	relay, n := h.busiestRelay(ctx)
 	net := h.c.controlNetwork()
-	r.Injected = fmt.Sprintf("docker network disconnect %s %s for 30 s (%d of the clients' sessions)", net, relay, n)
+	r.Injected = fmt.Sprintf("docker network disconnect %s %s for 30 s (%d of the clients' sessions)", net, relayNet(relay), n)
 	h.stamp(&r.injectedAt)
-	if _, err := h.c.docker(ctx, "network", "disconnect", net, h.c.ids[relay]); err != nil {
+	if _, err := h.c.docker(ctx, "network", "disconnect", net, h.c.ids[relayNet(relay)]); err != nil {
 		return err
 	}
 	key := "/rtcedge/relays/" + relay
@@ -373,7 +377,7 @@ func partitionRelay(ctx context.Context, h *harness, r *faultReport) error {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if _, err := h.c.docker(ctx, "network", "connect", "--alias", relay, net, h.c.ids[relay]); err != nil {
+	if _, err := h.c.docker(ctx, "network", "connect", "--alias", relay, "--alias", relayNet(relay), net, h.c.ids[relayNet(relay)]); err != nil {
 		return err
 	}
 	h.stamp(&r.healedAt)
@@ -446,25 +450,56 @@ func checkKillOrigin(h *harness, r *faultReport) {
 	restore(h, r)
 }
 
-// rollingRestart: each relay in turn is drained (no new sessions) and
-// restarted (docker restart: SIGTERM, then SIGKILL after 10 s); the next
-// one once it is healthy again.
-func rollingRestart(ctx context.Context, h *harness, r *faultReport) error {
-	r.Injected = "per relay: POST /v1/drain, docker restart -t 10, wait healthy"
+// rollingUpgrade: each relay in turn is upgraded by handover inside its
+// pod: the running relay process is drained (no new sessions; its /readyz
+// turns 503), the pod's other relay service is started beside it (relay-N-b
+// for relay-N, and back: same relay id, same ports, RTCEDGE_TAKEOVER), and
+// once that one is healthy (its /readyz: sessions reloaded from the
+// registry, registered) the old one is stopped (docker stop -t 10: SIGTERM,
+// SIGKILL after 10 s). The clients' packets keep going to the pod's
+// published ports, which its net container holds throughout.
+func rollingUpgrade(ctx context.Context, h *harness, r *faultReport) error {
+	r.Injected = "per relay: POST /v1/drain, start the pod's other relay (takeover), wait until it is healthy, docker stop -t 10 the old one"
 	h.stamp(&r.injectedAt)
 	for _, relay := range relayNames {
-		t0 := time.Now()
+		old, oldID := h.c.colour[relay], h.c.ids[relay]
+		next := otherColour(relay, old)
 		if err := h.c.drainRelay(ctx, relay); err != nil {
 			return err
 		}
-		if _, err := h.c.docker(ctx, "restart", "-t", "10", h.c.ids[relay]); err != nil {
+		t0 := time.Now()
+		id, err := h.c.startColour(ctx, next)
+		if err != nil {
+			return fmt.Errorf("starting %s: %w", next, err)
+		}
+		r.Recovery[relay+"_compose_up"] = time.Since(t0).Seconds()
+		// The old process answers /readyz 503 (draining), so a 200 on the
+		// pod's port is the new one's. Docker's health check says the same
+		// at its own interval (2 s).
+		ready := false
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			if !ready && h.c.readyz(ctx, relay) == http.StatusOK {
+				ready = true
+				r.Recovery[relay+"_start_to_ready"] = time.Since(t0).Seconds()
+			}
+			st := h.c.containerHealth(ctx, id)
+			if st == "running healthy" {
+				r.Recovery[relay+"_start_to_healthy"] = time.Since(t0).Seconds()
+				break
+			}
+			if !strings.HasPrefix(st, "running") || time.Now().After(deadline) || ctx.Err() != nil {
+				logs, _ := h.c.docker(ctx, "logs", "--tail", "20", id)
+				return fmt.Errorf("%s (%s) not healthy: %s\n%s", next, relay, st, logs)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t1 := time.Now()
+		if _, err := h.c.docker(ctx, "stop", "-t", "10", oldID); err != nil {
 			return err
 		}
-		r.Recovery["restart_"+relay] = time.Since(t0).Seconds()
-		if err := h.c.waitHealthy(ctx, 2*time.Minute, relay); err != nil {
-			return err
-		}
-		r.Recovery["healthy_"+relay] = time.Since(t0).Seconds()
+		r.Recovery[relay+"_stop"] = time.Since(t1).Seconds()
+		h.c.setColour(relay, next, id)
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s -> %s", relay, old, next))
 		time.Sleep(3 * time.Second)
 	}
 	h.stamp(&r.healedAt)
