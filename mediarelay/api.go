@@ -238,7 +238,7 @@ func (r *Relay) Allocate(ctx context.Context, req *relayv1.AllocateSessionReques
 	}
 	if err := r.addSession(s, up, true); err != nil {
 		if r.cfg.Registry != nil {
-			r.deleteRecord(s.id)
+			r.removeRecord(s.id, s.created)
 		}
 		return nil, err
 	}
@@ -246,24 +246,6 @@ func (r *Relay) Allocate(ctx context.Context, req *relayv1.AllocateSessionReques
 	r.log.Info("relay: session allocated", "session", id, "stream", s.stream, "origin", origins[0])
 	r.emit(relayv1.SessionEventType_SESSION_EVENT_TYPE_ALLOCATED, s)
 	return &relayv1.AllocateSessionResponse{Session: s.snapshot(r.cfg.RelayID, 0), Candidates: r.candidates()}, nil
-}
-
-// deleteRecord removes a session's registry record, logging failures (the
-// record then names a relay that no longer has the session; signaling's
-// reaper finds it).
-//
-// A record that names another relay is left alone: the session was moved
-// there (an ICE restart while this relay was unreachable).
-func (r *Relay) deleteRecord(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Registry.RequestTimeout())
-	defer cancel()
-	if rs, err := r.cfg.Registry.GetSession(ctx, id); err == nil && rs.RelayID != r.cfg.RelayID {
-		r.log.Info("relay: session moved to another relay; keeping its record", "session", id, "relay", rs.RelayID)
-		return
-	}
-	if err := r.cfg.Registry.DeleteSession(ctx, id); err != nil && !errors.Is(err, registry.ErrNotFound) {
-		r.log.Warn("relay: removing the session record failed", "session", id, "err", err)
-	}
 }
 
 // Release frees a session (the gRPC ReleaseSession).
@@ -281,7 +263,7 @@ func (r *Relay) release(ctx context.Context, id string, why relayv1.SessionEvent
 	}
 	r.closeSession(s)
 	if r.cfg.Registry != nil {
-		r.deleteRecord(id)
+		r.removeRecord(id, s.created)
 	}
 	r.log.Info("relay: session released", "session", id, "reason", why.String())
 	snap := s.snapshot(r.cfg.RelayID, relayv1.SessionState_SESSION_STATE_CLOSED)
@@ -640,7 +622,9 @@ func (r *Relay) lookupLoop() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Registry.RequestTimeout())
 		rs, err := r.cfg.Registry.GetSessionByUfrag(ctx, user)
 		cancel()
-		if err == nil && rs.RelayID == r.cfg.RelayID {
+		// A released session whose record is still being removed is not
+		// adopted again.
+		if err == nil && rs.RelayID == r.cfg.RelayID && !r.removals.has(rs.ID) {
 			if err := r.restore(context.Background(), rs); err == nil {
 				r.log.Info("relay: adopted a session from the registry", "session", rs.ID)
 				continue

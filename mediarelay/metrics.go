@@ -47,6 +47,11 @@ var (
 		"Packets dropped because their source is no verified client path, by reason: unverified (not STUN, from an address no check verified), unknown_username (STUN for a USERNAME no session has; looked up in the registry).", []string{"reason"}, nil)
 	descPaths = prometheus.NewDesc("rtcedge_relay_client_paths", "Verified client paths of the open sessions.", nil, nil)
 
+	descPendingRemovals = prometheus.NewDesc("rtcedge_relay_pending_record_removals",
+		"Registry records of released sessions not removed yet (the removal failed, etcd unreachable or slow, and is retried with backoff).", nil, nil)
+	descRemovalsDropped = prometheus.NewDesc("rtcedge_relay_record_removals_untracked_total",
+		"Released sessions whose record removal was tried once only because too many removals were pending (signaling's reaper removes what is left).", nil, nil)
+
 	descThreadPackets = prometheus.NewDesc("rtcedge_relay_data_plane_packets_total",
 		"Datagrams read by each data-plane thread (label thread: 0 to the number of threads - 1; the netpoll and goroutines planes report all as thread 0), by source: client (from the public sockets the thread reads), origin (from the sessions' sockets toward origins it reads; not counted on the goroutines plane).", []string{"thread", "source"}, nil)
 	descThreadSessions = prometheus.NewDesc("rtcedge_relay_data_plane_sessions",
@@ -67,6 +72,7 @@ type collector struct{ r *Relay }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descPackets, descBytes, descDrops, descSTUNFail, descDraining, descMoves, descUnknown, descPaths,
+		descPendingRemovals, descRemovalsDropped,
 		descThreadPackets, descThreadSessions,
 		descTCPConns, descTCPAccepted, descTCPRejected, descTCPClosed, descTCPFrames, descTCPQueueDrops} {
 		ch <- d
@@ -91,6 +97,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	originSTUN += c.r.totals.dropOriginSTUN.Load()
 	_, _, unclassified, _ := c.r.dropTotals()
 	ch <- prometheus.MustNewConstMetric(descPaths, prometheus.GaugeValue, paths)
+	ch <- prometheus.MustNewConstMetric(descPendingRemovals, prometheus.GaugeValue, float64(c.r.removals.len()))
+	ch <- prometheus.MustNewConstMetric(descRemovalsDropped, prometheus.CounterValue, float64(c.r.removals.dropped.Load()))
 	for cause := causeUseCandidate; cause < numCauses; cause++ {
 		ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(c.r.moves[cause].Load()), cause.String())
 	}

@@ -58,6 +58,8 @@ type Relay struct {
 
 	tcp tcpState // ICE-TCP listeners and connections (ServeTCP)
 
+	removals removals // released sessions' records being removed
+
 	mu         sync.Mutex // guards the following
 	sessions   map[string]*session
 	draining   bool
@@ -162,6 +164,7 @@ func New(cfg Config) (*Relay, error) {
 		}
 	}
 	r.tcp.init()
+	r.removals.init()
 	r.metrics = newMetrics(r)
 	r.tabs = newTables()
 	r.clock.Store(time.Now().UnixNano())
@@ -226,7 +229,7 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 		n += len(socks)
 	}
 	if r.cfg.Registry != nil {
-		n += 2 // registration, paths
+		n += 3 // registration, paths, record removals
 	}
 	r.wg.Add(n)
 	r.mu.Unlock()
@@ -283,6 +286,10 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 			defer r.wg.Done()
 			r.pathsLoop()
 		}()
+		go func() {
+			defer r.wg.Done()
+			r.removalLoop()
+		}()
 	}
 	select {
 	case <-ctx.Done():
@@ -299,7 +306,8 @@ func (r *Relay) Serve(ctx context.Context, conns ...net.PacketConn) error {
 // and connections and every session's socket, ends all goroutines
 // (ServeTCP returns) and revokes the registration. Session records
 // stay in the registry, so a relay started again with the same id reloads
-// them.
+// them; the records of sessions released before, whose removal failed
+// and is still pending, get one last attempt (closeRemovalTimeout in all).
 func (r *Relay) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
@@ -334,6 +342,9 @@ func (r *Relay) Close() error {
 			if ps.conn == nil {
 				_ = udpbatch.CloseFD(ps.fd) // the data-plane thread has returned
 			}
+		}
+		if r.cfg.Registry != nil {
+			r.finishRemovals()
 		}
 		r.mu.Lock()
 		reg := r.reg
