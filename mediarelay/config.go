@@ -119,6 +119,14 @@ type Config struct {
 	// and REST through HTTPHandler): the zero value allows loopback callers
 	// only. /metrics, /healthz and /readyz stay open.
 	Admin bearer.Policy
+	// Takeover says that this relay replaces a running process of the same
+	// RelayID on this host (its public sockets come from
+	// ListenUDPTakeover): a session it restores binds its socket toward the
+	// origin to the recorded address even while the old process holds it
+	// (SO_REUSEPORT), so the origin keeps seeing the same source. Every
+	// relay sets SO_REUSEPORT on its origin sockets once they are bound, so
+	// that a successor can do this.
+	Takeover bool
 }
 
 // Data planes of Config.DataPlane.

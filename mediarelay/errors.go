@@ -20,4 +20,8 @@ var (
 	// ErrFrameTooLarge is returned by the RFC 4571 frame reader for a frame
 	// longer than MaxPacketSize; the TCP connection is closed.
 	ErrFrameTooLarge = errors.New("mediarelay: TCP frame larger than the maximum packet size")
+	// ErrTakeoverUnsupported is returned by ListenUDPTakeover and ListenTCP
+	// where SO_REUSEPORT is unavailable: a successor cannot share the
+	// running relay's ports.
+	ErrTakeoverUnsupported = errors.New("mediarelay: takeover needs SO_REUSEPORT (Linux)")
 )

@@ -25,6 +25,18 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 	return nil
 }
 
+// setReusePort sets SO_REUSEPORT on a bound socket, so that a successor
+// can join its address; an error leaves it as it was.
+func setReusePort(c *net.UDPConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+}
+
 // setSocketBuffers sets SO_RCVBUF and SO_SNDBUF to n bytes. It tries the
 // FORCE variants first, which pass net.core.rmem_max/wmem_max with
 // CAP_NET_ADMIN.

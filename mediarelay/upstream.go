@@ -80,7 +80,7 @@ func (r *Relay) openUpstream(s *session, origins []netip.AddrPort, prefer netip.
 	var errs []error
 	for _, o := range origins {
 		if prefer.IsValid() && prefer.Addr().Unmap().Is4() == o.Addr().Unmap().Is4() {
-			up, err := r.dialUpstream(s, o, prefer)
+			up, err := r.dialUpstream(s, o, prefer, r.cfg.Takeover && !r.localInUse(prefer))
 			if err == nil {
 				return up, nil
 			}
@@ -88,7 +88,7 @@ func (r *Relay) openUpstream(s *session, origins []netip.AddrPort, prefer netip.
 				"session", s.id, "addr", prefer, "err", err)
 			prefer = netip.AddrPort{}
 		}
-		up, err := r.dialUpstream(s, o, netip.AddrPort{})
+		up, err := r.dialUpstream(s, o, netip.AddrPort{}, false)
 		if err == nil {
 			return up, nil
 		}
@@ -100,24 +100,50 @@ func (r *Relay) openUpstream(s *session, origins []netip.AddrPort, prefer netip.
 	return nil, errors.Join(errs...)
 }
 
-// dialUpstream opens a socket toward origin, bound to local when valid.
-func (r *Relay) dialUpstream(s *session, origin, local netip.AddrPort) (*upstream, error) {
+// localInUse reports whether one of this relay's own sessions has a socket
+// toward its origin on local: a restored session must not share it (only
+// the process being taken over may hold it too).
+func (r *Relay) localInUse(local netip.AddrPort) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.sessions {
+		if up := s.up.Load(); up != nil && up.local == local {
+			return true
+		}
+	}
+	return false
+}
+
+// dialUpstream opens a socket toward origin, bound to local when valid;
+// shared joins local while the process this relay takes over holds it.
+// Every socket gets SO_REUSEPORT once bound (Linux), so that a successor
+// can join it.
+func (r *Relay) dialUpstream(s *session, origin, local netip.AddrPort, shared bool) (*upstream, error) {
 	if r.pollers != nil {
 		t := r.leastLoadedPoller()
-		pc, err := r.pollers[t].Dial(origin, local, r.cfg.SocketBuffer, s)
+		dial := r.pollers[t].Dial
+		if shared {
+			dial = r.pollers[t].DialShared
+		}
+		pc, err := dial(origin, local, r.cfg.SocketBuffer, s)
 		if err != nil {
 			return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
 		}
 		return &upstream{pc: pc, thread: t, origin: pc.Remote, local: pc.Local}, nil
 	}
-	var laddr *net.UDPAddr
+	d := net.Dialer{}
 	if local.IsValid() {
-		laddr = net.UDPAddrFromAddrPort(local)
+		d.LocalAddr = net.UDPAddrFromAddrPort(local)
+		if shared {
+			d.Control = reusePortControl
+		}
 	}
-	conn, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(origin))
+	c, err := d.Dial("udp", origin.String())
 	if err != nil {
 		return nil, fmt.Errorf("mediarelay: socket toward origin %s: %w", origin, err)
 	}
+	conn := c.(*net.UDPConn)
+	setReusePort(conn)
 	if r.cfg.SocketBuffer > 0 {
 		_ = conn.SetReadBuffer(r.cfg.SocketBuffer)
 		_ = conn.SetWriteBuffer(r.cfg.SocketBuffer)

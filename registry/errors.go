@@ -23,4 +23,8 @@ var (
 	// ErrInvalid is returned for a record that fails validation before any
 	// call to etcd.
 	ErrInvalid = errors.New("registry: invalid record")
+	// ErrSuperseded is returned by a relay registration whose key another
+	// process of the same relay id has taken over (a relay started with
+	// takeover beside it): it no longer writes the key.
+	ErrSuperseded = errors.New("registry: relay registration taken over by another process")
 )

@@ -883,3 +883,111 @@ func TestDeleteSessionIf(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayTakeover: a second process registering the same relay id (a
+// relay started with takeover beside the running one) takes the key over;
+// the first one's later writes fail with ErrSuperseded instead of taking
+// it back, and its Close (lease revoked) leaves the successor's key.
+func TestRelayTakeover(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	prefix := "/rtcedge-shared/" + t.Name() + "/"
+	open := func() *registry.Client {
+		c, err := registry.New(registry.Config{Endpoints: srv.Endpoints(), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	oldProc, newProc, observer := open(), open(), open()
+	ctx := t.Context()
+	old, err := oldProc.RegisterRelay(ctx, registry.Relay{ID: "r1", GRPCAddress: "old:9090"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Update(ctx, func(r *registry.Relay) { r.Draining = true }); err != nil {
+		t.Fatalf("update before the takeover: %v", err)
+	}
+	if err := old.Check(ctx); err != nil {
+		t.Fatalf("check before the takeover: %v", err)
+	}
+	succ, err := newProc.RegisterRelay(ctx, registry.Relay{ID: "r1", GRPCAddress: "new:9090"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer succ.Close(ctx)
+
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{name: "update", call: func() error { return old.Update(ctx, func(r *registry.Relay) { r.Sessions = 7 }) }},
+		{name: "check", call: func() error { return old.Check(ctx) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, registry.ErrSuperseded) {
+				t.Fatalf("old process %s after the takeover: %v, want ErrSuperseded", tc.name, err)
+			}
+			if !old.Superseded() {
+				t.Fatal("Superseded() = false")
+			}
+		})
+	}
+	if err := old.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := observer.GetRelay(ctx, "r1")
+	if err != nil {
+		t.Fatalf("the successor's key after the old process closed: %v", err)
+	}
+	if got.GRPCAddress != "new:9090" || got.Draining || got.Sessions != 0 {
+		t.Fatalf("record after the takeover = %+v, want the successor's (new:9090, not draining)", got)
+	}
+	if err := succ.Update(ctx, func(r *registry.Relay) { r.Sessions = 2 }); err != nil {
+		t.Fatalf("successor's update: %v", err)
+	}
+	if err := succ.Check(ctx); err != nil {
+		t.Fatalf("successor's check: %v", err)
+	}
+}
+
+// TestRelayRegistersAgainOnItsOwnKey: a registration whose lease ran out
+// (the key is gone) writes it again under a new lease; that is not a
+// takeover.
+func TestRelayRegistersAgainOnItsOwnKey(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	reg, err := c.RegisterRelay(ctx, registry.Relay{ID: "r2"}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(ctx)
+	// Revoke every lease behind the registration's back: the key goes,
+	// the keepalive channel closes, and the registration puts it again.
+	raw, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	leases, err := raw.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases.Leases {
+		if _, err := raw.Revoke(ctx, l.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "registered again", func() bool {
+		alive, _ := c.RelayAlive(ctx, "r2")
+		return alive
+	})
+	if err := reg.Update(ctx, func(r *registry.Relay) { r.Sessions = 1 }); err != nil {
+		t.Fatalf("update after registering again: %v", err)
+	}
+	if reg.Superseded() {
+		t.Fatal("a registration that wrote its own key again counts itself superseded")
+	}
+}

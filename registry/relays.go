@@ -23,6 +23,14 @@ const MinRelayTTL = 2 * time.Second
 // channel; when etcd was unreachable long enough for the lease to expire
 // (the channel closes), it grants a new lease and puts the record again by
 // itself, retrying with backoff until etcd answers.
+//
+// Only the first put is unconditional (it takes the key over from a dead
+// or a running process of the same id). Every later write checks that the
+// key is still this registration's (under its lease, or absent after the
+// lease ran out): once another process of the same relay id has put it,
+// this registration is superseded and writes nothing more, so that the
+// process it replaced cannot take the key back nor delete it on its way
+// out.
 type RelayRegistration struct {
 	c    *Client
 	key  string
@@ -34,12 +42,15 @@ type RelayRegistration struct {
 
 	putMu sync.Mutex // serialises puts so that a newer record is never overwritten by an older one
 
-	mu      sync.Mutex // guards the following
-	relay   Relay
-	gen     uint64 // incremented by every Update
-	putGen  uint64 // gen of the last record written
-	lease   clientv3.LeaseID
-	closing bool
+	mu         sync.Mutex // guards the following
+	relay      Relay
+	gen        uint64 // incremented by every Update
+	putGen     uint64 // gen of the last record written
+	lease      clientv3.LeaseID
+	prevLease  clientv3.LeaseID // the lease the key was last written under
+	written    bool             // the first, unconditional put succeeded
+	superseded bool
+	closing    bool
 }
 
 // RegisterRelay puts r under a new lease of ttl (DefaultRelayTTL when
@@ -74,15 +85,19 @@ func (c *Client) RegisterRelay(ctx context.Context, r Relay, ttl time.Duration) 
 }
 
 // put writes the current record under the current lease, granting a lease
-// when there is none.
+// when there is none. After the first write it writes only while the key
+// is still this registration's; ErrSuperseded otherwise.
 func (r *RelayRegistration) put(ctx context.Context) error {
 	r.putMu.Lock()
 	defer r.putMu.Unlock()
 	ctx, cancel := r.c.call(ctx)
 	defer cancel()
 	r.mu.Lock()
-	lease, rec, gen := r.lease, r.relay, r.gen
+	lease, prev, rec, gen, written, superseded := r.lease, r.prevLease, r.relay, r.gen, r.written, r.superseded
 	r.mu.Unlock()
+	if superseded {
+		return fmt.Errorf("relay %s: %w", r.id, ErrSuperseded)
+	}
 	if lease == 0 {
 		g, err := r.c.etcd.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
 		if err != nil {
@@ -95,17 +110,98 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease)); err != nil {
+	if written {
+		err = r.putOwnLocked(ctx, val, lease, prev)
+	} else {
+		_, err = r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease))
+		err = mapErr(err)
+	}
+	if err != nil {
 		if isLeaseNotFound(err) {
 			r.dropLease(lease)
 		}
-		return mapErr(err)
+		if errors.Is(err, ErrSuperseded) {
+			r.mu.Lock()
+			r.superseded = true
+			r.mu.Unlock()
+		}
+		return err
 	}
 	r.mu.Lock()
-	r.lease = lease
+	r.lease, r.prevLease, r.written = lease, lease, true
 	r.putGen = max(r.putGen, gen)
 	r.mu.Unlock()
 	return nil
+}
+
+// putOwnLocked writes val under lease if the key is still this
+// registration's: under lease, absent (its lease ran out), or under prev
+// (the lease it was written under before this one was granted). r.putMu
+// is held.
+func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease, prev clientv3.LeaseID) error {
+	put := clientv3.OpPut(r.key, val, clientv3.WithLease(lease))
+	resp, err := r.c.etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
+		Then(put).Else(clientv3.OpGet(r.key)).Commit()
+	if err != nil {
+		return mapErr(err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	var cmp clientv3.Cmp
+	switch kvs := resp.Responses[0].GetResponseRange().GetKvs(); {
+	case len(kvs) == 0:
+		cmp = clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)
+	case prev != 0 && clientv3.LeaseID(kvs[0].Lease) == prev:
+		cmp = clientv3.Compare(clientv3.LeaseValue(r.key), "=", prev)
+	default:
+		return fmt.Errorf("relay %s: the key is under lease %x, not this process's %x: %w", r.id, kvs[0].Lease, int64(lease), ErrSuperseded)
+	}
+	resp, err = r.c.etcd.Txn(ctx).If(cmp).Then(put).Commit()
+	if err != nil {
+		return mapErr(err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("relay %s: the key changed while it was written: %w", r.id, ErrSuperseded)
+	}
+	return nil
+}
+
+// Check reads the key and returns ErrSuperseded (and from then on writes
+// nothing more) when another process of the same relay id has taken it
+// over; nil while it is this registration's or absent.
+func (r *RelayRegistration) Check(ctx context.Context) error {
+	r.mu.Lock()
+	lease, prev, superseded := r.lease, r.prevLease, r.superseded
+	r.mu.Unlock()
+	if superseded {
+		return fmt.Errorf("relay %s: %w", r.id, ErrSuperseded)
+	}
+	ctx, cancel := r.c.call(ctx)
+	defer cancel()
+	resp, err := r.c.etcd.Get(ctx, r.key)
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	if l := clientv3.LeaseID(resp.Kvs[0].Lease); l == lease || l == prev {
+		return nil
+	}
+	r.mu.Lock()
+	r.superseded = true
+	r.mu.Unlock()
+	return fmt.Errorf("relay %s: the key is under lease %x, not this process's %x: %w", r.id, resp.Kvs[0].Lease, int64(lease), ErrSuperseded)
+}
+
+// Superseded reports whether another process of the same relay id took the
+// key over: this registration writes nothing more.
+func (r *RelayRegistration) Superseded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.superseded
 }
 
 // dropLease forgets lease if it is still the current one.
@@ -132,6 +228,10 @@ func (r *RelayRegistration) loop(ctx context.Context) {
 		lease, _ := r.state()
 		if lease == 0 {
 			if err := r.put(ctx); err != nil {
+				if errors.Is(err, ErrSuperseded) {
+					r.c.log.Warn("registry: relay registration taken over by another process of the same id; this one stops writing it", "relay", r.id, "err", err)
+					return
+				}
 				r.c.log.Debug("registry: relay registration failed, retrying", "relay", r.id, "err", err, "backoff", backoff)
 				if !sleep(ctx, backoff) {
 					return
@@ -182,7 +282,12 @@ func (r *RelayRegistration) keepAlive(ctx context.Context, lease clientv3.LeaseI
 			return
 		}
 		if dirty {
-			if err := r.put(ctx); err != nil && ctx.Err() == nil {
+			err := r.put(ctx)
+			if errors.Is(err, ErrSuperseded) {
+				r.c.log.Warn("registry: relay registration taken over by another process of the same id; this one stops writing it", "relay", r.id, "err", err)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
 				r.c.log.Debug("registry: relay update failed, retrying", "relay", r.id, "err", err)
 			}
 		}

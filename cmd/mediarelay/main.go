@@ -81,6 +81,7 @@ type config struct {
 	readyFile      string
 	adminToken     string
 	insecureAdmin  bool
+	takeover       bool
 	logLevel       slog.Level
 }
 
@@ -110,6 +111,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.clientCA, "grpc-client-ca", "", "CA file: gRPC clients (signaling, operators) must present a certificate it signed (mTLS)")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token every admin API call (gRPC and REST /v1/) must carry; give signaling the same as -relay-token. Unset: only loopback callers, or mTLS clients with -grpc-client-ca")
 	fs.BoolVar(&c.insecureAdmin, "insecure-admin-api", false, "INSECURE: serve the admin API (release, drain) to anyone who can reach it, without a token or mTLS")
+	fs.BoolVar(&c.takeover, "takeover", false, "replace a running relay of the same -relay-id on this host without a gap (a rolling upgrade): share its UDP, ICE-TCP, gRPC and HTTP ports (SO_REUSEPORT, same user; Linux), take over its registration and its sessions (each bound to the same address toward its origin), then stop the old process; without a running relay it starts as usual. Without it a port in use is an error")
 	cli.RegisterReadyFile(fs, &c.readyFile)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := cli.Parse(fs, args, getenv); err != nil {
@@ -259,7 +261,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	if cfg.dataPlane == mediarelay.DataPlaneThread {
 		sockets = cmp.Or(cfg.threads, mediarelay.DefaultDataPlaneThreads())
 	}
-	conns, err := mediarelay.ListenUDP(ctx, "udp", cfg.udpListen, sockets, cfg.socketBuffer)
+	listenUDP := mediarelay.ListenUDP
+	if cfg.takeover {
+		listenUDP = mediarelay.ListenUDPTakeover
+	}
+	conns, err := listenUDP(ctx, "udp", cfg.udpListen, sockets, cfg.socketBuffer)
 	if err != nil {
 		return err
 	}
@@ -274,7 +280,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	// ICE-TCP (nil when -tcp-listen off). The relay closes it at Close;
 	// the defer covers the early returns.
-	tcpLis, tcpPublic, err := cfg.tcp.listen(ctx, cfg.udpListen, bound, addrs)
+	tcpLis, tcpPublic, err := cfg.tcp.listen(ctx, cfg.udpListen, bound, addrs, cfg.takeover)
 	if err != nil {
 		for _, c := range conns {
 			_ = c.Close()
@@ -284,11 +290,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	if tcpLis != nil {
 		defer tcpLis.Close()
 	}
-	grpcLis, err := net.Listen("tcp", cfg.grpcListen)
+	grpcLis, err := mediarelay.ListenTCP(ctx, "tcp", cfg.grpcListen, cfg.takeover)
 	if err != nil {
 		return err
 	}
-	httpLis, err := net.Listen("tcp", cfg.httpListen)
+	httpLis, err := mediarelay.ListenTCP(ctx, "tcp", cfg.httpListen, cfg.takeover)
 	if err != nil {
 		return err
 	}
@@ -304,7 +310,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 		DataPlaneThreads: cfg.threads,
 		PublicTCPAddrs:   tcpPublic, TCPMaxConns: cfg.tcp.maxConns, TCPMaxConnsPerIP: cfg.tcp.maxConnsPerIP,
 		TCPVerifyTimeout: cfg.tcp.verifyTimeout, TCPIdleTimeout: cfg.tcp.idleTimeout, TCPWriteQueue: cfg.tcp.writeQueue,
-		Admin: cfg.restAdminPolicy(),
+		Admin: cfg.restAdminPolicy(), Takeover: cfg.takeover,
 	})
 	if err != nil {
 		return err
@@ -357,12 +363,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	}
 	defer func() { _ = cli.RemoveReadyFile(cfg.readyFile) }()
 	g, gctx := errgroup.WithContext(ctx)
+	// The data plane stops last: media keeps flowing while the admin
+	// servers shut down, so that a restart (or a successor started with
+	// -takeover) costs the clients as little as possible.
+	planeCtx, stopPlane := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopPlane()
 	g.Go(func() error {
-		// Serve closes the relay when gctx ends; the relay is closed on
+		// Serve closes the relay when planeCtx ends; the relay is closed on
 		// Serve's goroutine only, after Serve started everything (a Close
 		// from here during Serve's reload would race with it), and also
 		// when Serve fails, so that ServeTCP returns.
-		err := relay.Serve(gctx, conns...)
+		err := relay.Serve(planeCtx, conns...)
 		_ = relay.Close()
 		return err
 	})
@@ -386,6 +397,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, ready c
 	defer cancel()
 	_ = hs.Shutdown(shutdown)
 	cli.StopGRPC(shutdown, gs)
+	stopPlane()
 	return g.Wait() // Serve closes the relay
 }
 

@@ -96,12 +96,12 @@ func parsePublic(s string, port uint16) (netip.AddrPort, error) {
 // listen binds the ICE-TCP port and returns it with the addresses to
 // advertise; nil and none when ICE-TCP is off. udpListen is -udp-listen,
 // udpBound the UDP port it bound and udpPublic what the relay advertises
-// for it.
-func (c *tcpConfig) listen(ctx context.Context, udpListen string, udpBound netip.AddrPort, udpPublic []netip.AddrPort) (net.Listener, []netip.AddrPort, error) {
+// for it. takeover joins the port of a running relay of the same id
+// (mediarelay.ListenTCP).
+func (c *tcpConfig) listen(ctx context.Context, udpListen string, udpBound netip.AddrPort, udpPublic []netip.AddrPort, takeover bool) (net.Listener, []netip.AddrPort, error) {
 	if c.off() {
 		return nil, nil, nil
 	}
-	var lc net.ListenConfig
 	addr := c.listenAddr
 	if addr == "" {
 		host, port, err := net.SplitHostPort(udpListen)
@@ -109,18 +109,18 @@ func (c *tcpConfig) listen(ctx context.Context, udpListen string, udpBound netip
 			return nil, nil, fmt.Errorf("-udp-listen %q: %w", udpListen, err)
 		}
 		addr = net.JoinHostPort(host, strconv.Itoa(int(udpBound.Port())))
-		ln, err := lc.Listen(ctx, "tcp", addr)
+		ln, err := mediarelay.ListenTCP(ctx, "tcp", addr, takeover)
 		if err != nil && (port == "0" || port == "") && errors.Is(err, syscall.EADDRINUSE) {
 			// The kernel picked the UDP port; its number is taken for TCP.
 			addr = net.JoinHostPort(host, "0")
-			ln, err = lc.Listen(ctx, "tcp", addr)
+			ln, err = mediarelay.ListenTCP(ctx, "tcp", addr, takeover)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("ICE-TCP on the UDP port's number, %s: %w (set -tcp-listen, or -tcp-listen %s)", addr, err, tcpOff)
 		}
 		return c.advertise(ln, udpBound.Port(), udpPublic)
 	}
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	ln, err := mediarelay.ListenTCP(ctx, "tcp", addr, takeover)
 	if err != nil {
 		return nil, nil, fmt.Errorf("-tcp-listen %s: %w", addr, err)
 	}

@@ -174,7 +174,7 @@ func TestTCPListenDefault(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tcpConfig{listenAddr: tc.listen}
 			udpPublic := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tc.udpPort)}
-			ln, public, err := c.listen(t.Context(), tc.udpListen, udpPublic[0], udpPublic)
+			ln, public, err := c.listen(t.Context(), tc.udpListen, udpPublic[0], udpPublic, false)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)

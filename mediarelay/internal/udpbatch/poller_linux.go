@@ -120,8 +120,23 @@ func newPoller[T any](epfd, batch, size int) *Poller[T] {
 // Dial opens a socket connected to remote, bound first to local when local
 // is valid (an address it had before, so the peer keeps seeing the same
 // source), with SO_RCVBUF and SO_SNDBUF set to sockBuf when it is positive,
-// and adds it to the poller.
+// and adds it to the poller. Once connected the socket has SO_REUSEPORT,
+// so that another process of the same user can take its address over with
+// DialShared; a later Dial to the same local address fails while it is
+// open.
 func (p *Poller[T]) Dial(remote, local netip.AddrPort, sockBuf int, v T) (*Conn[T], error) {
+	return p.dial(remote, local, false, sockBuf, v)
+}
+
+// DialShared is Dial that binds to local even while a socket of another
+// process of the same user holds it with SO_REUSEPORT (a relay taking over
+// from the running one: both forward the same session until the old one
+// closes its socket).
+func (p *Poller[T]) DialShared(remote, local netip.AddrPort, sockBuf int, v T) (*Conn[T], error) {
+	return p.dial(remote, local, true, sockBuf, v)
+}
+
+func (p *Poller[T]) dial(remote, local netip.AddrPort, shared bool, sockBuf int, v T) (*Conn[T], error) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	if !remote.IsValid() || remote.Port() == 0 {
 		return nil, fmt.Errorf("udpbatch: dial %s: invalid address", remote)
@@ -148,6 +163,12 @@ func (p *Poller[T]) Dial(remote, local netip.AddrPort, sockBuf int, v T) (*Conn[
 		}
 	}
 	if local.IsValid() {
+		if shared {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+				_ = unix.Close(fd)
+				return nil, fmt.Errorf("udpbatch: SO_REUSEPORT toward %s: %w", remote, err)
+			}
+		}
 		if err := bindTo(fd, family, local); err != nil {
 			_ = unix.Close(fd)
 			return nil, fmt.Errorf("udpbatch: bind to %s toward %s: %w", local, remote, err)
@@ -157,6 +178,9 @@ func (p *Poller[T]) Dial(remote, local netip.AddrPort, sockBuf int, v T) (*Conn[
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("udpbatch: connect to %s: %w", remote, err)
 	}
+	// Set after the bind: the kernel picked a port no other socket holds,
+	// and from now on a successor's DialShared may join it.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	lsa, err := unix.Getsockname(fd)
 	if err != nil {
 		_ = unix.Close(fd)

@@ -25,6 +25,11 @@ func (p *Poller[T]) Dial(netip.AddrPort, netip.AddrPort, int, T) (*Conn[T], erro
 	return nil, ErrPollerUnsupported
 }
 
+// DialShared is unreachable off Linux.
+func (p *Poller[T]) DialShared(netip.AddrPort, netip.AddrPort, int, T) (*Conn[T], error) {
+	return nil, ErrPollerUnsupported
+}
+
 // Run is unreachable off Linux.
 func (p *Poller[T]) Run(Handler[T]) error { return ErrPollerUnsupported }
 
