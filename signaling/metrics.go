@@ -19,6 +19,8 @@ type metrics struct {
 	setupsReaped prometheus.Counter
 	pinsReleased prometheus.Counter
 	orphaned     prometheus.Gauge
+	unheldReaped prometheus.Counter
+	unheld       prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -46,6 +48,13 @@ func newMetrics() *metrics {
 		orphaned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rtcedge_signaling_orphaned_sessions", Help: "Sessions assigned to a relay with no registration, at the reaper's last pass.",
 		}),
+		unheldReaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtcedge_signaling_unheld_sessions_reaped_total",
+			Help: "Session records removed by the reaper because their live relay did not hold the session past the grace period (released while etcd was unreachable).",
+		}),
+		unheld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rtcedge_signaling_unheld_sessions", Help: "Session records whose live relay does not hold the session (no pending setup), at the reaper's last pass.",
+		}),
 		rehomed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rtcedge_signaling_sessions_rehomed_total", Help: "Sessions moved to another relay by an ICE restart because theirs was gone.",
 		}),
@@ -56,6 +65,7 @@ func newMetrics() *metrics {
 		m.originErrors.WithLabelValues(kind)
 	}
 	m.registry.MustRegister(m.requests, m.setup, m.originErrors, m.rehomed, m.reaped, m.setupsReaped, m.pinsReleased, m.orphaned,
+		m.unheldReaped, m.unheld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

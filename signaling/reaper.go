@@ -28,6 +28,12 @@ const (
 //     found it missing) and that have not changed for as long (a client
 //     that ICE-restarts in the meantime moves its session to a live relay
 //     instead). For each it deletes the origin's session and the record.
+//   - sessions whose relay is alive but does not hold them (absent from its
+//     ListSessions, asked once per relay and pass) for longer than
+//     Config.OrphanGrace, as this instance saw it, and unchanged for as
+//     long: the relay released them while etcd was unreachable and closed
+//     before its retries removed the record (reapUnheld). Pending setups'
+//     records are left to the setup reaper.
 //   - setups whose signaling instance died before finishing them: pending
 //     setup records past their deadline (reapSetups).
 //   - pins of idle streams (no session, no setup) made more than
@@ -186,7 +192,11 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 	}
 	orphaned := 0
 	checked := map[string]bool{} // relay id -> alive, this pass
+	pass := &unheldPass{held: map[string]map[string]bool{}, missing: map[string]bool{}}
 	for _, rs := range sessions {
+		if ctx.Err() != nil {
+			return
+		}
 		alive, ok := checked[rs.RelayID]
 		if !ok {
 			var err error
@@ -196,6 +206,7 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 			checked[rs.RelayID] = alive
 		}
 		if alive {
+			s.reapUnheld(ctx, now, rs, pass)
 			continue
 		}
 		orphaned++
@@ -224,7 +235,9 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 		s.log.Info("signaling: reaped an orphaned session", "session", rs.ID, "dead_relay", rs.RelayID, "stream", rs.Stream)
 	}
 	s.metrics.orphaned.Set(float64(orphaned))
+	s.metrics.unheld.Set(float64(len(pass.missing)))
 	s.missing.keep(checked)
+	s.unheld.keep(pass.missing)
 }
 
 // missingRelays remembers when this instance first saw each relay that

@@ -46,7 +46,8 @@ type Server struct {
 
 	instance string // random id naming this instance's reaper claims
 
-	missing missingRelays // the reaper's view of relays gone from the registry
+	missing missingRelays  // the reaper's view of relays gone from the registry
+	unheld  unheldSessions // the reaper's view of records their live relay does not hold
 
 	mu     sync.Mutex // guards the following
 	relays map[string]*grpc.ClientConn
