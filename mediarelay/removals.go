@@ -158,6 +158,20 @@ func (r *Relay) removeRecord(id string, created time.Time) {
 // error when nothing is left to do (removed, reported by removed, or gone,
 // or another session's record), an error to retry.
 func (r *Relay) tryRemoveRecord(ctx context.Context, id string, created time.Time) (removed bool, err error) {
+	r.mu.Lock()
+	reg := r.reg
+	r.mu.Unlock()
+	if reg != nil {
+		// A successor started with takeover holds this relay's sessions now
+		// (the kernel may have sent this session's packets to it alone, so
+		// that it went idle here): the record is the successor's.
+		if err := reg.Check(ctx); errors.Is(err, registry.ErrSuperseded) {
+			r.log.Info("relay: a successor took this relay over; keeping the released session's record", "session", id)
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
 	var other *registry.Session
 	err = r.cfg.Registry.DeleteSessionIf(ctx, id, func(s registry.Session) bool {
 		if s.RelayID != r.cfg.RelayID || !s.CreateTime.Equal(created) {
