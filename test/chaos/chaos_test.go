@@ -47,9 +47,12 @@ type sessionReport struct {
 	Sent int `json:"sent"`
 	Lost int `json:"lost"`
 	// MaxGapMS is the longest time without a packet at the player.
-	MaxGapMS    int64 `json:"max_gap_ms"`
-	ICERestarts int   `json:"ice_restarts"`
-	NewSetups   int   `json:"new_setups"`
+	MaxGapMS int64 `json:"max_gap_ms"`
+	// MaxGapEndS is when the longest gap ended (the arrival after it),
+	// seconds after the injection: to place it among the fault's steps.
+	MaxGapEndS  *float64 `json:"max_gap_end_s,omitempty"`
+	ICERestarts int      `json:"ice_restarts"`
+	NewSetups   int      `json:"new_setups"`
 	// MediaAfterRestartMS: from the first ICE restart PATCH of either side
 	// to the first packet at the player sent after it.
 	MediaAfterRestartMS *int64 `json:"media_after_restart_ms,omitempty"`
@@ -442,12 +445,18 @@ func (h *harness) runFault(ctx context.Context, f fault, outDir string) *faultRe
 		missing, times := pl.arrivals(from, to)
 		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 		var gap time.Duration
+		var gapEnd time.Time
 		prev := r.Start
 		for _, at := range times {
-			gap = max(gap, at.Sub(prev))
+			if d := at.Sub(prev); d > gap {
+				gap, gapEnd = d, at
+			}
 			prev = at
 		}
 		s := sessionReport{Stream: p.stream, Sent: int(to - from), Lost: missing, MaxGapMS: gap.Milliseconds()}
+		if !gapEnd.IsZero() && !r.injectedAt.IsZero() {
+			s.MaxGapEndS = secondsSince(r.injectedAt, gapEnd)
+		}
 		var firstRestart time.Time
 		for _, c := range pr {
 			for _, e := range c.eventsSince(r.Start) {

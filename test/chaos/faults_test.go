@@ -468,6 +468,7 @@ func rollingUpgrade(ctx context.Context, h *harness, r *faultReport) error {
 			return err
 		}
 		t0 := time.Now()
+		r.Recovery[relay+"_new_started_at"] = t0.Sub(r.injectedAt).Seconds()
 		id, err := h.c.startColour(ctx, next)
 		if err != nil {
 			return fmt.Errorf("starting %s: %w", next, err)
@@ -498,8 +499,10 @@ func rollingUpgrade(ctx context.Context, h *harness, r *faultReport) error {
 			return err
 		}
 		r.Recovery[relay+"_stop"] = time.Since(t1).Seconds()
+		r.Recovery[relay+"_old_stopped_at"] = time.Since(r.injectedAt).Seconds()
 		h.c.setColour(relay, next, id)
-		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s -> %s", relay, old, next))
+		exit, _ := h.c.docker(ctx, "inspect", "-f", "{{.State.ExitCode}}", oldID)
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s -> %s (the old one exited with %s)", relay, old, next, strings.TrimSpace(exit)))
 		time.Sleep(3 * time.Second)
 	}
 	h.stamp(&r.healedAt)
