@@ -148,7 +148,7 @@
 // activity; dropped packets are not), or by a Drain deadline; each frees
 // its socket, its goroutine, its table entries and its registry record. A
 // record whose removal fails (etcd unreachable) is removed in the
-// background, retried with backoff (1 s doubling to 30 s) until it is gone,
+// background, retried with backoff (1 s doubling to 5 s) until it is gone,
 // unless it names another relay by then or a new session under the same id
 // (rtcedge_relay_pending_record_removals counts them).
 //

@@ -22,7 +22,7 @@ const (
 	// passes over the pending removals while they fail: it doubles from
 	// the first to the second.
 	removalBackoffMin = time.Second
-	removalBackoffMax = 30 * time.Second
+	removalBackoffMax = 5 * time.Second
 	// closeRemovalTimeout bounds Close's last attempt at the pending
 	// removals.
 	closeRemovalTimeout = 3 * time.Second
