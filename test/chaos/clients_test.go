@@ -321,6 +321,7 @@ func (c *client) connected() bool {
 func (c *client) supervise(ctx context.Context) {
 	defer c.done.Done()
 	failedRestarts := 0
+	var restartedAt time.Time // the last ICE restart that connected
 	for {
 		select {
 		case <-c.stop:
@@ -333,8 +334,14 @@ func (c *client) supervise(ctx context.Context) {
 		c.mu.Unlock()
 		// A player whose ICE is up but that has had no packet for
 		// stallAfter (its publisher moved to another origin session) sets
-		// up anew, as players do on a stalled stream.
-		stalled := !c.pub && time.Since(setupAt) > stallAfter && time.Since(c.lastArrival()) > stallAfter
+		// up anew, as players do on a stalled stream; counted from its setup
+		// or its last ICE restart, whichever is later (a player that has
+		// just restarted ICE gives the new path that long too).
+		since := setupAt
+		if restartedAt.After(since) {
+			since = restartedAt
+		}
+		stalled := !c.pub && time.Since(since) > stallAfter && time.Since(c.lastArrival()) > stallAfter
 		if stalled {
 			c.record("stalled", "no media for "+stallAfter.String())
 			failedRestarts = 2
@@ -352,6 +359,7 @@ func (c *client) supervise(ctx context.Context) {
 			if c.waitConnected(restartWait) {
 				c.record("connected", "after ICE restart")
 				failedRestarts = 0
+				restartedAt = time.Now()
 				continue
 			}
 			c.record("restart-failed", "not connected in "+restartWait.String())
