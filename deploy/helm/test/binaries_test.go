@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/rtcedge/rtcedge/internal/cli"
 )
@@ -222,7 +224,7 @@ func start(t *testing.T, name, bin string, args []string, env map[string]string)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, out: out, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = p.stop(30 * time.Second)
@@ -295,5 +297,57 @@ func childEnv(env map[string]string) []string {
 	for k, v := range env {
 		out = append(out, k+"="+v)
 	}
+	return out
+}
+
+// probePort finds the listener of bin a rendered probe port names: a
+// declared port's name, or a number, which must be the port of a listener
+// the rendered environment env configures (a pod that declares no ports:
+// relay.upgrade=takeover). It returns the listener's name.
+func probePort(bin string, env map[string]string, port intstr.IntOrString) (string, error) {
+	if port.Type == intstr.String {
+		if _, ok := listeners[bin][port.StrVal]; !ok {
+			return "", fmt.Errorf("port %q is no listener of %s", port.StrVal, bin)
+		}
+		return port.StrVal, nil
+	}
+	for name, l := range listeners[bin] {
+		if v, set := env[l.env]; set && v != "off" {
+			if n, err := portOf(v); err == nil && n == port.IntVal {
+				return name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("port %d is not where any listener of %s is (%s)", port.IntVal, bin, strings.Join(listenerEnv(bin, env), ", "))
+}
+
+// listenerEnv lists the listen variables env sets for bin, for messages.
+func listenerEnv(bin string, env map[string]string) []string {
+	var out []string
+	for _, l := range listeners[bin] {
+		if v, set := env[l.env]; set {
+			out = append(out, l.env+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// listenPorts are the ports a container's binary listens on by its
+// rendered environment env (ICE-TCP off is none), as container ports named
+// like the chart names them: what a container that declares no ports
+// (relay.upgrade=takeover) still serves on the node.
+func listenPorts(bin string, env map[string]string) []corev1.ContainerPort {
+	var out []corev1.ContainerPort
+	for name, l := range listeners[bin] {
+		v, set := env[l.env]
+		if !set || v == "off" {
+			continue
+		}
+		if n, err := portOf(v); err == nil {
+			out = append(out, corev1.ContainerPort{Name: name, ContainerPort: n, Protocol: l.protocol})
+		}
+	}
+	slices.SortFunc(out, func(a, b corev1.ContainerPort) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

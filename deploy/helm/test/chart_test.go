@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -80,6 +81,9 @@ func TestRenderFailures(t *testing.T) {
 		{name: "unknown etcd mode", set: "etcd.mode=embedded", wantErr: `etcd.mode "embedded"`},
 		{name: "grace shorter than the margin", set: "relay.terminationGracePeriodSeconds=60", wantErr: "must exceed relay.drainMarginSeconds"},
 		{name: "extraEnv not a flag", set: "relay.extraEnv.GOGC=50", wantErr: "extraEnv GOGC: only RTCEDGE_*"},
+		{name: "unknown upgrade", set: "relay.upgrade=restart", wantErr: `relay.upgrade "restart": want drain or takeover`},
+		{name: "takeover with hostPort", set: "relay.upgrade=takeover,relay.network=hostPort", wantErr: `relay.upgrade=takeover needs relay.network=hostNetwork (it is "hostPort")`},
+		{name: "takeover grace too short", set: "relay.upgrade=takeover,relay.network=hostNetwork,relay.takeover.terminationGracePeriodSeconds=5", wantErr: "relay.takeover.terminationGracePeriodSeconds must be at least 11"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,21 +209,35 @@ func checkContainers(t *testing.T, objs []object) {
 					t.Errorf("%s port %s: hostPort %d is not the containerPort %d, so the relay would advertise the wrong port", c.Name, p.Name, p.HostPort, p.ContainerPort)
 				}
 			}
-			// A listener the chart configures is declared, except ICE-TCP off.
+			// A listener the chart configures is declared, except ICE-TCP off
+			// and a relay that declares none (relay.upgrade=takeover:
+			// checkRelay).
 			for name, l := range listeners[bin] {
-				if v, set := env[l.env]; set && v != "off" {
+				if v, set := env[l.env]; set && v != "off" && len(c.Ports) > 0 {
 					if _, ok := named[name]; !ok {
 						t.Errorf("%s sets %s=%q but declares no port %s", c.Name, l.env, v, name)
 					}
 				}
 			}
+			// Probes name a declared port, or give the number of one the
+			// binary listens on (then the path must be served by the
+			// listener of that number).
 			for _, pr := range probes(c) {
 				if pr.probe.HTTPGet == nil {
 					t.Errorf("%s %s probe: not an HTTP GET", c.Name, pr.kind)
 					continue
 				}
-				if _, ok := named[pr.probe.HTTPGet.Port.String()]; !ok {
-					t.Errorf("%s %s probe on port %s, which the container does not name", c.Name, pr.kind, pr.probe.HTTPGet.Port.String())
+				port := pr.probe.HTTPGet.Port
+				name, err := probePort(bin, env, port)
+				switch {
+				case err != nil:
+					t.Errorf("%s %s probe: %v", c.Name, pr.kind, err)
+				case name != "http":
+					t.Errorf("%s %s probe on port %s, which is its %s listener, not http", c.Name, pr.kind, port.String(), name)
+				case port.Type == intstr.String:
+					if _, ok := named[port.StrVal]; !ok {
+						t.Errorf("%s %s probe on port %s, which the container does not name", c.Name, pr.kind, port.StrVal)
+					}
 				}
 			}
 		}
@@ -288,12 +306,24 @@ func selects(sel, labels map[string]string) bool {
 	return true
 }
 
+// namesPort reports whether a container of spec declares the port a
+// Service targets (by name or number), or, declaring no ports, has its
+// binary listen on that number by its rendered environment.
 func namesPort(spec *corev1.PodSpec, name string, proto corev1.Protocol) bool {
 	if proto == "" {
 		proto = corev1.ProtocolTCP
 	}
 	for _, c := range spec.Containers {
-		for _, p := range c.Ports {
+		ports := c.Ports
+		if bin := binaryOf(c); len(ports) == 0 && bin != "" {
+			if env, err := resolveEnv(c, podFields("node-a"), nil); err == nil {
+				ports = listenPorts(bin, env)
+				for i := range ports {
+					ports[i].Name = "" // undeclared: only the number can be targeted
+				}
+			}
+		}
+		for _, p := range ports {
 			pp := p.Protocol
 			if pp == "" {
 				pp = corev1.ProtocolTCP
@@ -340,6 +370,13 @@ func checkRelay(t *testing.T, objs []object) {
 			t.Errorf("-public-addr-from-node, but no ClusterRole bound to %s grants get on nodes", spec.ServiceAccountName)
 		}
 	}
+	if env["RTCEDGE_TAKEOVER"].Value == "true" {
+		checkTakeover(t, ds)
+		return
+	}
+	if _, set := env["RTCEDGE_TAKEOVER"]; set {
+		t.Errorf("RTCEDGE_TAKEOVER=%q: the chart sets it to true (relay.upgrade=takeover) or not at all", env["RTCEDGE_TAKEOVER"].Value)
+	}
 	// The preStop hook drains within the grace period, and its command
 	// line is one the binary takes (it fails only for want of a relay).
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
@@ -362,6 +399,51 @@ func checkRelay(t *testing.T, objs []object) {
 		map[string]string{"RTCEDGE_READY_FILE": t.TempDir() + "/absent.json"})
 	if err == nil || !strings.Contains(out, "is the relay running") {
 		t.Errorf("the preStop command line with no relay: %v\n%s", err, out)
+	}
+}
+
+// checkTakeover: a relay DaemonSet rendered with relay.upgrade=takeover
+// starts each node's new pod beside the old one in the node's network
+// namespace, can be scheduled there while the old one runs, and stops the
+// old one at SIGTERM within its grace period.
+func checkTakeover(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	c := spec.Containers[0]
+	if !spec.HostNetwork {
+		t.Error("takeover without hostNetwork: the new pod could not join the old one's ports")
+	}
+	// The API takes maxUnavailable 0 only with a maxSurge (exactly one of
+	// them is non-zero); the new pod must start before the old one goes.
+	st := ds.Spec.UpdateStrategy
+	if st.Type != appsv1.RollingUpdateDaemonSetStrategyType || st.RollingUpdate == nil ||
+		st.RollingUpdate.MaxSurge == nil || st.RollingUpdate.MaxSurge.String() != "1" ||
+		st.RollingUpdate.MaxUnavailable == nil || st.RollingUpdate.MaxUnavailable.String() != "0" {
+		t.Errorf("takeover updateStrategy %+v: want RollingUpdate with maxSurge 1, maxUnavailable 0", st)
+	}
+	if ds.Spec.MinReadySeconds < 1 {
+		t.Errorf("takeover minReadySeconds %d: the old pod would be stopped on the new pod's first ready probe, which the old relay may have answered", ds.Spec.MinReadySeconds)
+	}
+	// With host networking every declared container port is a host port
+	// (the API defaults hostPort to containerPort), and the scheduler's
+	// NodePorts filter keeps a pod off a node where another pod holds one.
+	for _, p := range c.Ports {
+		t.Errorf("takeover declares port %s %d/%s: with hostNetwork it is a host port, and the new pod could not be scheduled beside the old one", p.Name, p.ContainerPort, p.Protocol)
+	}
+	// The successor holds the sessions: no hook waits for them (or drains:
+	// `mediarelay drain` reaches whichever process the kernel picks on the
+	// shared HTTP port, the successor as often as not).
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+		t.Errorf("takeover with a preStop hook %+v: the old relay must stop at SIGTERM, and a drain could reach the successor", c.Lifecycle.PreStop)
+	}
+	grace := spec.TerminationGracePeriodSeconds
+	if grace == nil || *grace < 11 || *grace > 60 {
+		t.Errorf("takeover terminationGracePeriodSeconds %v: want 11 to 60 (admin servers up to 10 s, then the data plane)", grace)
+	}
+	// The flag the variable sets is one the binary has, and a boolean.
+	out, err := runCmd(t.Context(), []string{binary(t, "mediarelay"), "-help"}, nil)
+	if !strings.Contains(out, "-takeover\n") || !strings.Contains(out, "(env RTCEDGE_TAKEOVER)") {
+		t.Errorf("mediarelay -help (%v) shows no boolean -takeover read from RTCEDGE_TAKEOVER:\n%s", err, out)
 	}
 }
 
@@ -420,7 +502,15 @@ func checkNetworkPolicy(t *testing.T, objs []object) {
 			from[k] = append(from[k], rule.From...)
 		}
 	}
-	for _, p := range c.Ports {
+	ports := c.Ports
+	if len(ports) == 0 { // relay.upgrade=takeover declares none
+		env, err := resolveEnv(c, podFields("node-a"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = listenPorts("mediarelay", env)
+	}
+	for _, p := range ports {
 		k := portKey{p.ContainerPort, p.Protocol}
 		switch {
 		case strings.HasPrefix(p.Name, "media-"):

@@ -119,6 +119,7 @@ func renderings(t *testing.T) []rendering {
 	for _, f := range files {
 		rs = append(rs, rendering{name: "examples/" + filepath.Base(f), args: []string{"-f", f}})
 	}
+	rs = append(rs, rendering{name: "host network, drain", args: []string{"-f", filepath.Join(examplesDir, "host-network.yaml"), "--set", "relay.upgrade=drain"}})
 	rs = append(rs, rendering{name: "value address, everything optional on", args: []string{"--set", strings.Join([]string{
 		"relay.publicAddress.source=value", "relay.publicAddress.value=203.0.113.7", "relay.publicTCPAddress=203.0.113.7:443",
 		"relay.zone=z1", "relay.maxSessions=10", "relay.extraEnv.RTCEDGE_IDLE_TIMEOUT=1m", "relay.extraEnv.RTCEDGE_DATA_PLANE_THREADS=3",
@@ -190,11 +191,15 @@ var (
 // executable `go tool -n helm` names, built once.
 func helm(args ...string) ([]byte, error) {
 	helmOnce.Do(func() {
+		// Only stdout names the executable: stderr may hold the go
+		// command's "go: downloading" lines on a first run.
 		cmd := exec.Command("go", "tool", "-modfile="+filepath.Join(repoRoot, "tools", "go.mod"), "-n", "helm")
 		cmd.Dir = repoRoot
-		out, err := cmd.CombinedOutput()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		if err != nil {
-			helmErr = fmt.Errorf("go tool -n helm: %w\n%s", err, out)
+			helmErr = fmt.Errorf("go tool -n helm: %w\n%s", err, stderr.String())
 			return
 		}
 		helmPath = strings.TrimSpace(string(out))

@@ -45,7 +45,7 @@ func TestRenderedPodsServe(t *testing.T) {
 	short := []string{"--set", "relay.terminationGracePeriodSeconds=40,relay.drainMarginSeconds=35"}
 	tests := []rendering{
 		{name: "default with the demo origin", args: append([]string{"--set", "demoOrigin.enabled=true"}, short...)},
-		{name: "examples/host-network.yaml", args: append([]string{"-f", filepath.Join(examplesDir, "host-network.yaml")}, short...)},
+		{name: "examples/host-network.yaml, drain", args: append([]string{"-f", filepath.Join(examplesDir, "host-network.yaml"), "--set", "relay.upgrade=drain"}, short...)},
 	}
 	binary(t, "mediarelay") // built once, before the subtests run side by side
 	for i, r := range tests {
@@ -157,10 +157,17 @@ func podOf(t *testing.T, objs []object, name string) *corev1.PodSpec {
 func probeURL(t *testing.T, p *pod, probe *corev1.Probe) string {
 	t.Helper()
 	g := probe.HTTPGet
-	l, ok := listeners[p.bin][g.Port.String()]
-	if !ok {
-		t.Fatalf("%s probe on port %s, which is no listener", p.bin, g.Port.String())
+	// The rendered environment says which listener a port number is; the
+	// process listens on port 0 of loopback instead.
+	env, err := resolveEnv(p.c, podFields("node-a"), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	name, err := probePort(p.bin, env, g.Port)
+	if err != nil {
+		t.Fatalf("%s probe: %v", p.bin, err)
+	}
+	l := listeners[p.bin][name]
 	scheme := strings.ToLower(string(g.Scheme))
 	if scheme == "" {
 		scheme = "http"
@@ -216,15 +223,7 @@ func checkPreStopDrains(t *testing.T, relay *pod, tag int) {
 	}
 	defer conn.Close()
 	client := relayv1.NewRelayServiceClient(conn)
-	alloc := func(n int) error {
-		_, err := client.AllocateSession(t.Context(), &relayv1.AllocateSessionRequest{
-			Stream: "v/live/chart", Direction: relayv1.Direction_DIRECTION_PUBLISH,
-			ClientIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("cli%d%d", tag, n), Pwd: "clientpasswordclientpassword"},
-			OriginIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("ori%d%d", tag, n), Pwd: "originpasswordoriginpassword"},
-			OriginAddresses: []string{"127.0.0.1:9"},
-		})
-		return err
-	}
+	alloc := func(n int) error { return allocSession(t, client, tag, n) }
 	if err := alloc(1); err != nil {
 		t.Fatalf("AllocateSession: %v", err)
 	}
@@ -300,4 +299,94 @@ func checkRegistered(t *testing.T, sig, origin *pod) {
 		}
 	}
 	t.Errorf("signaling's /v1/origins does not list %s: %s", id, body)
+}
+
+// allocSession allocates a publishing session on a relay; tag and n make
+// its ICE credentials unique in the shared etcd.
+func allocSession(t *testing.T, client relayv1.RelayServiceClient, tag, n int) error {
+	_, err := client.AllocateSession(t.Context(), &relayv1.AllocateSessionRequest{
+		Stream: "v/live/chart", Direction: relayv1.Direction_DIRECTION_PUBLISH,
+		ClientIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("cli%d%d", tag, n), Pwd: "clientpasswordclientpassword"},
+		OriginIce:       &relayv1.IceCredentials{Ufrag: fmt.Sprintf("ori%d%d", tag, n), Pwd: "originpasswordoriginpassword"},
+		OriginAddresses: []string{"127.0.0.1:9"},
+	})
+	return err
+}
+
+// relayClient dials a relay's gRPC address with the pod's admin token.
+func relayClient(t *testing.T, relay *pod) relayv1.RelayServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(relay.ready.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearer.Token(relay.env["RTCEDGE_ADMIN_TOKEN"])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return relayv1.NewRelayServiceClient(conn)
+}
+
+// TestRenderedTakeover is a node's relay upgraded the way the chart's
+// relay.upgrade=takeover (examples/host-network.yaml) does it, with the
+// real binary and the rendered environment: the old pod serves a session;
+// the new pod, the same rendered container on the same node (relay id) and
+// ports, starts beside it and takes the session and the registration over;
+// the old pod is stopped as the kubelet stops it (its rendered preStop, if
+// any, then SIGTERM) and exits cleanly within its rendered grace period;
+// the new relay then answers alone on the node's ports with the session,
+// not draining, and its rendered probes answer 200.
+func TestRenderedTakeover(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	objs := render(t, rendering{name: "examples/host-network.yaml", args: []string{"-f", filepath.Join(examplesDir, "host-network.yaml")}})
+	_, c := relayPod(t, objs)
+	secrets := chartSecrets(objs)
+	const node = "node-takeover"
+	old := startPod(t, objs, c, "mediarelay", node, secrets, etcd.Endpoints()[0], nil)
+	if old.env["RTCEDGE_TAKEOVER"] != "true" {
+		t.Fatalf("examples/host-network.yaml renders RTCEDGE_TAKEOVER=%q, want true", old.env["RTCEDGE_TAKEOVER"])
+	}
+	checkProbes(t, old)
+	if err := allocSession(t, relayClient(t, old), 7, 1); err != nil {
+		t.Fatalf("AllocateSession on the old relay: %v", err)
+	}
+
+	// The new pod: on the node's ports, which the old relay holds.
+	next := startPod(t, objs, c, "mediarelay", node, secrets, etcd.Endpoints()[0], map[string]string{
+		"RTCEDGE_UDP_LISTEN": old.ready.UDP[0], "RTCEDGE_GRPC_LISTEN": old.ready.GRPC, "RTCEDGE_HTTP_LISTEN": old.ready.HTTP,
+	})
+	if next.ready.UDP[0] != old.ready.UDP[0] || next.ready.HTTP != old.ready.HTTP || next.ready.GRPC != old.ready.GRPC {
+		t.Fatalf("the new relay bound %+v, want the old one's ports %+v", next.ready, old.ready)
+	}
+	waitLog(t, next, `"msg":"relay: sessions reloaded from the registry","sessions":1`)
+	waitLog(t, next, `"msg":"relay: registered"`)
+
+	// The kubelet stops the old pod: its preStop hook, then SIGTERM.
+	if h := old.c.Lifecycle; h != nil && h.PreStop != nil {
+		t.Fatalf("takeover renders a preStop hook %+v: a drain there reaches either relay on the shared port", h.PreStop)
+	}
+	start := time.Now()
+	if err := old.proc.stop(old.grace); err != nil {
+		t.Fatalf("the old relay after SIGTERM (grace period %s): %v", old.grace, err)
+	}
+	t.Logf("the old relay exited %s after SIGTERM (grace period %s)", time.Since(start).Round(time.Millisecond), old.grace)
+
+	// Only the new relay listens now.
+	st, err := relayClient(t, next).GetStatus(t.Context(), &relayv1.GetStatusRequest{})
+	if err != nil || st.GetSessionCount() != 1 || st.GetDraining() {
+		t.Fatalf("the new relay after the old one exited: %v %v; want the session, not draining", st, err)
+	}
+	checkProbes(t, next)
+	if err := next.proc.stop(next.grace); err != nil {
+		t.Errorf("the new relay after SIGTERM (grace period %s): %v", next.grace, err)
+	}
+}
+
+// waitLog waits up to 60 s for a line containing want in p's output.
+func waitLog(t *testing.T, p *pod, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(p.proc.out.String(), want) {
+			return
+		}
+	}
+	t.Fatalf("%s logged no %s within 60 s", p.bin, want)
 }
