@@ -991,3 +991,53 @@ func TestRelayRegistersAgainOnItsOwnKey(t *testing.T) {
 		t.Fatal("a registration that wrote its own key again counts itself superseded")
 	}
 }
+
+// TestRelayOwnRecordUnderAnotherLease: a write the registration gave up on
+// (etcd timed out) may still have been applied, leaving its own record
+// under a lease it no longer uses. That is not a takeover: when the lease
+// it keeps alive goes, it writes the key again. (Ownership by lease took
+// it for a successor, stopped writing, and the relay's registration
+// expired for good: a chaos run's fault 5 after fault 2.)
+func TestRelayOwnRecordUnderAnotherLease(t *testing.T) {
+	srv := embedetcd.StartForTest(t)
+	c := embedetcd.NewClientForTest(t, srv)
+	ctx := t.Context()
+	reg, err := c.RegisterRelay(ctx, registry.Relay{ID: "r3"}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(ctx)
+	raw, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	key := c.Prefix() + "relays/r3"
+	got, err := raw.Get(ctx, key)
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("the registration's key %s: %v %v", key, got, err)
+	}
+	kept := clientv3.LeaseID(got.Kvs[0].Lease)
+	// The record as the registration wrote it, under a lease it never
+	// learnt about (the applied write of a timed-out call).
+	stray, err := raw.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, key, string(got.Kvs[0].Value), clientv3.WithLease(stray.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Revoke(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the key written again under the registration's new lease", func() bool {
+		kv, err := raw.Get(ctx, key)
+		return err == nil && len(kv.Kvs) == 1 && clientv3.LeaseID(kv.Kvs[0].Lease) != stray.ID
+	})
+	if reg.Superseded() {
+		t.Fatal("its own record under another lease counted as a takeover")
+	}
+	if err := reg.Update(ctx, func(r *registry.Relay) { r.Sessions = 3 }); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,8 +49,7 @@ type RelayRegistration struct {
 	gen        uint64 // incremented by every Update
 	putGen     uint64 // gen of the last record written
 	lease      clientv3.LeaseID
-	prevLease  clientv3.LeaseID // the lease the key was last written under
-	written    bool             // the first, unconditional put succeeded
+	written    bool // the first, unconditional put succeeded
 	superseded bool
 	closing    bool
 }
@@ -69,6 +70,7 @@ func (c *Client) RegisterRelay(ctx context.Context, r Relay, ttl time.Duration) 
 		return nil, fmt.Errorf("%w: relay ttl %s: want at least %s", ErrInvalid, ttl, MinRelayTTL)
 	}
 	r.V = recordVersion
+	r.Instance = newInstance()
 	reg := &RelayRegistration{c: c, key: c.keys.relay(r.ID), ttl: ttl, id: r.ID, relay: r,
 		done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if err := reg.put(ctx); err != nil {
@@ -93,7 +95,7 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 	ctx, cancel := r.c.call(ctx)
 	defer cancel()
 	r.mu.Lock()
-	lease, prev, rec, gen, written, superseded := r.lease, r.prevLease, r.relay, r.gen, r.written, r.superseded
+	lease, rec, gen, written, superseded := r.lease, r.relay, r.gen, r.written, r.superseded
 	r.mu.Unlock()
 	if superseded {
 		return fmt.Errorf("relay %s: %w", r.id, ErrSuperseded)
@@ -111,7 +113,7 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 		return err
 	}
 	if written {
-		err = r.putOwnLocked(ctx, val, lease, prev)
+		err = r.putOwnLocked(ctx, val, lease, rec.Instance)
 	} else {
 		_, err = r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease))
 		err = mapErr(err)
@@ -128,17 +130,18 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
-	r.lease, r.prevLease, r.written = lease, lease, true
+	r.lease, r.written = lease, true
 	r.putGen = max(r.putGen, gen)
 	r.mu.Unlock()
 	return nil
 }
 
 // putOwnLocked writes val under lease if the key is still this
-// registration's: under lease, absent (its lease ran out), or under prev
-// (the lease it was written under before this one was granted). r.putMu
-// is held.
-func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease, prev clientv3.LeaseID) error {
+// registration's: its record names instance, or it is absent (its lease
+// ran out). Ownership is the record's, not the lease's: a write that timed
+// out may still have been applied under a lease this registration then
+// gave up. r.putMu is held.
+func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease clientv3.LeaseID, instance string) error {
 	put := clientv3.OpPut(r.key, val, clientv3.WithLease(lease))
 	resp, err := r.c.etcd.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
@@ -153,10 +156,11 @@ func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease,
 	switch kvs := resp.Responses[0].GetResponseRange().GetKvs(); {
 	case len(kvs) == 0:
 		cmp = clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)
-	case prev != 0 && clientv3.LeaseID(kvs[0].Lease) == prev:
-		cmp = clientv3.Compare(clientv3.LeaseValue(r.key), "=", prev)
 	default:
-		return fmt.Errorf("relay %s: the key is under lease %x, not this process's %x: %w", r.id, kvs[0].Lease, int64(lease), ErrSuperseded)
+		if err := r.ownRecord(kvs[0].Value, instance); err != nil {
+			return err
+		}
+		cmp = clientv3.Compare(clientv3.ModRevision(r.key), "=", kvs[0].ModRevision)
 	}
 	resp, err = r.c.etcd.Txn(ctx).If(cmp).Then(put).Commit()
 	if err != nil {
@@ -168,12 +172,24 @@ func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease,
 	return nil
 }
 
+// ownRecord returns ErrSuperseded unless the stored record b names instance.
+func (r *RelayRegistration) ownRecord(b []byte, instance string) error {
+	var stored Relay
+	if err := decode(r.key, b, &stored); err != nil {
+		return fmt.Errorf("relay %s: the key holds an unreadable record: %w", r.id, ErrSuperseded)
+	}
+	if stored.Instance != instance {
+		return fmt.Errorf("relay %s: the key is process %q's, not this one's (%q): %w", r.id, stored.Instance, instance, ErrSuperseded)
+	}
+	return nil
+}
+
 // Check reads the key and returns ErrSuperseded (and from then on writes
 // nothing more) when another process of the same relay id has taken it
 // over; nil while it is this registration's or absent.
 func (r *RelayRegistration) Check(ctx context.Context) error {
 	r.mu.Lock()
-	lease, prev, superseded := r.lease, r.prevLease, r.superseded
+	instance, superseded := r.relay.Instance, r.superseded
 	r.mu.Unlock()
 	if superseded {
 		return fmt.Errorf("relay %s: %w", r.id, ErrSuperseded)
@@ -187,13 +203,20 @@ func (r *RelayRegistration) Check(ctx context.Context) error {
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	if l := clientv3.LeaseID(resp.Kvs[0].Lease); l == lease || l == prev {
-		return nil
+	if err := r.ownRecord(resp.Kvs[0].Value, instance); err != nil {
+		r.mu.Lock()
+		r.superseded = true
+		r.mu.Unlock()
+		return err
 	}
-	r.mu.Lock()
-	r.superseded = true
-	r.mu.Unlock()
-	return fmt.Errorf("relay %s: the key is under lease %x, not this process's %x: %w", r.id, resp.Kvs[0].Lease, int64(lease), ErrSuperseded)
+	return nil
+}
+
+// newInstance returns a random process identity for a relay record.
+func newInstance() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Superseded reports whether another process of the same relay id took the
@@ -304,8 +327,9 @@ func (r *RelayRegistration) Update(ctx context.Context, fn func(*Relay)) error {
 		r.mu.Unlock()
 		return fmt.Errorf("relay %s: registration closed: %w", r.id, ErrClosed)
 	}
+	instance := r.relay.Instance
 	fn(&r.relay)
-	r.relay.ID, r.relay.V = r.id, recordVersion
+	r.relay.ID, r.relay.V, r.relay.Instance = r.id, recordVersion, instance
 	r.gen++
 	r.mu.Unlock()
 	err := r.put(ctx)

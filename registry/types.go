@@ -59,6 +59,11 @@ type Relay struct {
 	// PublicTCPAddresses are the advertised ICE-TCP "ip:port" (passive
 	// candidates, RFC 6544); none when the relay takes no TCP.
 	PublicTCPAddresses []string `json:"public_tcp_addresses,omitempty"`
+
+	// Instance identifies the process that wrote the record (random, set by
+	// RegisterRelay): a relay writes its key again only while the record is
+	// its own, so a successor started with takeover keeps it.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Load is the relay's load in [0, +inf): sessions over capacity when a
