@@ -28,8 +28,9 @@ const MinRelayTTL = 2 * time.Second
 //
 // Only the first put is unconditional (it takes the key over from a dead
 // or a running process of the same id). Every later write checks that the
-// key is still this registration's (under its lease, or absent after the
-// lease ran out): once another process of the same relay id has put it,
+// key is still this registration's (its record names this registration's
+// Relay.Instance, or the key is absent after the lease ran out): once
+// another process of the same relay id has put it,
 // this registration is superseded and writes nothing more, so that the
 // process it replaced cannot take the key back nor delete it on its way
 // out.
@@ -267,7 +268,7 @@ func (r *RelayRegistration) loop(ctx context.Context) {
 		}
 		backoff = minBackoff
 		r.keepAlive(ctx, lease)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || r.Superseded() {
 			return
 		}
 		r.c.log.Warn("registry: relay lease lost, registering again", "relay", r.id)
