@@ -441,6 +441,20 @@ func (r *Relay) Drain(deadline time.Duration) (*relayv1.DrainResponse, error) {
 	return &relayv1.DrainResponse{Draining: true, SessionCount: uint32(n)}, nil
 }
 
+// takenOver stops taking new sessions once a successor started with
+// takeover holds this relay's registration: signaling's setups that still
+// reach this process (its pooled connection, until this one stops) are
+// refused as by a draining relay and go to another, and /readyz answers
+// 503. The sessions stay: both processes forward them until this one
+// stops.
+func (r *Relay) takenOver() {
+	r.mu.Lock()
+	r.draining = true
+	n := len(r.sessions)
+	r.mu.Unlock()
+	r.log.Warn("relay: a successor took this relay over; taking no new session", "sessions", n)
+}
+
 // releaseAll releases every session (the drain deadline).
 func (r *Relay) releaseAll() {
 	r.mu.Lock()
@@ -673,6 +687,11 @@ func (r *Relay) registerLoop() {
 			r.reg = reg
 			r.mu.Unlock()
 			r.log.Info("relay: registered", "relay", r.cfg.RelayID, "grpc", r.cfg.GRPCAddress)
+			select {
+			case <-r.closing:
+			case <-reg.Taken():
+				r.takenOver()
+			}
 			return
 		}
 		r.log.Warn("relay: registration failed, retrying", "err", err, "in", backoff)

@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	relayv1 "github.com/rtcedge/rtcedge/proto/relay/v1"
 	"github.com/rtcedge/rtcedge/registry"
 	"github.com/rtcedge/rtcedge/registry/embedetcd"
@@ -15,7 +18,8 @@ import (
 // packets to the successor alone; or a DELETE that reached the old
 // process) keeps the session's record, which is the successor's now, and
 // so does its Close. Before, it removed the record the successor serves
-// the session from.
+// the session from. It also stops taking new sessions as soon as it sees
+// the takeover.
 func TestTakenOverRelayKeepsSessionRecords(t *testing.T) {
 	etcd := embedetcd.StartForTest(t)
 	reg := embedetcd.NewClientForTest(t, etcd)
@@ -55,6 +59,12 @@ func TestTakenOverRelayKeepsSessionRecords(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = succ.Close(ctx) })
 
+	// The old process sees the takeover (a watch on its key) and takes no
+	// new session: signaling's setups go elsewhere.
+	waitUntil(t, 10*time.Second, "the old process refusing new sessions", func() bool {
+		_, err := old.client.AllocateSession(ctx, allocReq("v/live/takeover", newCreds("tk3"), origin.addr))
+		return status.Code(err) == codes.Unavailable
+	})
 	if _, err := old.client.ReleaseSession(ctx, &relayv1.ReleaseSessionRequest{Id: ids[0]}); err != nil {
 		t.Fatalf("release on the old process: %v", err)
 	}

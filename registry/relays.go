@@ -35,13 +35,14 @@ const MinRelayTTL = 2 * time.Second
 // process it replaced cannot take the key back nor delete it on its way
 // out.
 type RelayRegistration struct {
-	c    *Client
-	key  string
-	ttl  time.Duration
-	id   string
-	stop context.CancelFunc
-	done chan struct{} // closed when the loop has returned
-	kick chan struct{} // asks the loop to write a changed record now
+	c     *Client
+	key   string
+	ttl   time.Duration
+	id    string
+	stop  context.CancelFunc
+	done  chan struct{} // closed when the loop has returned
+	kick  chan struct{} // asks the loop to write a changed record now
+	taken chan struct{} // closed once another process took the key over
 
 	putMu sync.Mutex // serialises puts so that a newer record is never overwritten by an older one
 
@@ -50,7 +51,8 @@ type RelayRegistration struct {
 	gen        uint64 // incremented by every Update
 	putGen     uint64 // gen of the last record written
 	lease      clientv3.LeaseID
-	written    bool // the first, unconditional put succeeded
+	putRev     int64 // the etcd revision of the last write
+	written    bool  // the first, unconditional put succeeded
 	superseded bool
 	closing    bool
 }
@@ -73,13 +75,13 @@ func (c *Client) RegisterRelay(ctx context.Context, r Relay, ttl time.Duration) 
 	r.V = recordVersion
 	r.Instance = newInstance()
 	reg := &RelayRegistration{c: c, key: c.keys.relay(r.ID), ttl: ttl, id: r.ID, relay: r,
-		done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		done: make(chan struct{}), kick: make(chan struct{}, 1), taken: make(chan struct{})}
 	if err := reg.put(ctx); err != nil {
 		return nil, err
 	}
 	lctx, stop := context.WithCancel(c.ctx)
 	reg.stop = stop
-	if !c.goroutine(func() { reg.loop(lctx) }) {
+	if !c.goroutine(func() { reg.watch(lctx) }) || !c.goroutine(func() { reg.loop(lctx) }) {
 		stop()
 		reg.revoke(ctx)
 		return nil, ErrClosed
@@ -113,10 +115,14 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var rev int64
 	if written {
-		err = r.putOwnLocked(ctx, val, lease, rec.Instance)
+		rev, err = r.putOwnLocked(ctx, val, lease, rec.Instance)
 	} else {
-		_, err = r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease))
+		var resp *clientv3.PutResponse
+		if resp, err = r.c.etcd.Put(ctx, r.key, val, clientv3.WithLease(lease)); err == nil {
+			rev = resp.Header.Revision
+		}
 		err = mapErr(err)
 	}
 	if err != nil {
@@ -124,14 +130,14 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 			r.dropLease(lease)
 		}
 		if errors.Is(err, ErrSuperseded) {
-			r.mu.Lock()
-			r.superseded = true
-			r.mu.Unlock()
+			r.markSuperseded()
 		}
 		return err
 	}
 	r.mu.Lock()
-	r.lease, r.written = lease, true
+	r.written = true
+	r.putRev = max(r.putRev, rev)
+	r.lease = lease
 	r.putGen = max(r.putGen, gen)
 	r.mu.Unlock()
 	return nil
@@ -142,16 +148,16 @@ func (r *RelayRegistration) put(ctx context.Context) error {
 // ran out). Ownership is the record's, not the lease's: a write that timed
 // out may still have been applied under a lease this registration then
 // gave up. r.putMu is held.
-func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease clientv3.LeaseID, instance string) error {
+func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease clientv3.LeaseID, instance string) (int64, error) {
 	put := clientv3.OpPut(r.key, val, clientv3.WithLease(lease))
 	resp, err := r.c.etcd.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
 		Then(put).Else(clientv3.OpGet(r.key)).Commit()
 	if err != nil {
-		return mapErr(err)
+		return 0, mapErr(err)
 	}
 	if resp.Succeeded {
-		return nil
+		return resp.Header.Revision, nil
 	}
 	var cmp clientv3.Cmp
 	switch kvs := resp.Responses[0].GetResponseRange().GetKvs(); {
@@ -159,18 +165,18 @@ func (r *RelayRegistration) putOwnLocked(ctx context.Context, val string, lease 
 		cmp = clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)
 	default:
 		if err := r.ownRecord(kvs[0].Value, instance); err != nil {
-			return err
+			return 0, err
 		}
 		cmp = clientv3.Compare(clientv3.ModRevision(r.key), "=", kvs[0].ModRevision)
 	}
 	resp, err = r.c.etcd.Txn(ctx).If(cmp).Then(put).Commit()
 	if err != nil {
-		return mapErr(err)
+		return 0, mapErr(err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("relay %s: the key changed while it was written: %w", r.id, ErrSuperseded)
+		return 0, fmt.Errorf("relay %s: the key changed while it was written: %w", r.id, ErrSuperseded)
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // ownRecord returns ErrSuperseded unless the stored record b names instance.
@@ -205,12 +211,69 @@ func (r *RelayRegistration) Check(ctx context.Context) error {
 		return nil
 	}
 	if err := r.ownRecord(resp.Kvs[0].Value, instance); err != nil {
-		r.mu.Lock()
-		r.superseded = true
-		r.mu.Unlock()
+		r.markSuperseded()
 		return err
 	}
 	return nil
+}
+
+// markSuperseded records the takeover: nothing is written from now on and
+// Taken's channel closes.
+func (r *RelayRegistration) markSuperseded() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.superseded {
+		r.superseded = true
+		close(r.taken)
+	}
+}
+
+// Taken returns a channel closed once another process of the same relay id
+// has taken the key over (seen by a watch on the key, a write or Check): a
+// relay then takes no new session, its successor does.
+func (r *RelayRegistration) Taken() <-chan struct{} { return r.taken }
+
+// watch follows the key from the registration's last write and marks the
+// registration superseded at the first record another process wrote. It
+// ends with ctx (Close) or at the takeover.
+func (r *RelayRegistration) watch(ctx context.Context) {
+	r.mu.Lock()
+	rev, instance := r.putRev, r.relay.Instance
+	r.mu.Unlock()
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for wr := range r.c.etcd.Watch(wctx, r.key, clientv3.WithRev(rev+1)) {
+			if wr.Err() != nil {
+				break // compacted, or no leader: read the key again below
+			}
+			for _, ev := range wr.Events {
+				rev = max(rev, ev.Kv.ModRevision)
+				if ev.Type == clientv3.EventTypePut && r.ownRecord(ev.Kv.Value, instance) != nil {
+					cancel()
+					r.markSuperseded()
+					r.c.log.Warn("registry: relay registration taken over by another process of the same id", "relay", r.id)
+					return
+				}
+			}
+		}
+		cancel()
+		if !sleep(ctx, time.Second) {
+			return
+		}
+		// Missed events (a compaction, an outage): the key as it is now.
+		gctx, gcancel := r.c.call(ctx)
+		resp, err := r.c.etcd.Get(gctx, r.key)
+		gcancel()
+		if err != nil {
+			continue
+		}
+		rev = resp.Header.Revision
+		if len(resp.Kvs) == 1 && r.ownRecord(resp.Kvs[0].Value, instance) != nil {
+			r.markSuperseded()
+			r.c.log.Warn("registry: relay registration taken over by another process of the same id", "relay", r.id)
+			return
+		}
+	}
 }
 
 // newInstance returns a random process identity for a relay record.
