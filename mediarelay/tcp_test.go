@@ -271,17 +271,19 @@ func TestTCPConnectionsThatNeverVerify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			name := `rtcedge_relay_tcp_closed_total{reason="` + tc.reason + `"}`
 			before := relay.metric(t, name)
+			// Timed from before the dial: the relay's limit runs from its
+			// accept, later, so a connection closed at the limit is never
+			// seen closing early however slow the machine. (Whether a
+			// connection was closed at once or at the limit is told by the
+			// reason it is counted under, not by a clock.)
+			start := time.Now()
 			c := dialTCP(t, relay.tcp, false)
 			tc.act(t, c)
-			took, err := c.waitClosed(5 * verifyTimeout)
-			if err != nil {
+			if _, err := c.waitClosed(30 * time.Second); err != nil { // a bound for a busy machine
 				t.Fatal(err)
 			}
-			if tc.slow && took < verifyTimeout/2 {
+			if took := time.Since(start); tc.slow && took < verifyTimeout {
 				t.Errorf("closed after %s, before the time limit %s", took, verifyTimeout)
-			}
-			if !tc.slow && took > verifyTimeout/2 {
-				t.Errorf("closed after %s; want at once", took)
 			}
 			waitFor(t, func() bool { return relay.metric(t, name) == before+1 }, name)
 		})
