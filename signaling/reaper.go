@@ -218,26 +218,47 @@ func (s *Server) reap(ctx context.Context, now time.Time) {
 		if now.Sub(s.missing.since(rs.RelayID, now)) < s.cfg.OrphanGrace || now.Sub(rs.UpdateTime) < s.cfg.OrphanGrace {
 			continue
 		}
-		if rs.OriginResource != "" {
-			octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
-			_, err := s.origins.Do(octx, http.MethodDelete, rs.OriginResource, "", nil, nil)
-			cancel()
-			if err != nil {
-				s.log.Warn("signaling: reaper could not delete the origin's session", "session", rs.ID, "err", err)
-			}
+		if s.reapOrphan(ctx, rs) {
+			orphaned--
 		}
-		if err := s.cfg.Registry.DeleteSession(ctx, rs.ID); err != nil && !errors.Is(err, registry.ErrNotFound) {
-			s.log.Warn("signaling: reaper could not delete a session", "session", rs.ID, "err", err)
-			continue
-		}
-		orphaned--
-		s.metrics.reaped.Inc()
-		s.log.Info("signaling: reaped an orphaned session", "session", rs.ID, "dead_relay", rs.RelayID, "stream", rs.Stream)
 	}
 	s.metrics.orphaned.Set(float64(orphaned))
 	s.metrics.unheld.Set(float64(len(pass.missing)))
 	s.missing.keep(checked)
 	s.unheld.keep(pass.missing)
+}
+
+// reapOrphan removes the record of rs, a session of a dead relay past the
+// grace, then its origin session; it reports whether the session is gone.
+// The record goes first and only if it is still the one listed (same relay,
+// same last change): a client's ICE restart may have moved the session onto
+// a live relay since, and then its origin session is the moved session's
+// and stays.
+func (s *Server) reapOrphan(ctx context.Context, rs registry.Session) bool {
+	err := s.cfg.Registry.DeleteSessionIf(ctx, rs.ID, func(cur registry.Session) bool {
+		return cur.RelayID == rs.RelayID && cur.UpdateTime.Equal(rs.UpdateTime)
+	})
+	switch {
+	case errors.Is(err, registry.ErrConflict):
+		s.log.Info("signaling: an orphaned session changed before the reaper removed it; keeping it", "session", rs.ID)
+		return false
+	case errors.Is(err, registry.ErrNotFound):
+		return true // removed meanwhile, with its origin session
+	case err != nil:
+		s.log.Warn("signaling: reaper could not delete a session", "session", rs.ID, "err", err)
+		return false
+	}
+	if rs.OriginResource != "" {
+		octx, cancel := context.WithTimeout(ctx, s.cfg.OriginTimeout)
+		_, err := s.origins.Do(octx, http.MethodDelete, rs.OriginResource, "", nil, nil)
+		cancel()
+		if err != nil {
+			s.log.Warn("signaling: reaper could not delete the origin's session", "session", rs.ID, "err", err)
+		}
+	}
+	s.metrics.reaped.Inc()
+	s.log.Info("signaling: reaped an orphaned session", "session", rs.ID, "dead_relay", rs.RelayID, "stream", rs.Stream)
+	return true
 }
 
 // missingRelays remembers when this instance first saw each relay that

@@ -2,6 +2,10 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,5 +84,79 @@ func TestReaperGraceCountsFromTheRelaysAbsence(t *testing.T) {
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
+	}
+}
+
+// TestReapOrphanKeepsAMovedSession: the reaper lists a session of a dead
+// relay past the grace; before it removes it, the client's ICE restart
+// moves the session onto a live relay. The reaper must keep the record and
+// must not DELETE the origin's session, which the moved session uses. An
+// unchanged orphan goes, record first, then its origin session.
+func TestReapOrphanKeepsAMovedSession(t *testing.T) {
+	etcd := embedetcd.StartForTest(t)
+	reg := embedetcd.NewClientForTest(t, etcd)
+	var mu sync.Mutex
+	deletes := map[string]int{}
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			mu.Lock()
+			deletes[r.URL.Path]++
+			mu.Unlock()
+		}
+	}))
+	defer origin.Close()
+	s, err := New(Config{Registry: reg, OrphanGrace: time.Minute, ReapInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	cases := []struct {
+		name     string
+		moved    bool
+		wantGone bool
+	}{
+		{name: "moved onto a live relay after the listing", moved: true, wantGone: false},
+		{name: "unchanged", moved: false, wantGone: true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("sess-orphan-%d", i)
+			resource := fmt.Sprintf("/whep/res/%d", i)
+			if err := reg.CreateSession(ctx, registry.Session{ID: id, Stream: "__defaultVhost__/live/orphan",
+				Direction: registry.DirectionPlay, RelayID: "relay-dead", OriginResource: origin.URL + resource,
+				ClientICE:       registry.ICECredentials{Ufrag: fmt.Sprintf("cliufrag%d", i), Pwd: "clientpasswordclientpassword"},
+				OriginICE:       registry.ICECredentials{Ufrag: fmt.Sprintf("orgufrag%d", i), Pwd: "originpasswordoriginpassword"},
+				OriginAddresses: []string{"127.0.0.1:9"}}); err != nil {
+				t.Fatal(err)
+			}
+			listed, err := reg.GetSession(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.moved {
+				time.Sleep(2 * time.Millisecond) // a later UpdateTime
+				// The client's ICE restart through signaling: new credentials,
+				// the session onto a live relay.
+				if _, err := reg.RekeySession(ctx, id, registry.ICEKeys{
+					Client: registry.ICECredentials{Ufrag: fmt.Sprintf("cliufragnew%d", i), Pwd: "clientpasswordclientpasswordnew"},
+					Origin: listed.OriginICE, OriginClient: listed.ClientICE,
+				}, nil, "relay-live"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			gone := s.reapOrphan(ctx, listed)
+			_, err = reg.GetSession(ctx, id)
+			kept := err == nil
+			mu.Lock()
+			n := deletes[resource]
+			mu.Unlock()
+			if gone != tc.wantGone || kept == tc.wantGone {
+				t.Fatalf("reaped %v, record kept %v (%v); want reaped %v", gone, kept, err, tc.wantGone)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.wantGone]; n != want {
+				t.Fatalf("origin DELETEs of the session: %d, want %d", n, want)
+			}
+		})
 	}
 }
