@@ -164,12 +164,11 @@ func (r *Relay) tryRemoveRecord(ctx context.Context, id string, created time.Tim
 	if reg != nil {
 		// A successor started with takeover holds this relay's sessions now
 		// (the kernel may have sent this session's packets to it alone, so
-		// that it went idle here): the record is the successor's.
-		if err := reg.Check(ctx); errors.Is(err, registry.ErrSuperseded) {
+		// that it went idle here): the record is the successor's. The
+		// registration watches its key, so this costs no etcd call.
+		if reg.Superseded() {
 			r.log.Info("relay: a successor took this relay over; keeping the released session's record", "session", id)
 			return false, nil
-		} else if err != nil {
-			return false, err
 		}
 	}
 	var other *registry.Session

@@ -908,8 +908,8 @@ func TestRelayTakeover(t *testing.T) {
 	if err := old.Update(ctx, func(r *registry.Relay) { r.Draining = true }); err != nil {
 		t.Fatalf("update before the takeover: %v", err)
 	}
-	if err := old.Check(ctx); err != nil {
-		t.Fatalf("check before the takeover: %v", err)
+	if old.Superseded() {
+		t.Fatal("superseded before the takeover")
 	}
 	succ, err := newProc.RegisterRelay(ctx, registry.Relay{ID: "r1", GRPCAddress: "new:9090"}, 5*time.Second)
 	if err != nil {
@@ -921,8 +921,15 @@ func TestRelayTakeover(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{name: "update", call: func() error { return old.Update(ctx, func(r *registry.Relay) { r.Sessions = 7 }) }},
-		{name: "check", call: func() error { return old.Check(ctx) }},
+		{name: "seen by the watch, before any write", call: func() error {
+			select {
+			case <-old.Taken():
+				return registry.ErrSuperseded
+			case <-time.After(10 * time.Second):
+				return errors.New("Taken() did not close within 10 s")
+			}
+		}},
+		{name: "a later write", call: func() error { return old.Update(ctx, func(r *registry.Relay) { r.Sessions = 7 }) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -947,8 +954,8 @@ func TestRelayTakeover(t *testing.T) {
 	if err := succ.Update(ctx, func(r *registry.Relay) { r.Sessions = 2 }); err != nil {
 		t.Fatalf("successor's update: %v", err)
 	}
-	if err := succ.Check(ctx); err != nil {
-		t.Fatalf("successor's check: %v", err)
+	if succ.Superseded() {
+		t.Fatal("the successor counts itself superseded")
 	}
 }
 
@@ -966,11 +973,7 @@ func TestRelayRegistersAgainOnItsOwnKey(t *testing.T) {
 	defer reg.Close(ctx)
 	// Revoke every lease behind the registration's back: the key goes,
 	// the keepalive channel closes, and the registration puts it again.
-	raw, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := c.Etcd()
 	leases, err := raw.Leases(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -1007,11 +1010,7 @@ func TestRelayOwnRecordUnderAnotherLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close(ctx)
-	raw, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := c.Etcd()
 	key := c.Prefix() + "relays/r3"
 	got, err := raw.Get(ctx, key)
 	if err != nil || len(got.Kvs) != 1 {

@@ -191,32 +191,6 @@ func (r *RelayRegistration) ownRecord(b []byte, instance string) error {
 	return nil
 }
 
-// Check reads the key and returns ErrSuperseded (and from then on writes
-// nothing more) when another process of the same relay id has taken it
-// over; nil while it is this registration's or absent.
-func (r *RelayRegistration) Check(ctx context.Context) error {
-	r.mu.Lock()
-	instance, superseded := r.relay.Instance, r.superseded
-	r.mu.Unlock()
-	if superseded {
-		return fmt.Errorf("relay %s: %w", r.id, ErrSuperseded)
-	}
-	ctx, cancel := r.c.call(ctx)
-	defer cancel()
-	resp, err := r.c.etcd.Get(ctx, r.key)
-	if err != nil {
-		return mapErr(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil
-	}
-	if err := r.ownRecord(resp.Kvs[0].Value, instance); err != nil {
-		r.markSuperseded()
-		return err
-	}
-	return nil
-}
-
 // markSuperseded records the takeover: nothing is written from now on and
 // Taken's channel closes.
 func (r *RelayRegistration) markSuperseded() {
@@ -229,7 +203,7 @@ func (r *RelayRegistration) markSuperseded() {
 }
 
 // Taken returns a channel closed once another process of the same relay id
-// has taken the key over (seen by a watch on the key, a write or Check): a
+// has taken the key over (seen by a watch on the key, or a write): a
 // relay then takes no new session, its successor does.
 func (r *RelayRegistration) Taken() <-chan struct{} { return r.taken }
 
